@@ -1,0 +1,85 @@
+"""Device resolution and seeding that leaves torch's global state alone."""
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
+
+def resolve_device(device) -> torch.device:
+    """Turn the ``device`` parameter into an available :class:`torch.device`.
+
+    ``"auto"`` picks CUDA, then MPS, then the CPU. Anything else is parsed by
+    :class:`torch.device` and checked for availability, so that asking for a
+    GPU the machine lacks fails here, with a message that says so, rather than
+    deep inside the first tensor operation.
+    """
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', "
+            "'cuda', 'cuda:N', 'mps' or a torch.device."
+        ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                "machine; use device='auto' or device='cpu'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are visible."
+            )
+    elif resolved.type == "mps":
+        if not _mps_available():
+            raise ValueError(
+                f"device={device!r} was requested but MPS is not available on this "
+                "machine; use device='auto' or device='cpu'."
+            )
+    elif resolved.type != "cpu":
+        raise ValueError(
+            f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'."
+        )
+    return resolved
+
+
+def draw_seed(rng: np.random.RandomState) -> int:
+    """Draw a torch seed from a NumPy random state (as ``check_random_state`` gives)."""
+    return int(rng.randint(np.iinfo(np.int32).max))
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A private generator on ``device``: sampling never touches the global RNG."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+@contextmanager
+def seeded_cpu_rng(seed: int):
+    """Seed torch's CPU RNG for the block and restore it afterwards.
+
+    ``torch.nn.Linear`` initialises its weights from the global RNG and takes no
+    generator, so module construction runs inside this block.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """Float64 for scoring where the device has it (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64

@@ -1,0 +1,195 @@
+"""The torch module: encoder, decoder, ELBO terms and importance-weighted log p(x).
+
+Everything here works in the model's internal units (standardized data when
+the estimator standardizes) and on tensors only; numpy, pandas and
+scikit-learn stay in the estimator.
+"""
+
+import torch
+from torch import nn
+
+from ._likelihood import (
+    LOG_2PI,
+    gaussian_log_prob,
+    kl_to_standard_normal,
+    optimal_variance,
+    standard_normal_log_prob,
+)
+
+_ACTIVATIONS = {
+    "identity": nn.Identity,
+    "logistic": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+}
+
+# Floor on the encoder's posterior scale: keeps log s finite in the KL term.
+STD_FLOOR = 1e-4
+# Encoder inputs are clipped to this magnitude. Importance sampling is exact
+# for any proposal q(z|x), so clipping only what the encoder sees keeps rows far
+# outside the training data finite without biasing their log-likelihood.
+INPUT_CLIP = 1e6
+# Bounds on the heteroscedastic head's log-variance, in internal units.
+LOG_VARIANCE_BOUNDS = (-30.0, 20.0)
+
+
+def _mlp(sizes, activation):
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
+        layers += [nn.Linear(n_in, n_out), _ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers)
+
+
+class VAEModule(nn.Module):
+    """Gaussian VAE: q(z|x) = N(m(x), diag s(x)^2), p(x|z) = N(mu(z), diag var).
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension of x.
+    n_components : int
+        Dimension of z.
+    hidden_layer_sizes : tuple of int
+        Hidden widths of the encoder; the decoder mirrors them. An empty tuple
+        gives a linear encoder and decoder (a linear VAE, whose optimum is
+        probabilistic PCA or factor analysis).
+    activation : {"identity", "logistic", "tanh", "relu"}
+    variance : {"feature", "shared", "heteroscedastic"} or float
+        How the decoder variance is obtained: closed-form per feature, one
+        closed-form value for all features, a network head var(z), or fixed.
+    min_variance : float
+        Floor on every decoder variance.
+    """
+
+    def __init__(
+        self,
+        n_features,
+        n_components,
+        hidden_layer_sizes,
+        activation,
+        variance,
+        min_variance,
+    ):
+        super().__init__()
+        hidden = tuple(hidden_layer_sizes)
+        self.n_features = n_features
+        self.n_components = n_components
+        self.variance_mode = variance if isinstance(variance, str) else "fixed"
+        self.min_variance = float(min_variance)
+        # A heteroscedastic decoder first trains its mean under the closed-form
+        # per-feature variance (warm-up), then switches its variance head on.
+        self.variance_head_active = False
+
+        self.encoder_body = _mlp((n_features, *hidden), activation)
+        self.encoder_head = nn.Linear((n_features, *hidden)[-1], 2 * n_components)
+        self.decoder_body = _mlp((n_components, *hidden[::-1]), activation)
+        decoder_width = (n_components, *hidden[::-1])[-1]
+        self.decoder_mean = nn.Linear(decoder_width, n_features)
+        if self.variance_mode == "heteroscedastic":
+            self.decoder_log_variance = nn.Linear(decoder_width, n_features)
+        initial = 1.0 if self.variance_mode != "fixed" else float(variance)
+        self.register_buffer(
+            "variance", torch.full((n_features,), max(initial, self.min_variance))
+        )
+
+    @property
+    def closed_form_variance(self):
+        """Whether training sets the variance to its closed-form optimum."""
+        return self.variance_mode in ("feature", "shared") or (
+            self.variance_mode == "heteroscedastic" and not self.variance_head_active
+        )
+
+    def activate_variance_head(self):
+        """End the heteroscedastic warm-up without a jump in the likelihood.
+
+        The head starts as the constant log of the per-feature variance reached
+        during warm-up, so var(z) equals it at the switch.
+        """
+        head = self.decoder_log_variance
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(
+                torch.log((self.variance - self.min_variance).clamp(min=1e-12))
+            )
+        self.variance_head_active = True
+
+    def encode(self, x):
+        """Posterior mean and standard deviation of q(z|x)."""
+        h = self.encoder_body(x.clamp(-INPUT_CLIP, INPUT_CLIP))
+        mean, raw_std = self.encoder_head(h).chunk(2, dim=-1)
+        return mean, nn.functional.softplus(raw_std) + STD_FLOOR
+
+    def decode(self, z):
+        """Decoder mean and variance; the variance broadcasts against the mean."""
+        h = self.decoder_body(z)
+        mean = self.decoder_mean(h)
+        if self.variance_mode == "heteroscedastic" and self.variance_head_active:
+            log_var = self.decoder_log_variance(h).clamp(*LOG_VARIANCE_BOUNDS)
+            return mean, self.min_variance + torch.exp(log_var)
+        return mean, self.variance
+
+    def training_terms(self, x, eps, mask=None, fit_variance=True):
+        """Single-draw ELBO terms for a batch.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+        eps : Tensor of shape (batch, n_components)
+            Standard-normal draws for the reparameterisation z = m + s * eps.
+        mask : Tensor of bool, default=None
+            Observed entries of ``x``.
+        fit_variance : bool, default=True
+            Use the batch's closed-form variance where that applies; false
+            (validation) uses the stored variance instead.
+
+        Returns
+        -------
+        log_px : Tensor of shape (batch,)
+            log p(x|z), with the closed-form variance where that applies.
+        kl : Tensor of shape (batch, n_components)
+            KL(q(z|x) || p(z)) per latent dimension.
+        squared_residuals : Tensor of shape (batch, n_features)
+            Detached, for the running estimate of the variance.
+        """
+        mean, std = self.encode(x)
+        x_mean, var = self.decode(mean + std * eps)
+        squared = (x - x_mean) ** 2
+        if fit_variance and self.closed_form_variance:
+            var = optimal_variance(
+                squared, self.variance_mode == "shared", self.min_variance, mask
+            )
+        terms = LOG_2PI + torch.log(var) + squared / var
+        if mask is not None:
+            terms = torch.where(mask, terms, 0.0)
+        return -0.5 * terms.sum(-1), kl_to_standard_normal(mean, std), squared.detach()
+
+    def importance_log_weights(self, x, eps, mask=None):
+        r"""Log importance weights log p(x, z_k) - log q(z_k | x) for each draw.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, n_features)
+        eps : Tensor of shape (n_draws, n_components)
+            Standard-normal draws shared by every row, so that a row's estimate
+            does not depend on which other rows are scored with it.
+        mask : Tensor of bool, default=None
+
+        Returns
+        -------
+        Tensor of shape (batch, n_draws)
+            ``log_mean_exp`` over the draws is the importance-weighted (IWAE)
+            estimate of log p(x); their mean is the ELBO.
+        """
+        mean, std = self.encode(x)
+        z = mean.unsqueeze(1) + std.unsqueeze(1) * eps
+        x_mean, var = self.decode(z)
+        log_px = gaussian_log_prob(
+            x.unsqueeze(1), x_mean, var, None if mask is None else mask.unsqueeze(1)
+        )
+        log_q = -0.5 * (LOG_2PI + eps**2).sum(-1) - torch.log(std).sum(-1, keepdim=True)
+        return log_px + standard_normal_log_prob(z) - log_q
+
+    def sample(self, z, noise):
+        """Draws from p(x|z) given standard-normal ``noise`` of x's shape."""
+        x_mean, var = self.decode(z)
+        return x_mean + torch.sqrt(var) * noise

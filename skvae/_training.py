@@ -1,0 +1,287 @@
+"""The epoch loop: batching, optimiser, KL warm-up, early stopping, recovery.
+
+The loop keeps the data on the device and synchronises with it once per
+epoch, never per step: per-step host round trips (``loss.item()``) would
+stall a GPU and cost the overhead-bound CPU step dearly.
+"""
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._device import make_generator
+from ._likelihood import kl_to_standard_normal
+
+# Halvings of the learning rate tried when an epoch ends with a non-finite
+# loss or parameters, before giving up.
+MAX_RECOVERIES = 10
+# Rows per chunk when evaluating without gradients.
+EVAL_CHUNK = 8192
+# A heteroscedastic decoder trains its mean under the closed-form variance for
+# this many epochs (at most half of max_iter) before its variance head is
+# switched on: variance networks fitted from the start tend to explain the
+# data by inflating the variance instead of fitting the mean (Detlefsen et al.
+# 2019; Seitzer et al. 2022).
+HETEROSCEDASTIC_WARMUP = 20
+
+
+@dataclass
+class TrainingConfig:
+    """What the loop needs from the estimator's parameters."""
+
+    batch_size: int
+    max_iter: int
+    beta: float
+    kl_warmup: int
+    early_stopping: bool
+    n_iter_no_change: int
+    tol: float
+    verbose: int
+
+
+@dataclass
+class TrainingHistory:
+    """State carried across ``fit``/``partial_fit`` calls (internal units)."""
+
+    n_iter: int = 0
+    loss_curve: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    no_improvement_count: int = 0
+    best_state: dict = None
+
+
+def make_optimizer(module, learning_rate, weight_decay):
+    """Adam, fused where the device supports it, with L2 on weights only.
+
+    ``weight_decay`` is the gradient of ``alpha / (2 n) * ||W||^2``: a Gaussian
+    prior on the weights added to the summed negative ELBO.
+    """
+    weights = [p for name, p in module.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in module.named_parameters() if not name.endswith("weight")]
+    groups = [
+        {"params": weights, "weight_decay": weight_decay},
+        {"params": biases, "weight_decay": 0.0},
+    ]
+    try:
+        return torch.optim.Adam(groups, lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(groups, lr=learning_rate)
+
+
+def epoch_generator(seed, epoch, device):
+    """A generator for one epoch: resumable across partial_fit and pickling."""
+    (state,) = np.random.SeedSequence([seed, epoch]).generate_state(1)
+    return make_generator(int(state), device)
+
+
+def kl_weight(beta, kl_warmup, epoch):
+    """beta, ramped linearly over the first ``kl_warmup`` epochs."""
+    if kl_warmup and epoch < kl_warmup:
+        return beta * (epoch + 1) / kl_warmup
+    return beta
+
+
+def run_epoch(module, optimizer, X, batch_size, beta, generator):
+    """One pass over ``X`` in random batches; returns device tensors.
+
+    Returns the mean objective per row, the mean squared residual per feature
+    (the closed-form variance over the epoch) and the mean KL per latent
+    dimension. Batches are near-equal splits of a permutation, so no batch is
+    a lone leftover row whose closed-form variance would be degenerate.
+    """
+    device = module.variance.device
+    n_samples = X.shape[0]
+    n_batches = max(1, math.ceil(n_samples / batch_size))
+    order = torch.randperm(n_samples, generator=generator, device=device)
+    loss_sum = torch.zeros((), device=device)
+    squared_sum = torch.zeros(module.n_features, device=device)
+    kl_sum = torch.zeros(module.n_components, device=device)
+    for index in order.tensor_split(n_batches):
+        x = X[index].to(device, non_blocking=True)
+        eps = torch.randn(
+            x.shape[0], module.n_components, generator=generator, device=device
+        )
+        log_px, kl, squared = module.training_terms(x, eps)
+        loss = (beta * kl.sum(-1) - log_px).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            loss_sum += loss.detach() * x.shape[0]
+            squared_sum += squared.sum(0)
+            kl_sum += kl.detach().sum(0)
+    return loss_sum / n_samples, squared_sum / n_samples, kl_sum / n_samples
+
+
+@torch.no_grad()
+def set_epoch_variance(module, mean_squared):
+    """Store the epoch's closed-form variance (used for validation and scoring)."""
+    if not module.closed_form_variance:
+        return
+    if module.variance_mode == "shared":
+        mean_squared = mean_squared.mean().expand_as(mean_squared)
+    module.variance.copy_(mean_squared.clamp(min=module.min_variance))
+
+
+@torch.no_grad()
+def validation_elbo(module, X_val, eps):
+    """Mean single-draw ELBO per row of the validation set, with fixed draws."""
+    total = 0.0
+    for start in range(0, X_val.shape[0], EVAL_CHUNK):
+        x = X_val[start : start + EVAL_CHUNK]
+        log_px, kl, _ = module.training_terms(
+            x, eps[start : start + EVAL_CHUNK], fit_variance=False
+        )
+        total += (log_px - kl.sum(-1)).sum().item()
+    return total / X_val.shape[0]
+
+
+@torch.no_grad()
+def posterior_statistics(module, X, seed, n_draws):
+    """Closed-form decoder variance and mean KL per latent dimension over ``X``.
+
+    The variance is E_q[(x - mu(z))^2] averaged over rows, estimated with
+    ``n_draws`` draws of z per row from a generator seeded by ``seed``, so the
+    stored value (and hence every later score) is deterministic.
+    """
+    device = module.variance.device
+    generator = make_generator(seed, device)
+    squared_sum = torch.zeros(module.n_features, dtype=torch.float64, device=device)
+    kl_sum = torch.zeros(module.n_components, dtype=torch.float64, device=device)
+    for start in range(0, X.shape[0], EVAL_CHUNK):
+        x = X[start : start + EVAL_CHUNK].to(device)
+        mean, std = module.encode(x)
+        kl_sum += kl_to_standard_normal(mean, std).sum(0, dtype=torch.float64)
+        for _ in range(n_draws):
+            eps = torch.randn(mean.shape, generator=generator, device=device)
+            x_mean, _ = module.decode(mean + std * eps)
+            squared_sum += ((x - x_mean) ** 2).sum(0, dtype=torch.float64)
+    n_samples = X.shape[0]
+    return (squared_sum / (n_samples * n_draws)).float(), kl_sum / n_samples
+
+
+def _snapshot(module, optimizer):
+    return copy.deepcopy(module.state_dict()), copy.deepcopy(optimizer.state_dict())
+
+
+def _all_finite(loss, module):
+    flags = [torch.isfinite(loss).all()]
+    flags += [torch.isfinite(p).all() for p in module.parameters()]
+    return bool(torch.stack(flags).all())
+
+
+def train(module, optimizer, X, X_val, n_epochs, config, history, seed):
+    """Run up to ``n_epochs`` epochs, updating ``history`` in place.
+
+    Stops early when the training loss (or, with early stopping, the
+    validation ELBO) has not improved by ``tol`` for more than
+    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does; with early stopping
+    the best weights are restored.
+
+    Returns
+    -------
+    converged : bool
+        Whether the stopping rule fired before ``n_epochs`` ran out.
+    """
+    device = module.variance.device
+    val_eps = None
+    if X_val is not None:
+        val_eps = torch.randn(
+            X_val.shape[0],
+            module.n_components,
+            generator=make_generator(seed, device),
+            device=device,
+        )
+    warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
+    for _ in range(n_epochs):
+        epoch = history.n_iter
+        if (
+            module.variance_mode == "heteroscedastic"
+            and not module.variance_head_active
+        ):
+            if epoch >= _heteroscedastic_warmup(module, config):
+                module.activate_variance_head()
+        beta = kl_weight(config.beta, config.kl_warmup, epoch)
+        tic = time.perf_counter()
+        loss, mean_squared = _run_recovering(
+            module,
+            optimizer,
+            X,
+            config,
+            beta,
+            epoch_generator(seed, epoch, device),
+            epoch,
+        )
+        set_epoch_variance(module, mean_squared)
+        history.n_iter += 1
+        history.loss_curve.append(loss)
+        message = f"Epoch {history.n_iter}, loss = {loss:.6f}"
+        counting = epoch + 1 >= warmup_end
+        if X_val is not None:
+            score = validation_elbo(module, X_val, val_eps)
+            history.validation_scores.append(score)
+            message += f", validation ELBO = {score:.6f}"
+            improved = score > history.best_validation_score + config.tol
+            if score > history.best_validation_score or not counting:
+                history.best_validation_score = score
+                history.best_state = copy.deepcopy(module.state_dict())
+        else:
+            improved = loss < history.best_loss - config.tol
+            history.best_loss = min(history.best_loss, loss)
+        history.no_improvement_count = (
+            0 if improved or not counting else (history.no_improvement_count + 1)
+        )
+        if config.verbose:
+            print(f"{message} ({time.perf_counter() - tic:.2f} s)")
+        if history.no_improvement_count > config.n_iter_no_change:
+            if config.verbose:
+                print(
+                    f"No improvement of at least tol={config.tol} for "
+                    f"{config.n_iter_no_change} consecutive epochs. Stopping."
+                )
+            if history.best_state is not None:
+                module.load_state_dict(history.best_state)
+            return True
+    return False
+
+
+def _heteroscedastic_warmup(module, config):
+    if module.variance_mode != "heteroscedastic":
+        return 0
+    return min(HETEROSCEDASTIC_WARMUP, config.max_iter // 2)
+
+
+def _run_recovering(module, optimizer, X, config, beta, generator, epoch):
+    """Run an epoch; on a non-finite result, roll back and halve the rate."""
+    saved_generator = generator.get_state()
+    for attempt in range(MAX_RECOVERIES + 1):
+        module_state, optimizer_state = _snapshot(module, optimizer)
+        loss, mean_squared, _ = run_epoch(
+            module, optimizer, X, config.batch_size, beta, generator
+        )
+        if _all_finite(loss, module):
+            return loss.item(), mean_squared
+        module.load_state_dict(module_state)
+        optimizer.load_state_dict(optimizer_state)
+        generator.set_state(saved_generator)
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.5
+        if attempt < MAX_RECOVERIES:
+            warnings.warn(
+                f"The loss became non-finite in epoch {epoch + 1}; the epoch was "
+                f"rerun with learning rate {optimizer.param_groups[0]['lr']:.3g}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    raise ValueError(
+        f"Training diverged: the loss stayed non-finite in epoch {epoch + 1} even "
+        f"after lowering the learning rate {MAX_RECOVERIES} times. Lower "
+        "learning_rate_init, raise min_variance, or check X for extreme values."
+    )
