@@ -357,20 +357,39 @@ class BaseGaussianVAE(BaseEstimator):
         return eps.to(device=self.device_, dtype=dtype)
 
     @torch.no_grad()
-    def _log_weights_apply(self, X, reduce):
-        """Apply ``reduce`` to each chunk's importance log-weights; concatenate."""
+    def _map_rows(self, X, fn, width=1, standardize=True):
+        """Apply ``fn(module, rows)`` to chunks of X; concatenate as float64.
+
+        ``rows`` is a tensor in the inference dtype on the device (standardized
+        unless ``standardize=False``); ``width`` is the number of values each
+        row expands to inside ``fn`` (draws times layer width), which sets the
+        chunk size so that memory stays bounded.
+        """
         module = self._inference_module()
         dtype = inference_dtype(self.device_)
-        eps = self._importance_draws(dtype)
-        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes), 1)
-        rows = max(1, SCORE_CHUNK_ELEMENTS // (self.n_importance_samples * width))
-        out = [
-            reduce(module.importance_log_weights(self._to_tensor(X[s], dtype), eps))
-            .cpu()
-            .numpy()
-            for s in gen_batches(X.shape[0], rows)
-        ]
-        return np.concatenate(out).astype(np.float64) - self._log_scale_sum()
+        rows = max(1, SCORE_CHUNK_ELEMENTS // max(width, 1))
+        out = []
+        for chunk in gen_batches(X.shape[0], rows):
+            if standardize:
+                x = self._to_tensor(X[chunk], dtype)
+            else:
+                x = torch.as_tensor(X[chunk], dtype=dtype, device=self.device_)
+            out.append(fn(module, x).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def _importance_width(self):
+        widths = (self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        return self.n_importance_samples * max(widths)
+
+    def _log_likelihood(self, X):
+        """IWAE estimate of log p(x) for validated X, in the units of X."""
+        eps = self._importance_draws(inference_dtype(self.device_))
+        log_px = self._map_rows(
+            X,
+            lambda module, x: log_mean_exp(module.importance_log_weights(x, eps), 1),
+            width=self._importance_width(),
+        )
+        return log_px - self._log_scale_sum()
 
     def score_samples(self, X):
         """Log-likelihood of each row, in the units of X.
@@ -394,8 +413,7 @@ class BaseGaussianVAE(BaseEstimator):
         log_likelihood : ndarray of shape (n_samples,)
             Log-density of each row under the model.
         """
-        X = self._validated(X)
-        return self._log_weights_apply(X, lambda w: log_mean_exp(w, 1))
+        return self._log_likelihood(self._validated(X))
 
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X, in the units of X.

@@ -230,7 +230,6 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         """
         return self.fit(X).transform(X)
 
-    @torch.no_grad()
     def transform(self, X):
         """Posterior mean of the latent code of each row.
 
@@ -247,12 +246,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             Posterior means.
         """
         X = self._validated(X)
-        module = self._inference_module()
-        dtype = next(module.parameters()).dtype
-        mean, _ = module.encode(self._to_tensor(X, dtype))
-        return mean.cpu().numpy().astype(np.float64)
+        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        return self._map_rows(X, lambda module, x: module.encode(x)[0], width)
 
-    @torch.no_grad()
     def inverse_transform(self, X):
         """Decoder mean of each latent code, in the units of the training data.
 
@@ -274,10 +270,11 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
                 f"X has {Z.shape[1]} features, but inverse_transform expects "
                 f"{n_components} (n_components)."
             )
-        module = self._inference_module()
-        dtype = next(module.parameters()).dtype
-        mean, _ = module.decode(torch.as_tensor(Z, dtype=dtype, device=self.device_))
-        return mean.cpu().numpy().astype(np.float64) * self.scale_ + self.mean_
+        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        mean = self._map_rows(
+            Z, lambda module, z: module.decode(z)[0], width, standardize=False
+        )
+        return mean * self.scale_ + self.mean_
 
     @torch.no_grad()
     def sample(self, n_samples=1, random_state=None):
