@@ -1,0 +1,480 @@
+import pickle
+import re
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skvae import GaussianVAE
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fitted(ppca):
+    return GaussianVAE(n_components=2, **SMALL).fit(ppca.X_train)
+
+
+# ----------------------------------------------------------------- known answers
+
+
+def test_linear_vae_recovers_the_factor_analysis_likelihood(ppca):
+    """On data from the model class, held-out score is the true log-likelihood."""
+    vae = GaussianVAE(
+        n_components=2, hidden_layer_sizes=(), random_state=0, device="cpu"
+    ).fit(ppca.X_train)
+    true = ppca.true_log_likelihood(ppca.X_test).mean()
+    pca = PCA(n_components=2).fit(ppca.X_train).score(ppca.X_test)
+    assert abs(vae.score(ppca.X_test) - true) < 0.1
+    assert abs(vae.score(ppca.X_test) - pca) < 0.1
+    assert_allclose(vae.noise_variance_, ppca.noise_variance, rtol=0.3)
+
+
+def test_nonlinear_default_is_close_to_the_true_likelihood(ppca):
+    vae = GaussianVAE(n_components=2, random_state=0, device="cpu").fit(ppca.X_train)
+    true = ppca.true_log_likelihood(ppca.X_test).mean()
+    assert abs(vae.score(ppca.X_test) - true) < 0.15
+
+
+def test_shared_variance_is_probabilistic_pca():
+    """Features of equal variance keep PPCA's isotropic noise after standardizing."""
+    rng = np.random.default_rng(0)
+    W = np.kron(np.ones((2, 1)), np.eye(2)) * 2.0  # rows of equal norm
+    X = rng.normal(size=(1500, 2)) @ W.T + rng.normal(size=(1500, 4)) * np.sqrt(0.5)
+    X_train, X_test = X[:1000] * 7.0 + 100.0, X[1000:] * 7.0 + 100.0
+    vae = GaussianVAE(
+        n_components=2,
+        hidden_layer_sizes=(),
+        decoder_variance="shared",
+        random_state=0,
+        device="cpu",
+    ).fit(X_train)
+    pca = PCA(n_components=2).fit(X_train)
+    assert_allclose(vae.noise_variance_, pca.noise_variance_, rtol=0.15)
+    assert abs(vae.score(X_test) - pca.score(X_test)) < 0.1
+
+
+def test_unused_latent_dimensions_collapse_to_the_prior(ppca):
+    vae = GaussianVAE(
+        n_components=4, hidden_layer_sizes=(), random_state=0, device="cpu"
+    ).fit(ppca.X_train)
+    kl = np.sort(vae.kl_per_component_)
+    assert kl[:2].max() < 0.05 < 0.5 < kl[2:].min()
+
+
+def test_importance_sampling_tightens_the_elbo(fitted, ppca):
+    elbo_like = clone(fitted).set_params(n_importance_samples=1)
+    elbo_like.__dict__.update(
+        {k: v for k, v in fitted.__dict__.items() if k.endswith("_")}
+    )
+    elbo_like._score_seed = fitted._score_seed
+    assert fitted.score(ppca.X_test) > elbo_like.score(ppca.X_test)
+
+
+# ------------------------------------------------------------------ invariances
+
+
+@pytest.mark.parametrize("c, b", [(4.0, 0.0), (2.0**-10, 0.0), (8.0, -3e5)])
+def test_scale_and_shift_equivariance(ppca, c, b):
+    X = ppca.X_train[:300]
+    vae = GaussianVAE(n_components=2, **SMALL).fit(X)
+    scaled = GaussianVAE(n_components=2, **SMALL).fit(c * X + b)
+    exact = b == 0
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-4, atol=1e-4)
+    assert_allclose(scaled.transform(c * X + b), vae.transform(X), **tol)
+    shift = -X.shape[1] * np.log(c)
+    assert_allclose(
+        scaled.score_samples(c * X + b), vae.score_samples(X) + shift, rtol=1e-6
+    )
+    assert_allclose(scaled.noise_variance_, vae.noise_variance_ * c**2, rtol=1e-5)
+    assert_allclose(
+        scaled.inverse_transform(vae.transform(X)),
+        c * vae.inverse_transform(vae.transform(X)) + b,
+        rtol=1e-5,
+        atol=1e-6 * c,
+    )
+
+
+def test_score_samples_is_batch_invariant_and_deterministic(fitted, ppca):
+    X = ppca.X_test[:20]
+    together = fitted.score_samples(X)
+    one_by_one = np.concatenate([fitted.score_samples(X[i : i + 1]) for i in range(20)])
+    assert_allclose(one_by_one, together, rtol=1e-12)
+    assert_array_equal(fitted.score_samples(X), together)
+    assert fitted.score(X) == pytest.approx(together.mean(), rel=1e-12)
+
+
+def test_transform_is_the_posterior_mean(fitted, ppca):
+    X = ppca.X_test[:10]
+    Z = fitted.transform(X)
+    assert Z.dtype == np.float64 and Z.shape == (10, 2)
+    assert_array_equal(fitted.transform(X), Z)
+    x = torch.tensor((X - fitted.mean_) / fitted.scale_, dtype=torch.float32)
+    with torch.no_grad():
+        mean, _ = fitted.module_.encode(x)
+    assert_allclose(Z, mean.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inverse_transform_is_the_decoder_mean_in_user_units(fitted, ppca):
+    X = ppca.X_test
+    X_hat = fitted.inverse_transform(fitted.transform(X))
+    assert X_hat.shape == X.shape
+    # In the data's own units, reconstructions are off by about the noise alone.
+    residual = ((X - X_hat) ** 2).mean(0)
+    assert (residual < 1.5 * ppca.noise_variance).all()
+    assert (residual < 0.3 * X.var(0)).sum() >= 3
+    with pytest.raises(ValueError, match="expects 2"):
+        fitted.inverse_transform(np.zeros((3, 5)))
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_bit_identical_results(ppca):
+    a = GaussianVAE(n_components=2, **SMALL).fit(ppca.X_train)
+    b = GaussianVAE(n_components=2, **SMALL).fit(ppca.X_train)
+    assert_array_equal(a.transform(ppca.X_test), b.transform(ppca.X_test))
+    assert_array_equal(a.score_samples(ppca.X_test), b.score_samples(ppca.X_test))
+    assert a.loss_curve_ == b.loss_curve_
+    c = GaussianVAE(n_components=2, **{**SMALL, "random_state": 1}).fit(ppca.X_train)
+    assert not np.allclose(a.transform(ppca.X_test), c.transform(ppca.X_test))
+
+
+def test_fit_leaves_torch_global_state_alone(ppca):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    vae = GaussianVAE(n_components=2, **SMALL)
+    vae.fit(ppca.X_train[:100]).score_samples(ppca.X_test[:5])
+    vae.sample(3)
+    assert_array_equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
+    assert torch.is_grad_enabled()
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_init_stores_parameters_untouched():
+    vae = GaussianVAE(hidden_layer_sizes=[8, 4], device=torch.device("cpu"))
+    assert vae.hidden_layer_sizes == [8, 4]
+    assert vae.device == torch.device("cpu")
+    assert not [k for k in vars(vae) if k.endswith("_")]
+
+
+# --------------------------------------------------------------------- sample
+
+
+def test_sample(ppca):
+    vae = GaussianVAE(n_components=2, random_state=0, device="cpu").fit(ppca.X_train)
+    with pytest.raises(NotFittedError):
+        GaussianVAE().sample(5)
+    with pytest.raises(ValueError, match="at least one sample"):
+        vae.sample(0)
+    for n in (1, 2, 17):
+        assert vae.sample(n).shape == (n, ppca.X_train.shape[1])
+    draws = vae.sample(20000)
+    # Seeded estimator: the same draws each time; another seed, others.
+    assert_array_equal(vae.sample(5), vae.sample(5))
+    assert not np.allclose(vae.sample(5, random_state=1), vae.sample(5))
+    # Decoder noise included: the moments are those of the data.
+    assert_allclose(
+        draws.mean(0), ppca.b, atol=0.1 * np.sqrt(np.diag(ppca.covariance)).max()
+    )
+    assert_allclose(np.cov(draws.T), ppca.covariance, atol=0.15 * ppca.covariance.max())
+
+
+# -------------------------------------------------------------- the ELBO terms
+
+
+def test_beta_changes_the_objective(ppca):
+    X = ppca.X_train[:300]
+    with_kl = GaussianVAE(n_components=2, **SMALL).fit(X)
+    without = GaussianVAE(n_components=2, beta=0.0, **SMALL).fit(X)
+    assert with_kl.loss_curve_ != without.loss_curve_
+    # Without the KL term the posterior drifts away from the prior.
+    assert without.kl_per_component_.sum() > 2 * with_kl.kl_per_component_.sum()
+
+
+def test_kl_warmup_ramps_the_weight(ppca):
+    X = ppca.X_train[:300]
+    warm = GaussianVAE(n_components=2, kl_warmup=10, **SMALL).fit(X)
+    cold = GaussianVAE(n_components=2, **SMALL).fit(X)
+    assert warm.loss_curve_[0] < cold.loss_curve_[0]
+
+
+def test_fixed_decoder_variance_is_the_plain_mse_vae(ppca):
+    X = ppca.X_train[:300]
+    vae = GaussianVAE(n_components=2, decoder_variance=0.25, **SMALL).fit(X)
+    assert_allclose(vae.noise_variance_, 0.25 * vae.scale_**2)
+
+
+def test_heteroscedastic_decoder(ppca):
+    vae = GaussianVAE(
+        n_components=2, decoder_variance="heteroscedastic", **{**SMALL, "max_iter": 50}
+    ).fit(ppca.X_train)
+    assert vae.noise_variance_ is None
+    assert vae.module_.variance_head_active
+    assert np.isfinite(vae.score_samples(ppca.X_test)).all()
+    assert np.isfinite(vae.sample(10)).all()
+
+
+# ----------------------------------------------------------------- attributes
+
+
+def test_fitted_attributes(fitted, ppca):
+    n, d = ppca.X_train.shape
+    assert fitted.n_features_in_ == d
+    assert 1 <= fitted.n_iter_ <= 30 and len(fitted.loss_curve_) == fitted.n_iter_
+    assert fitted.validation_scores_ is not None  # early stopping from 1000 rows
+    assert len(fitted.validation_scores_) == fitted.n_iter_
+    assert fitted.best_loss_ is None
+    assert_allclose(fitted.mean_, ppca.X_train.mean(0))
+    assert_allclose(fitted.scale_, ppca.X_train.std(0))
+    assert fitted.noise_variance_.shape == (d,) and (fitted.noise_variance_ > 0).all()
+    assert fitted.kl_per_component_.shape == (2,)
+    assert isinstance(fitted.module_, torch.nn.Module)
+    assert fitted.device_ == torch.device("cpu")
+    assert "module_" not in fitted.get_params()
+    names = fitted.get_feature_names_out()
+    assert_array_equal(names, ["gaussianvae0", "gaussianvae1"])
+
+
+def test_loss_curve_is_the_negative_elbo_in_user_units(ppca):
+    X = ppca.X_train[:500]
+    vae = GaussianVAE(n_components=2, early_stopping=False, **SMALL).fit(X)
+    assert vae.validation_scores_ is None and vae.best_loss_ == min(vae.loss_curve_)
+    # The ELBO bounds the log-likelihood: -loss < mean score, roughly at the end.
+    assert -vae.loss_curve_[-1] < vae.score(X) + 0.5
+    doubled = GaussianVAE(n_components=2, early_stopping=False, **SMALL).fit(2 * X)
+    assert_allclose(
+        doubled.loss_curve_, np.add(vae.loss_curve_, X.shape[1] * np.log(2)), rtol=1e-6
+    )
+
+
+def test_set_output_pandas(fitted, ppca):
+    pd = pytest.importorskip("pandas")
+    out = clone(fitted).set_output(transform="pandas").fit(ppca.X_train[:100])
+    frame = out.transform(ppca.X_test[:3])
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == ["gaussianvae0", "gaussianvae1"]
+
+
+def test_feature_names_are_checked(ppca):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(ppca.X_train[:100], columns=list("abcde"))
+    vae = GaussianVAE(n_components=2, **SMALL).fit(frame)
+    assert_array_equal(vae.feature_names_in_, list("abcde"))
+    with pytest.raises(ValueError, match="feature names"):
+        vae.transform(frame.rename(columns={"a": "z"}))
+
+
+# ------------------------------------------------------------- training control
+
+
+def test_partial_fit_runs_one_epoch_and_keeps_the_scaling(ppca):
+    vae = GaussianVAE(n_components=2, **SMALL)
+    vae.partial_fit(ppca.X_train[:200])
+    mean, scale = vae.mean_.copy(), vae.scale_.copy()
+    vae.partial_fit(ppca.X_train[200:400] * 3)
+    assert vae.n_iter_ == 2
+    assert_array_equal(vae.mean_, mean)
+    assert_array_equal(vae.scale_, scale)
+    with pytest.raises(ValueError, match="features"):
+        vae.partial_fit(ppca.X_train[:10, :3])
+
+
+def test_warm_start_continues_training(ppca):
+    X = ppca.X_train[:300]
+    vae = GaussianVAE(n_components=2, warm_start=True, **{**SMALL, "max_iter": 5})
+    vae.fit(X)
+    first = vae.module_.decoder_mean.weight.detach().clone()
+    vae.fit(X)
+    assert vae.n_iter_ == 10
+    assert not torch.equal(first, vae.module_.decoder_mean.weight)
+    cold = GaussianVAE(n_components=2, **{**SMALL, "max_iter": 5}).fit(X)
+    assert cold.fit(X).n_iter_ == 5
+
+
+def test_early_stopping_restores_the_best_weights(ppca):
+    vae = GaussianVAE(
+        n_components=2,
+        early_stopping=True,
+        n_iter_no_change=2,
+        **{**SMALL, "max_iter": 200},
+    ).fit(ppca.X_train)
+    assert vae.n_iter_ < 200
+    assert vae.best_validation_score_ == max(vae.validation_scores_)
+
+
+def test_early_stopping_needs_a_validation_row():
+    with pytest.raises(ValueError, match="at least one validation row"):
+        GaussianVAE(early_stopping=True, **SMALL).fit(np.ones((3, 2)))
+
+
+def test_convergence_warning_when_max_iter_is_reached(ppca):
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(ppca.X_train[:50])
+
+
+def test_verbose_prints_one_line_per_epoch(ppca, capsys):
+    GaussianVAE(n_components=2, verbose=1, **{**SMALL, "max_iter": 3}).fit(
+        ppca.X_train[:50]
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert len(lines) == 3
+    assert re.match(r"Epoch 1, loss = -?\d+\.\d+", lines[0])
+
+
+def test_divergence_is_recovered_without_nan(ppca):
+    X = ppca.X_train[:300] * 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vae = GaussianVAE(n_components=2, learning_rate_init=1.0, **SMALL).fit(X)
+    assert np.isfinite(vae.score_samples(X)).all()
+    assert np.isfinite(vae.transform(X)).all()
+    assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
+
+
+@pytest.mark.parametrize("n_samples", [1, 2, 5])
+def test_tiny_data_and_batch_larger_than_data(n_samples):
+    X = np.arange(n_samples * 3, dtype=float).reshape(n_samples, 3)
+    vae = GaussianVAE(batch_size=64, **{**SMALL, "max_iter": 3}).fit(X)
+    assert np.isfinite(vae.score_samples(X)).all()
+    assert vae.transform(X).shape == (n_samples, 2)
+
+
+def test_linear_vae_with_identity_activation(ppca):
+    vae = GaussianVAE(
+        n_components=2, activation="identity", **{**SMALL, "hidden_layer_sizes": ()}
+    ).fit(ppca.X_train[:300])
+    assert len(list(vae.module_.parameters())) == 4  # two affine maps
+
+
+# ------------------------------------------------------------ persistence, clone
+
+
+@pytest.mark.parametrize("how", ["pickle", "joblib"])
+def test_round_trips_give_identical_outputs(fitted, ppca, how, tmp_path):
+    if how == "pickle":
+        restored = pickle.loads(pickle.dumps(fitted))
+    else:
+        joblib.dump(fitted, tmp_path / "model.joblib")
+        restored = joblib.load(tmp_path / "model.joblib")
+    X = ppca.X_test[:50]
+    assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+    assert_array_equal(restored.transform(X), fitted.transform(X))
+    assert_array_equal(restored.sample(4), fitted.sample(4))
+    assert restored.partial_fit(ppca.X_train[:100]).n_iter_ == fitted.n_iter_ + 1
+
+
+def test_pickle_keeps_weights_on_the_cpu_and_leaves_the_model_alone(fitted):
+    state = fitted.__getstate__()
+    assert all(t.device.type == "cpu" for t in state["module_"].state_dict().values())
+    assert "_optimizer" not in state
+    assert hasattr(fitted, "_optimizer") and hasattr(fitted, "device_")
+
+
+def test_unavailable_device_on_load_falls_back_to_the_cpu(fitted, monkeypatch):
+    blob = pickle.dumps(fitted.set_params(device="cuda"))
+    fitted.set_params(device="cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        restored = pickle.loads(blob)
+    assert restored.device_ == torch.device("cpu")
+    assert restored.device == "cuda"
+
+
+def test_clone_gives_an_unfitted_copy(fitted):
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    with pytest.raises(NotFittedError):
+        copy.transform(np.zeros((1, 5)))
+
+
+# ---------------------------------------------------------- pipelines, searches
+
+
+def test_pipeline_and_unsupervised_grid_search(ppca):
+    pipe = make_pipeline(
+        FunctionTransformer(np.asarray), GaussianVAE(**{**SMALL, "max_iter": 60})
+    )
+    search = GridSearchCV(pipe, {"gaussianvae__n_components": [1, 2]}, cv=3)
+    search.fit(ppca.X_train[:600])
+    # The data have two latent factors: the likelihood prefers two components.
+    assert search.best_params_ == {"gaussianvae__n_components": 2}
+    assert search.transform(ppca.X_test).shape == (len(ppca.X_test), 2)
+
+
+def test_grid_search_in_parallel_workers(ppca):
+    search = GridSearchCV(
+        GaussianVAE(**{**SMALL, "max_iter": 5}),
+        {"n_components": [1, 2]},
+        cv=2,
+        n_jobs=2,
+    )
+    search.fit(ppca.X_train[:200])
+    assert np.isfinite(search.best_score_)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.array([[1.0, np.inf], [2.0, 3.0]]), "infinity"),
+        (np.array([["a", "b"], ["c", "d"]]), "could not convert|numeric"),
+        (np.empty((0, 3)), "0 sample"),
+        (np.arange(5.0), "2D array"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(X, message):
+    with pytest.raises(ValueError, match=message):
+        GaussianVAE(**SMALL).fit(X)
+
+
+def test_wrong_number_of_features(fitted):
+    with pytest.raises(
+        ValueError, match="X has 3 features, but GaussianVAE is expecting 5"
+    ):
+        fitted.score_samples(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_components": 0},
+        {"decoder_variance": "diagonal"},
+        {"decoder_variance": -1.0},
+        {"min_variance": 0.0},
+        {"batch_size": 0},
+        {"early_stopping": "yes"},
+        {"activation": "gelu"},
+    ],
+)
+def test_invalid_parameters(params):
+    with pytest.raises(InvalidParameterError):
+        GaussianVAE(**params).fit(np.ones((5, 2)))
+
+
+@pytest.mark.parametrize("sizes", [(0,), (4, -1), (2.5,), [[3]]])
+def test_invalid_hidden_layer_sizes(sizes):
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        GaussianVAE(hidden_layer_sizes=sizes).fit(np.ones((5, 2)))
+
+
+def test_invalid_device():
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        GaussianVAE(**{**SMALL, "device": "gpu0"}).fit(np.ones((5, 2)))

@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from scipy import stats
+
+from skvae._likelihood import (
+    gaussian_log_prob,
+    kl_to_standard_normal,
+    log_mean_exp,
+    optimal_variance,
+    standard_normal_log_prob,
+)
+
+rng = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gaussian_log_prob_matches_scipy(dtype):
+    x = rng.normal(size=(7, 4)) * 1e3
+    mean = rng.normal(size=(7, 4)) * 1e3
+    var = rng.uniform(0.1, 1e6, size=4)
+    expected = stats.norm.logpdf(x, mean, np.sqrt(var)).sum(axis=1)
+    got = gaussian_log_prob(*(torch.tensor(a, dtype=dtype) for a in (x, mean, var)))
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_allclose(got.numpy(), expected, rtol=rtol)
+
+
+def test_gaussian_log_prob_mask_is_the_marginal_of_the_observed_entries():
+    x, mean = rng.normal(size=(5, 6)), rng.normal(size=(5, 6))
+    var = rng.uniform(0.5, 2.0, size=(5, 6))
+    mask = rng.uniform(size=(5, 6)) < 0.6
+    expected = np.where(mask, stats.norm.logpdf(x, mean, np.sqrt(var)), 0.0).sum(1)
+    got = gaussian_log_prob(
+        torch.tensor(x), torch.tensor(mean), torch.tensor(var), torch.tensor(mask)
+    )
+    assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_standard_normal_log_prob_matches_scipy():
+    z = rng.normal(size=(3, 5))
+    assert_allclose(
+        standard_normal_log_prob(torch.tensor(z)).numpy(),
+        stats.norm.logpdf(z).sum(1),
+        rtol=1e-12,
+    )
+
+
+def test_kl_matches_torch_distributions():
+    mean = torch.tensor(rng.normal(size=(6, 3)) * 3)
+    std = torch.tensor(rng.uniform(1e-3, 5.0, size=(6, 3)))
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, std), torch.distributions.Normal(0.0, 1.0)
+    )
+    assert_allclose(
+        kl_to_standard_normal(mean, std).numpy(), expected.numpy(), rtol=1e-12
+    )
+
+
+def test_kl_is_zero_only_at_the_prior():
+    assert kl_to_standard_normal(torch.zeros(3), torch.ones(3)).abs().max() == 0
+    assert (kl_to_standard_normal(torch.full((3,), 0.1), torch.ones(3)) > 0).all()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_optimal_variance_maximises_the_gaussian_likelihood(shared):
+    residuals = torch.tensor(rng.normal(size=(200, 3)) * [0.1, 1.0, 10.0])
+    squared = residuals**2
+    var = optimal_variance(squared, shared=shared, min_variance=1e-8)
+    expected = squared.mean() if shared else squared.mean(0)
+    assert_allclose(var.numpy(), np.broadcast_to(expected.numpy(), (3,)), rtol=1e-12)
+
+    def log_lik(v):
+        return gaussian_log_prob(residuals, torch.zeros(()), v).sum().item()
+
+    best = log_lik(var)
+    for factor in (0.9, 1.1):
+        assert log_lik(var * factor) < best
+
+
+def test_optimal_variance_floor_mask_and_detach():
+    squared = torch.zeros(4, 2, requires_grad=True)
+    var = optimal_variance(squared, shared=False, min_variance=1e-3)
+    assert not var.requires_grad
+    assert_allclose(var.numpy(), [1e-3, 1e-3])
+
+    squared = torch.tensor([[1.0, 4.0], [3.0, 100.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    var = optimal_variance(squared, shared=False, min_variance=1e-3, mask=mask)
+    assert_allclose(var.numpy(), [2.0, 4.0])
+    var = optimal_variance(squared, shared=True, min_variance=1e-3, mask=mask)
+    assert_allclose(var.numpy(), [8.0 / 3.0, 8.0 / 3.0])
+
+
+def test_log_mean_exp_is_stable():
+    w = torch.tensor([[-1e4, -1e4 + math.log(3.0)], [1e4, 1e4]], dtype=torch.float64)
+    assert_allclose(log_mean_exp(w, 1).numpy(), [-1e4 + math.log(2.0), 1e4], rtol=1e-15)

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from skvae import _training
+from skvae._model import VAEModule
+from skvae._training import (
+    MAX_RECOVERIES,
+    TrainingConfig,
+    TrainingHistory,
+    epoch_generator,
+    kl_weight,
+    make_optimizer,
+    train,
+)
+
+
+def setup(n=256, seed=0):
+    torch.manual_seed(seed)
+    module = VAEModule(3, 2, (8,), "tanh", "feature", 1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 2, generator=generator)
+    noise = torch.randn(n, 3, generator=generator) * torch.tensor([0.5, 0.5, 0.01])
+    X = z @ torch.tensor([[1.0, 0.5, 1.0], [0.0, 1.0, -1.0]]) + noise
+    config = TrainingConfig(
+        batch_size=32,
+        max_iter=150,
+        beta=1.0,
+        kl_warmup=0,
+        early_stopping=False,
+        n_iter_no_change=10,
+        tol=1e-4,
+        verbose=0,
+    )
+    return module, make_optimizer(module, 1e-2, 0.0), X, config
+
+
+def test_kl_weight_ramps_linearly_to_beta():
+    assert [kl_weight(2.0, 4, e) for e in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert kl_weight(0.7, 0, 0) == 0.7
+
+
+def test_epoch_generators_are_reproducible_and_distinct():
+    draw = [
+        torch.rand(2, generator=epoch_generator(3, e, torch.device("cpu")))
+        for e in (0, 0, 1)
+    ]
+    assert torch.equal(draw[0], draw[1]) and not torch.equal(draw[0], draw[2])
+
+
+def test_training_lowers_the_loss_and_sets_the_closed_form_variance():
+    module, optimizer, X, config = setup()
+    history = TrainingHistory()
+    converged = train(module, optimizer, X, None, 150, config, history, seed=0)
+    assert converged and history.n_iter == len(history.loss_curve) < 150
+    assert history.loss_curve[-1] < history.loss_curve[0] - 0.5
+    # The closed-form variance is what the decoder leaves unexplained.
+    assert (module.variance < 0.5 * X.var(0)).all()
+
+
+def test_weight_decay_applies_to_weights_only():
+    module, *_ = setup()
+    optimizer = make_optimizer(module, 1e-3, 0.25)
+    decays = {
+        id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]
+    }
+    for name, p in module.named_parameters():
+        assert decays[id(p)] == (0.25 if name.endswith("weight") else 0.0)
+
+
+def test_non_finite_epoch_is_rolled_back_with_a_smaller_step(monkeypatch):
+    module, optimizer, X, config = setup()
+    calls = []
+    real_run_epoch = _training.run_epoch
+
+    def flaky(module, optimizer, *args):
+        calls.append(optimizer.param_groups[0]["lr"])
+        if len(calls) == 1:
+            with torch.no_grad():
+                next(module.parameters()).fill_(float("nan"))
+        return real_run_epoch(module, optimizer, *args)
+
+    monkeypatch.setattr(_training, "run_epoch", flaky)
+    with pytest.warns(RuntimeWarning, match="rerun with learning rate 0.005"):
+        train(module, optimizer, X, None, 1, config, TrainingHistory(), seed=0)
+    assert calls == [1e-2, 5e-3]
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_persistent_divergence_is_a_clear_error(monkeypatch):
+    module, optimizer, X, config = setup()
+
+    def always_nan(module, *args):
+        return torch.tensor(float("nan")), torch.ones(3), torch.ones(2)
+
+    monkeypatch.setattr(_training, "run_epoch", always_nan)
+    with pytest.warns(RuntimeWarning):
+        with pytest.raises(ValueError, match="Lower learning_rate_init"):
+            train(module, optimizer, X, None, 1, config, TrainingHistory(), seed=0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(
+        1e-2 / 2 ** (MAX_RECOVERIES + 1)
+    )
+
+
+def test_early_stopping_keeps_the_best_validation_state():
+    module, optimizer, X, config = setup(n=512)
+    config.early_stopping, config.n_iter_no_change = True, 2
+    history = TrainingHistory()
+    stopped = train(module, optimizer, X[:400], X[400:], 300, config, history, seed=0)
+    assert stopped and history.n_iter < 300
+    best = int(np.argmax(history.validation_scores))
+    assert history.best_validation_score == history.validation_scores[best]
+    assert history.n_iter - 1 - best > config.n_iter_no_change
