@@ -90,11 +90,13 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         L2 penalty on the network weights: ``alpha / 2 * ||W||^2`` is added to
         the summed negative ELBO (a Gaussian prior on the weights).
 
-    early_stopping : bool or "auto", default="auto"
+    early_stopping : bool, default=False
         Whether to hold out ``validation_fraction`` of the rows and stop when
-        their ELBO stops improving, restoring the best weights. ``"auto"``
-        enables it from 1000 rows on.
-
+        their ELBO stops improving, restoring the best weights. Off by default,
+        as in ``MLPRegressor``: on heavy-tailed data a few held-out rows can
+        dominate the mean validation ELBO early in training and stop it far too
+        soon; measured on ten real data sets, training on the training loss
+        alone gave the better held-out log-likelihood.
     validation_fraction : float, default=0.1
         Proportion of rows held out for early stopping.
 
@@ -106,7 +108,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         the validation ELBO with early stopping.
 
     n_importance_samples : int, default=64
-        Draws from q(z|x) per row in :meth:`score_samples`.
+        Draws from q(z|x) per row in :meth:`score_samples`. The draws are the
+        same for every row (quasi-random, fixed at fit time), so scores are
+        deterministic; more draws tighten the bound and lower its noise, at a
+        cost linear in their number.
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the

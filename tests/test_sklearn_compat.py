@@ -1,11 +1,18 @@
 """The scikit-learn estimator contract, checked by scikit-learn itself."""
 
+import os
+
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import GaussianVAE
 
 # Small and fast: the checks fit dozens of times on tiny data.
-FAST = dict(hidden_layer_sizes=(8,), max_iter=5, n_importance_samples=8, device="cpu")
+FAST = dict(
+    hidden_layer_sizes=(8,),
+    max_iter=5,
+    n_importance_samples=8,
+    device=os.environ.get("SKVAE_TEST_DEVICE", "cpu"),
+)
 
 
 @parametrize_with_checks([GaussianVAE(**FAST)])
