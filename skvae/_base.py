@@ -23,7 +23,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import (
     draw_seed,
     inference_dtype,
-    make_generator,
     resolve_device,
     seeded_cpu_rng,
 )
