@@ -1,0 +1,87 @@
+"""What only a CUDA machine can show: training there, loading elsewhere."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from skvae import GaussianVAE
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
+
+LOAD_ON_CPU = """
+import pickle, sys
+import numpy as np
+import torch
+assert not torch.cuda.is_available()
+model = pickle.load(open(sys.argv[1], "rb"))
+assert model.device_ == torch.device("cpu"), model.device_
+X = np.load(sys.argv[2])
+np.save(sys.argv[3], np.column_stack([model.score_samples(X), model.transform(X)]))
+"""
+
+
+@pytest.fixture(scope="module")
+def cuda_model(ppca):
+    return GaussianVAE(n_components=2, max_iter=20, random_state=0, device="cuda").fit(
+        ppca.X_train
+    )
+
+
+def test_auto_trains_on_the_gpu(ppca):
+    vae = GaussianVAE(max_iter=2, random_state=0).fit(ppca.X_train[:100])
+    assert vae.device_.type == "cuda"
+    assert all(p.is_cuda for p in vae.module_.parameters())
+
+
+def test_gpu_model_loads_and_scores_on_a_machine_without_one(
+    cuda_model, ppca, tmp_path
+):
+    model_file, data_file = tmp_path / "model.pkl", tmp_path / "X.npy"
+    out_file = tmp_path / "out.npy"
+    model_file.write_bytes(pickle.dumps(cuda_model))
+    np.save(data_file, ppca.X_test)
+    env = {"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        [sys.executable, "-c", LOAD_ON_CPU, model_file, data_file, out_file],
+        check=True,
+        env=env,
+    )
+    on_cpu = np.load(out_file)
+    assert_allclose(on_cpu[:, 0], cuda_model.score_samples(ppca.X_test), rtol=1e-9)
+    assert_allclose(
+        on_cpu[:, 1:], cuda_model.transform(ppca.X_test), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_gpu_scores_are_batch_invariant(cuda_model, ppca):
+    X = ppca.X_test[:10]
+    one_by_one = np.concatenate(
+        [cuda_model.score_samples(X[i : i + 1]) for i in range(10)]
+    )
+    assert_allclose(one_by_one, cuda_model.score_samples(X), rtol=1e-12)
+
+
+def test_gpu_fit_is_reproducible(cuda_model, ppca):
+    again = GaussianVAE(n_components=2, max_iter=20, random_state=0, device="cuda")
+    again.fit(ppca.X_train)
+    assert_allclose(
+        again.score_samples(ppca.X_test), cuda_model.score_samples(ppca.X_test)
+    )
+
+
+def test_cuda_rng_is_left_alone(ppca):
+    torch.cuda.manual_seed(5)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    GaussianVAE(max_iter=2, random_state=0, device="cuda").fit(
+        ppca.X_train[:100]
+    ).sample(3)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
