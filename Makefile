@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Machines without an NVIDIA GPU get PyTorch's CPU wheels (a few hundred MB)
-# instead of PyPI's default CUDA build (several GB). Override with TORCH_INDEX=.
+# instead of PyPI's default CUDA build (several GB). Override with TORCH_INDEX=
+# (empty: PyPI's default build) and TORCH_SPEC= (e.g. "torch>=2.2"). The pin
+# is for this development set-up only; pyproject.toml accepts any torch>=2.2.
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
+TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install test demo lint
 
@@ -13,7 +16,7 @@ $(PY):
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || \
-	  $(PY) -m pip install "torch>=2.2" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	  $(PY) -m pip install --retries 1 "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[test]"
 	touch $@
 
