@@ -251,7 +251,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             Posterior means.
         """
         X = self._validated(X)
-        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
         return self._map_rows(X, lambda module, x: module.encode(x)[0], width)
 
     def inverse_transform(self, X):
@@ -275,7 +275,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
                 f"X has {Z.shape[1]} features, but inverse_transform expects "
                 f"{n_components} (n_components)."
             )
-        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
         mean = self._map_rows(
             Z, lambda module, z: module.decode(z)[0], width, standardize=False
         )
