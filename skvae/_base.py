@@ -39,6 +39,11 @@ from ._training import (
 
 # Rows standardized at a time, to bound the float64 temporaries.
 STANDARDIZE_CHUNK = 65536
+# Standardized values are clipped to these magnitudes. Far beyond any training
+# row, this keeps squared residuals finite (float32 in training, float64 in
+# scoring), so such rows score finite and very low, while ordinary data and the
+# exact scaling equivariance of the scores are untouched.
+STANDARDIZED_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e100}
 # Elements per tensor when scoring in chunks (rows x draws x width).
 SCORE_CHUNK_ELEMENTS = 2**22
 
@@ -51,6 +56,24 @@ def auto_batch_size(n_samples):
     """
     size = 2 ** round(math.log2(max(n_samples, 1) / 32))
     return int(min(max(size, 32), 1024, n_samples))
+
+
+def standardization(X):
+    """Per-feature mean and scale of X, free of overflow for any finite X.
+
+    Each feature is first divided by the power of two just above its largest
+    magnitude (exact, so results are bit-for-bit those of
+    :class:`~sklearn.preprocessing.StandardScaler` wherever it does not
+    overflow, and exactly equivariant under scaling by powers of two). A
+    constant feature, whose spread is zero, is scaled by its magnitude
+    rounded down to a power of two.
+    """
+    largest = np.maximum(X.max(0), -X.min(0)).astype(np.float64)
+    exponent = np.frexp(largest)[1]
+    scaler = StandardScaler().fit(np.ldexp(X, -exponent))
+    # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
+    scale = np.where(scaler.scale_ == 1.0, 0.5, scaler.scale_)
+    return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
 
 
 class BaseGaussianVAE(BaseEstimator):
@@ -186,6 +209,8 @@ class BaseGaussianVAE(BaseEstimator):
         n_samples = X.shape[0]
         if refit:
             self._initialise(X)
+        if not self.standardize:
+            self._check_unstandardized_range(X)
         elif not hasattr(self, "_optimizer"):  # dropped when pickled
             self._optimizer = self._make_optimizer(n_samples)
 
@@ -240,6 +265,16 @@ class BaseGaussianVAE(BaseEstimator):
                 f"one gives a linear VAE), got {self.hidden_layer_sizes!r}."
             )
 
+    def _check_unstandardized_range(self, X):
+        bound = STANDARDIZED_BOUND[np.dtype(np.float32)]
+        largest = float(max(X.max(), -X.min()))
+        if largest > bound:
+            raise ValueError(
+                f"X has values of magnitude {largest:.3g}, too large to train on "
+                f"in float32 without standardization (the limit is {bound:.0e}). "
+                "Use standardize=True, or rescale X."
+            )
+
     def _uses_early_stopping(self, n_samples):
         if self.early_stopping and round(n_samples * self.validation_fraction) < 1:
             raise ValueError(
@@ -263,8 +298,7 @@ class BaseGaussianVAE(BaseEstimator):
             draw_seed(rng) for _ in range(3)
         )
         if self.standardize:
-            scaler = StandardScaler().fit(X)
-            self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+            self.mean_, self.scale_ = standardization(X)
         else:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
@@ -314,7 +348,15 @@ class BaseGaussianVAE(BaseEstimator):
             self.noise_variance_ = None
         else:
             variance = self.module_.variance.double().cpu().numpy()
-            self.noise_variance_ = variance * self.scale_**2
+            with np.errstate(over="ignore", under="ignore"):  # scale_ ~ 1e±300
+                noise_variance = variance * self.scale_**2
+            self.noise_variance_ = np.minimum(noise_variance, np.finfo(np.float64).max)
+
+    def _unstandardize(self, X):
+        """Back to the units of X; beyond float64's range, its largest value."""
+        big = np.finfo(np.float64).max
+        with np.errstate(over="ignore"):
+            return np.clip(X * self.scale_ + self.mean_, -big, big)
 
     def _log_scale_sum(self):
         """log|det| of the standardizing map, in nats: sum(log scale_)."""
@@ -324,11 +366,13 @@ class BaseGaussianVAE(BaseEstimator):
 
     def _to_tensor(self, X, dtype, order=None):
         """Standardize rows of X (optionally reordered) into a tensor on the device."""
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        np_dtype = np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+        bound = STANDARDIZED_BOUND[np_dtype]
         out = np.empty(X.shape, dtype=np_dtype)
-        for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
-            chunk = X[rows] if order is None else X[order[rows]]
-            out[rows] = (chunk - self.mean_) / self.scale_
+        with np.errstate(over="ignore"):  # overflow lands on the bound
+            for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+                chunk = X[rows] if order is None else X[order[rows]]
+                out[rows] = np.clip((chunk - self.mean_) / self.scale_, -bound, bound)
         return torch.from_numpy(out).to(self.device_)
 
     def _inference_module(self):

@@ -27,7 +27,9 @@ _ACTIVATIONS = {
 STD_FLOOR = 1e-4
 # Encoder inputs are clipped to this magnitude. Importance sampling is exact
 # for any proposal q(z|x), so clipping only what the encoder sees keeps rows far
-# outside the training data finite without biasing their log-likelihood.
+# outside the training data finite without biasing their log-likelihood. The
+# decoder clips its latent inputs likewise (the prior puts no mass that far),
+# so that inverse_transform of absurd codes stays finite.
 INPUT_CLIP = 1e6
 # Bounds on the heteroscedastic head's log-variance, in internal units.
 LOG_VARIANCE_BOUNDS = (-30.0, 20.0)
@@ -121,7 +123,7 @@ class VAEModule(nn.Module):
 
     def decode(self, z):
         """Decoder mean and variance; the variance broadcasts against the mean."""
-        h = self.decoder_body(z)
+        h = self.decoder_body(z.clamp(-INPUT_CLIP, INPUT_CLIP))
         mean = self.decoder_mean(h)
         if self.variance_mode == "heteroscedastic" and self.variance_head_active:
             log_var = self.decoder_log_variance(h).clamp(*LOG_VARIANCE_BOUNDS)
