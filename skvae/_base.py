@@ -200,6 +200,10 @@ class BaseGaussianVAE(BaseEstimator):
         """
         return self._fit(X, incremental=True)
 
+    # Training needs autograd whatever the caller's mode; both modes are
+    # thread-local, so this changes nothing outside the call.
+    @torch.inference_mode(False)
+    @torch.enable_grad()
     def _fit(self, X, incremental):
         self._check_hidden_layer_sizes()
         refit = not hasattr(self, "module_") or (
@@ -401,6 +405,10 @@ class BaseGaussianVAE(BaseEstimator):
             self.module_.n_components, scramble=True, seed=self._score_seed
         )
         uniform = engine.draw(self.n_importance_samples, dtype=torch.float64)
+        # SobolEngine computes its first point, shift / 2**MAXBIT, in torch's
+        # default dtype; redo it in float64 so that global setting cannot
+        # change the scores.
+        uniform[0] = engine.shift.to(torch.float64) / 2**engine.MAXBIT
         eps = torch.special.ndtri(uniform.clamp(1e-12, 1.0 - 1e-12))
         return eps.to(device=self.device_, dtype=dtype)
 
