@@ -254,7 +254,8 @@ class BaseGaussianVAE(BaseEstimator):
                 f"Stochastic optimiser: maximum iterations ({self.max_iter}) reached "
                 "and the optimisation hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
+                # The caller of fit, past _fit_context and the two mode decorators.
+                stacklevel=6,
             )
         self._finish_fit(X_train)
         return self

@@ -427,8 +427,9 @@ def test_early_stopping_needs_a_validation_row():
 
 
 def test_convergence_warning_when_max_iter_is_reached(ppca):
-    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+    with pytest.warns(ConvergenceWarning, match="maximum iterations") as record:
         GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(ppca.X_train[:50])
+    assert record[0].filename == __file__  # points at the caller of fit
 
 
 def test_verbose_prints_one_line_per_epoch(ppca, capsys):
