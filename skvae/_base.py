@@ -211,10 +211,10 @@ class BaseGaussianVAE(BaseEstimator):
         )
         X = validate_data(self, X, reset=refit, dtype=[np.float64, np.float32])
         n_samples = X.shape[0]
-        if refit:
-            self._initialise(X)
         if not self.standardize:
             self._check_unstandardized_range(X)
+        if refit:
+            self._initialise(X)
         elif not hasattr(self, "_optimizer"):  # dropped when pickled
             self._optimizer = self._make_optimizer(n_samples)
 

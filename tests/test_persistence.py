@@ -84,6 +84,7 @@ def test_round_trip_is_bit_for_bit(ppca, params, tmp_path):
         if name.endswith("_") and name not in ("module_", "device_"):
             assert_array_equal(getattr(restored, name), value, err_msg=name)
     assert restored.device_ == torch.device("cpu")
+    assert restored.partial_fit(ppca.X_train[:50]).n_iter_ == vae.n_iter_ + 1
 
 
 def test_training_continues_as_after_unpickling(fitted, saved, ppca):
