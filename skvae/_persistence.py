@@ -30,7 +30,10 @@ from ._training import TrainingHistory
 FORMAT_NAME = "skvae"
 FORMAT_VERSION = "1"
 
-# The only classes a file can name: everything else is refused.
+# The only classes a file can name: everything else is refused. A new
+# estimator becomes saveable by adding its class here; its fitted attributes
+# need nothing more, as long as they hold numbers, strings, arrays, lists,
+# tuples or dicts of these.
 _ESTIMATORS = {cls.__name__: cls for cls in (GaussianVAE,)}
 # The only dataclasses an attribute may hold.
 _DATACLASSES = {cls.__name__: cls for cls in (TrainingHistory,)}
@@ -44,7 +47,7 @@ def _safetensors():
         import safetensors.numpy
     except ImportError as exc:
         raise ImportError(
-            "skvae.save and skvae.load need the safetensors package: "
+            "save and skvae.load need the safetensors package: "
             "pip install safetensors (or pip install 'skvae[safetensors]'). "
             "pickle and joblib work without it."
         ) from exc
@@ -179,7 +182,7 @@ def save(estimator, path):
     name = type(estimator).__name__
     if _ESTIMATORS.get(name) is not type(estimator):
         raise TypeError(
-            f"skvae.save stores skvae's own estimators ({', '.join(_ESTIMATORS)}), "
+            f"save stores skvae's own estimators ({', '.join(_ESTIMATORS)}), "
             f"not {name}; use pickle or joblib for other objects."
         )
     safetensors = _safetensors()
