@@ -73,8 +73,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         ``beta / kl_warmup`` to ``beta``; can help against posterior collapse.
 
     standardize : bool, default=True
-        Whether to standardize each feature internally (constant features are
-        left unscaled). Outputs are in the units of X either way.
+        Whether to standardize each feature internally (a constant feature is
+        scaled by its magnitude, a power of two, as its spread is zero).
+        Outputs are in the units of X either way.
 
     batch_size : int or "auto", default="auto"
         Rows per optimiser step. ``"auto"`` uses about ``n_samples / 32``,
@@ -251,7 +252,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             Posterior means.
         """
         X = self._validated(X)
-        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
         return self._map_rows(X, lambda module, x: module.encode(x)[0], width)
 
     def inverse_transform(self, X):
@@ -275,11 +276,11 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
                 f"X has {Z.shape[1]} features, but inverse_transform expects "
                 f"{n_components} (n_components)."
             )
-        width = max(self.module_.n_features, *tuple(self.hidden_layer_sizes))
+        width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
         mean = self._map_rows(
             Z, lambda module, z: module.decode(z)[0], width, standardize=False
         )
-        return mean * self.scale_ + self.mean_
+        return self._unstandardize(mean)
 
     @torch.no_grad()
     def sample(self, n_samples=1, random_state=None):
@@ -318,4 +319,4 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         draws = draws.to(device=self.device_, dtype=dtype)
         z, noise = draws.split([module.n_components, module.n_features], dim=1)
         X = module.sample(z, noise).cpu().numpy().astype(np.float64)
-        return X * self.scale_ + self.mean_
+        return self._unstandardize(X)

@@ -27,8 +27,13 @@ _ACTIVATIONS = {
 STD_FLOOR = 1e-4
 # Encoder inputs are clipped to this magnitude. Importance sampling is exact
 # for any proposal q(z|x), so clipping only what the encoder sees keeps rows far
-# outside the training data finite without biasing their log-likelihood.
+# outside the training data finite without biasing their log-likelihood. The
+# decoder clips its latent inputs likewise (the prior puts no mass that far),
+# so that inverse_transform of absurd codes stays finite.
 INPUT_CLIP = 1e6
+# The parameters' dtype, whatever torch's default dtype is: training runs in
+# float32, scoring on a float64 copy.
+PARAMETER_DTYPE = torch.float32
 # Bounds on the heteroscedastic head's log-variance, in internal units.
 LOG_VARIANCE_BOUNDS = (-30.0, 20.0)
 
@@ -36,7 +41,10 @@ LOG_VARIANCE_BOUNDS = (-30.0, 20.0)
 def _mlp(sizes, activation):
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
-        layers += [nn.Linear(n_in, n_out), _ACTIVATIONS[activation]()]
+        layers += [
+            nn.Linear(n_in, n_out, dtype=PARAMETER_DTYPE),
+            _ACTIVATIONS[activation](),
+        ]
     return nn.Sequential(*layers)
 
 
@@ -81,15 +89,22 @@ class VAEModule(nn.Module):
         self.variance_head_active = False
 
         self.encoder_body = _mlp((n_features, *hidden), activation)
-        self.encoder_head = nn.Linear((n_features, *hidden)[-1], 2 * n_components)
+        self.encoder_head = nn.Linear(
+            (n_features, *hidden)[-1], 2 * n_components, dtype=PARAMETER_DTYPE
+        )
         self.decoder_body = _mlp((n_components, *hidden[::-1]), activation)
         decoder_width = (n_components, *hidden[::-1])[-1]
-        self.decoder_mean = nn.Linear(decoder_width, n_features)
+        self.decoder_mean = nn.Linear(decoder_width, n_features, dtype=PARAMETER_DTYPE)
         if self.variance_mode == "heteroscedastic":
-            self.decoder_log_variance = nn.Linear(decoder_width, n_features)
+            self.decoder_log_variance = nn.Linear(
+                decoder_width, n_features, dtype=PARAMETER_DTYPE
+            )
         initial = 1.0 if self.variance_mode != "fixed" else float(variance)
         self.register_buffer(
-            "variance", torch.full((n_features,), max(initial, self.min_variance))
+            "variance",
+            torch.full(
+                (n_features,), max(initial, self.min_variance), dtype=PARAMETER_DTYPE
+            ),
         )
 
     @property
@@ -121,7 +136,7 @@ class VAEModule(nn.Module):
 
     def decode(self, z):
         """Decoder mean and variance; the variance broadcasts against the mean."""
-        h = self.decoder_body(z)
+        h = self.decoder_body(z.clamp(-INPUT_CLIP, INPUT_CLIP))
         mean = self.decoder_mean(h)
         if self.variance_mode == "heteroscedastic" and self.variance_head_active:
             log_var = self.decoder_log_variance(h).clamp(*LOG_VARIANCE_BOUNDS)

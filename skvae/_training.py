@@ -100,13 +100,18 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator):
     n_samples = X.shape[0]
     n_batches = max(1, math.ceil(n_samples / batch_size))
     order = torch.randperm(n_samples, generator=generator, device=device)
-    loss_sum = torch.zeros((), device=device)
-    squared_sum = torch.zeros(module.n_features, device=device)
-    kl_sum = torch.zeros(module.n_components, device=device)
+    dtype = X.dtype  # explicit: torch's default dtype may have been changed
+    loss_sum = torch.zeros((), dtype=dtype, device=device)
+    squared_sum = torch.zeros(module.n_features, dtype=dtype, device=device)
+    kl_sum = torch.zeros(module.n_components, dtype=dtype, device=device)
     for index in order.tensor_split(n_batches):
         x = X[index].to(device, non_blocking=True)
         eps = torch.randn(
-            x.shape[0], module.n_components, generator=generator, device=device
+            x.shape[0],
+            module.n_components,
+            generator=generator,
+            dtype=dtype,
+            device=device,
         )
         log_px, kl, squared = module.training_terms(x, eps)
         loss = (beta * kl.sum(-1) - log_px).mean()
@@ -160,7 +165,9 @@ def posterior_statistics(module, X, seed, n_draws):
         mean, std = module.encode(x)
         kl_sum += kl_to_standard_normal(mean, std).sum(0, dtype=torch.float64)
         for _ in range(n_draws):
-            eps = torch.randn(mean.shape, generator=generator, device=device)
+            eps = torch.randn(
+                mean.shape, generator=generator, dtype=mean.dtype, device=device
+            )
             x_mean, _ = module.decode(mean + std * eps)
             squared_sum += ((x - x_mean) ** 2).sum(0, dtype=torch.float64)
     n_samples = X.shape[0]
@@ -197,6 +204,7 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed):
             X_val.shape[0],
             module.n_components,
             generator=make_generator(seed, device),
+            dtype=X_val.dtype,
             device=device,
         )
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))

@@ -18,11 +18,16 @@ pytestmark = [
 ]
 
 LOAD_ON_CPU = """
-import pickle, sys
+import pickle, sys, warnings
 import numpy as np
 import torch
+import skvae
 assert not torch.cuda.is_available()
-model = pickle.load(open(sys.argv[1], "rb"))
+if sys.argv[1].endswith(".pkl"):
+    model = pickle.load(open(sys.argv[1], "rb"))
+else:
+    with warnings.catch_warnings(record=True):  # device="cuda" -> the CPU
+        model = skvae.load(sys.argv[1])
 assert model.device_ == torch.device("cpu"), model.device_
 X = np.load(sys.argv[2])
 np.save(sys.argv[3], np.column_stack([model.score_samples(X), model.transform(X)]))
@@ -42,12 +47,18 @@ def test_auto_trains_on_the_gpu(ppca):
     assert all(p.is_cuda for p in vae.module_.parameters())
 
 
+@pytest.mark.parametrize("how", ["pickle", "save"])
 def test_gpu_model_loads_and_scores_on_a_machine_without_one(
-    cuda_model, ppca, tmp_path
+    cuda_model, ppca, tmp_path, how
 ):
-    model_file, data_file = tmp_path / "model.pkl", tmp_path / "X.npy"
-    out_file = tmp_path / "out.npy"
-    model_file.write_bytes(pickle.dumps(cuda_model))
+    data_file, out_file = tmp_path / "X.npy", tmp_path / "out.npy"
+    if how == "pickle":
+        model_file = tmp_path / "model.pkl"
+        model_file.write_bytes(pickle.dumps(cuda_model))
+    else:
+        pytest.importorskip("safetensors")
+        model_file = tmp_path / "model.safetensors"
+        cuda_model.save(model_file)
     np.save(data_file, ppca.X_test)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run(

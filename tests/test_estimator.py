@@ -1,7 +1,9 @@
+import contextlib
 import os
 import pickle
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import joblib
 import numpy as np
@@ -160,18 +162,111 @@ def test_same_seed_gives_bit_identical_results(ppca):
     assert not np.allclose(a.transform(ppca.X_test), c.transform(ppca.X_test))
 
 
-def test_fit_leaves_torch_global_state_alone(ppca):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    threads = torch.get_num_threads()
-    vae = GaussianVAE(n_components=2, **SMALL)
-    vae.fit(ppca.X_train[:100]).score_samples(ppca.X_test[:5])
-    vae.sample(3)
-    assert_array_equal(torch.rand(3), expected)
-    assert torch.get_num_threads() == threads
-    assert torch.is_grad_enabled()
-    assert torch.get_default_dtype() == torch.float32
+def global_state():
+    """What fit and predict must leave as they found it."""
+    state = {
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state()[1].copy(),  # noqa: NPY002
+        "default_dtype": torch.get_default_dtype(),
+        "num_threads": torch.get_num_threads(),
+        "grad_enabled": torch.is_grad_enabled(),
+        "inference_mode": torch.is_inference_mode_enabled(),
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def assert_same_state(after, before):
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        if isinstance(value, list):  # CUDA: one state per device
+            assert all(
+                torch.equal(a, b) for a, b in zip(after[key], value, strict=True)
+            )
+        elif isinstance(value, (torch.Tensor, np.ndarray)):
+            assert_array_equal(after[key], value, err_msg=key)
+        else:
+            assert after[key] == value, key
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["fit", "partial_fit", "transform", "inverse_transform", "score_samples", "sample"],
+)
+def test_nothing_global_changes(fitted, ppca, method):
+    """Torch's and NumPy's RNGs, default dtype, threads and grad mode stay put."""
+    X = ppca.X_test[:20]
+    calls = {
+        "fit": lambda: clone(fitted).set_params(max_iter=2).fit(X),
+        "partial_fit": lambda: clone(fitted).partial_fit(X).partial_fit(X),
+        "transform": lambda: fitted.transform(X),
+        "inverse_transform": lambda: fitted.inverse_transform(np.ones((3, 2))),
+        "score_samples": lambda: fitted.score_samples(X),
+        "sample": lambda: fitted.sample(5),
+    }
+    before = global_state()
+    calls[method]()
+    assert_same_state(global_state(), before)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        lambda: torch.set_grad_enabled(False),
+        lambda: torch.set_default_dtype(torch.float64),
+        lambda: torch.set_num_threads(1),
+        torch.inference_mode,
+    ],
+    ids=["no_grad", "default_float64", "one_thread", "inference_mode"],
+)
+def test_unusual_global_modes_change_no_result(fitted, ppca, mode):
+    """A caller's global torch settings neither break nor alter fitting."""
+    X = ppca.X_train[:100]
+    expected = clone(fitted).set_params(max_iter=3).fit(X)
+    saved = (
+        torch.is_grad_enabled(),
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+    )
+    try:
+        context = mode()
+        with context if hasattr(context, "__enter__") else contextlib.nullcontext():
+            before = global_state()
+            vae = clone(fitted).set_params(max_iter=3).fit(X)
+            scores, codes = vae.score_samples(ppca.X_test), vae.transform(ppca.X_test)
+            assert_same_state(global_state(), before)
+    finally:
+        torch.set_grad_enabled(saved[0])
+        torch.set_default_dtype(saved[1])
+        torch.set_num_threads(saved[2])
+    assert_array_equal(scores, expected.score_samples(ppca.X_test))
+    assert_array_equal(codes, expected.transform(ppca.X_test))
+
+
+@pytest.mark.parametrize("n_threads", [4, 8])
+def test_concurrent_calls_match_serial_ones(fitted, ppca, n_threads):
+    """transform and score_samples are safe to call from several threads."""
+    chunks = [ppca.X_test[i::n_threads] for i in range(n_threads)]
+    serial = [(fitted.transform(c), fitted.score_samples(c)) for c in chunks]
+    jobs = 4 * chunks  # each thread runs several calls, interleaved
+
+    def both(X):
+        return fitted.transform(X), fitted.score_samples(X)
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        results = list(pool.map(both, jobs))
+    for (codes, scores), (expected_codes, expected_scores) in zip(
+        results, 4 * serial, strict=True
+    ):
+        assert_array_equal(codes, expected_codes)
+        assert_array_equal(scores, expected_scores)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        draws = list(
+            pool.map(lambda seed: fitted.sample(3, random_state=seed), range(8))
+        )
+    for seed, draw in enumerate(draws):
+        assert_array_equal(draw, fitted.sample(3, random_state=seed))
 
 
 def test_init_stores_parameters_untouched():
@@ -332,8 +427,9 @@ def test_early_stopping_needs_a_validation_row():
 
 
 def test_convergence_warning_when_max_iter_is_reached(ppca):
-    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+    with pytest.warns(ConvergenceWarning, match="maximum iterations") as record:
         GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(ppca.X_train[:50])
+    assert record[0].filename == __file__  # points at the caller of fit
 
 
 def test_verbose_prints_one_line_per_epoch(ppca, capsys):
@@ -389,7 +485,10 @@ def test_round_trips_give_identical_outputs(fitted, ppca, how, tmp_path):
 
 def test_pickle_keeps_weights_on_the_cpu_and_leaves_the_model_alone(fitted):
     state = fitted.__getstate__()
-    assert all(t.device.type == "cpu" for t in state["module_"].state_dict().values())
+    # Plain numpy arrays: nothing in a pickle refers to a device.
+    weights = state["module_"]["weights"]
+    assert set(weights) == set(fitted.module_.state_dict())
+    assert all(type(w) is np.ndarray for w in weights.values())
     assert "_optimizer" not in state
     assert hasattr(fitted, "_optimizer") and hasattr(fitted, "device_")
 

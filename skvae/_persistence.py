@@ -1,0 +1,305 @@
+"""Saving and loading fitted estimators without pickle.
+
+A model file is one safetensors file: a JSON header and raw array bytes. Its
+tensors are the torch module's weights and the fitted numpy arrays; its string
+metadata holds the format name and version, the class name, ``get_params()``
+and every other fitted attribute as JSON, and a SHA-256 checksum of it all.
+Reading it parses JSON and copies bytes, nothing else: unlike pickle, a file
+from someone else cannot run code. Classes are looked up in an explicit
+allowlist, never imported by name.
+
+What is stored is the estimator's pickled state (``__getstate__``: the module
+as CPU arrays, no optimiser), encoded by type rather than by name, so a new
+estimator with more fitted attributes needs only its entry in ``_ESTIMATORS``.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._estimator import GaussianVAE
+from ._training import TrainingHistory
+
+FORMAT_NAME = "skvae"
+FORMAT_VERSION = "1"
+
+# The only classes a file can name: everything else is refused.
+_ESTIMATORS = {cls.__name__: cls for cls in (GaussianVAE,)}
+# The only dataclasses an attribute may hold.
+_DATACLASSES = {cls.__name__: cls for cls in (TrainingHistory,)}
+# Fitted (``name_``) or private (``_name``) attributes; no dunders.
+_ATTRIBUTE_NAME = re.compile(r"^(_[a-z][a-z0-9_]*|[a-z][a-z0-9_]*_)$", re.IGNORECASE)
+_NUMERIC_KINDS = "biuf"
+
+
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError as exc:
+        raise ImportError(
+            "skvae.save and skvae.load need the safetensors package: "
+            "pip install safetensors (or pip install 'skvae[safetensors]'). "
+            "pickle and joblib work without it."
+        ) from exc
+    return safetensors
+
+
+# -------------------------------------------------------------------- encoding
+
+
+class _Encoder:
+    """Turns attribute values into JSON, moving arrays to a tensor table."""
+
+    def __init__(self):
+        self.tensors = {}
+
+    def _array(self, array, path):
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind in _NUMERIC_KINDS:
+            self.tensors[path] = array
+            return {"$array": path}
+        if array.dtype.kind in "OU" and all(isinstance(v, str) for v in array.flat):
+            return {"$strings": array.tolist(), "dtype": array.dtype.str}
+        raise TypeError(f"{path}: cannot save an array of dtype {array.dtype}.")
+
+    def encode(self, value, path):
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
+            return int(value)
+        if isinstance(value, (float, np.floating)):
+            return float(value)
+        if isinstance(value, np.bool_):
+            return bool(value)
+        if isinstance(value, np.ndarray):
+            return self._array(value, path)
+        if isinstance(value, list):
+            return [self.encode(v, f"{path}/{i}") for i, v in enumerate(value)]
+        if isinstance(value, tuple):
+            return {"$tuple": self.encode(list(value), path)}
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) and not k.startswith("$") for k in value):
+                raise TypeError(f"{path}: cannot save a dict whose keys are not names.")
+            return {k: self.encode(v, f"{path}/{k}") for k, v in value.items()}
+        if isinstance(value, torch.device):
+            return {"$device": str(value)}
+        if isinstance(value, np.random.RandomState):
+            return {"$random_state": self.encode(value.get_state(), path)}
+        if type(value).__name__ in _DATACLASSES and dataclasses.is_dataclass(value):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return {"$dataclass": type(value).__name__, **self.encode(fields, path)}
+        raise TypeError(
+            f"{path}: cannot save a value of type {type(value).__name__}; "
+            "use pickle or joblib for this estimator."
+        )
+
+
+class _Decoder:
+    """The inverse of :class:`_Encoder`, refusing anything it did not write."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.used = set()
+
+    def _array(self, key):
+        if not isinstance(key, str) or key not in self.tensors or key in self.used:
+            raise ValueError(f"the file refers to a missing tensor {key!r}.")
+        self.used.add(key)
+        return self.tensors[key]
+
+    def decode(self, value):
+        if isinstance(value, list):
+            return [self.decode(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        tags = [k for k in value if k.startswith("$")]
+        if not tags:
+            return {k: self.decode(v) for k, v in value.items()}
+        (tag,) = tags if len(tags) == 1 else (None,)
+        if tag == "$array" and len(value) == 1:
+            return np.array(self._array(value[tag]))
+        if tag == "$strings" and set(value) == {tag, "dtype"}:
+            if value["dtype"] not in ("|O",) and not value["dtype"].startswith("<U"):
+                raise ValueError(f"unknown string dtype {value['dtype']!r}.")
+            return np.asarray(value[tag], dtype=np.dtype(value["dtype"]))
+        if tag == "$tuple" and len(value) == 1:
+            return tuple(self.decode(value[tag]))
+        if tag == "$device" and len(value) == 1:
+            return torch.device(value[tag])
+        if tag == "$random_state" and len(value) == 1:
+            rng = np.random.RandomState()
+            rng.set_state(self.decode(value[tag]))
+            return rng
+        if tag == "$dataclass" and value[tag] in _DATACLASSES:
+            fields = {k: self.decode(v) for k, v in value.items() if k != tag}
+            return _DATACLASSES[value[tag]](**fields)
+        raise ValueError(f"unknown entry {value!r:.80} in the file.")
+
+
+# ------------------------------------------------------------------- checksums
+
+
+def _checksum(metadata, tensors):
+    """SHA-256 over the metadata (less the checksum) and every tensor."""
+    digest = hashlib.sha256()
+    header = {k: v for k, v in metadata.items() if k != "sha256"}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ public API
+
+
+def save(estimator, path):
+    """Save a skvae estimator to ``path`` in a format that cannot run code.
+
+    The estimator's ``save`` method calls this; see
+    :meth:`skvae.GaussianVAE.save` for the format and how it compares with
+    pickle, joblib and skops.
+
+    Parameters
+    ----------
+    estimator : GaussianVAE or another skvae estimator
+        The estimator, fitted or not.
+    path : str or os.PathLike
+        Where to write. An existing file is replaced only once the new one is
+        complete.
+    """
+    name = type(estimator).__name__
+    if _ESTIMATORS.get(name) is not type(estimator):
+        raise TypeError(
+            f"skvae.save stores skvae's own estimators ({', '.join(_ESTIMATORS)}), "
+            f"not {name}; use pickle or joblib for other objects."
+        )
+    safetensors = _safetensors()
+    from . import __version__
+
+    params = estimator.get_params(deep=False)
+    # The pickled state: the module as CPU arrays, no optimiser, no device.
+    state = estimator.__getstate__()
+    attributes = {k: v for k, v in state.items() if k not in params}
+    encoder = _Encoder()
+    payload = {
+        "params": encoder.encode(params, "params"),
+        "attributes": encoder.encode(attributes, "attributes"),
+    }
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "skvae_version": __version__,
+        "estimator": name,
+        "payload": json.dumps(payload),
+    }
+    metadata["sha256"] = _checksum(metadata, encoder.tensors)
+    data = safetensors.numpy.save(encoder.tensors, metadata=metadata)
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load(path):
+    """Load an estimator written by its ``save`` method.
+
+    Only JSON and raw arrays are read, so loading a file from someone else
+    cannot run code (unlike :func:`pickle.load` and :func:`joblib.load`). The
+    estimator is placed on its ``device`` when available, else on the CPU
+    with a warning: a model trained on a GPU loads on a machine without one.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :meth:`GaussianVAE.save` (or another skvae
+        estimator's ``save``).
+
+    Returns
+    -------
+    estimator : GaussianVAE or another skvae estimator
+        The estimator, giving bit-for-bit the outputs of the one saved.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a complete skvae model file, was modified after it
+        was written, has an unknown format version or names an unknown class.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import skvae
+    >>> X = np.random.RandomState(0).normal(size=(50, 3))
+    >>> vae = skvae.GaussianVAE(max_iter=3, random_state=0).fit(X)
+    >>> path = os.path.join(tempfile.mkdtemp(), "vae.safetensors")
+    >>> vae.save(path)
+    >>> restored = skvae.load(path)
+    >>> bool((restored.score_samples(X) == vae.score_samples(X)).all())
+    True
+    """
+    safetensors = _safetensors()
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except safetensors.SafetensorError as exc:
+        raise ValueError(
+            f"{path} is not a readable skvae model file (truncated or corrupted?): "
+            f"{exc}"
+        ) from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not an skvae model file.")
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has skvae file format version {version!r} (written by skvae "
+            f"{metadata.get('skvae_version')}); this skvae reads version "
+            f"{FORMAT_VERSION!r}. Load it with a matching skvae version."
+        )
+    if metadata.get("sha256") != _checksum(metadata, tensors):
+        raise ValueError(
+            f"{path} fails its checksum: it was modified or corrupted after it "
+            "was written."
+        )
+    name = metadata.get("estimator")
+    if name not in _ESTIMATORS:
+        raise ValueError(
+            f"{path} holds an estimator of unknown class {name!r}; skvae loads "
+            f"only {', '.join(_ESTIMATORS)}."
+        )
+    try:
+        return _rebuild(_ESTIMATORS[name], json.loads(metadata["payload"]), tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not a valid skvae model file: {exc}") from None
+
+
+def _rebuild(cls, payload, tensors):
+    estimator = cls()
+    decoder = _Decoder(tensors)
+    estimator.set_params(**decoder.decode(payload["params"]))
+    estimator._validate_params()
+    attributes = decoder.decode(payload["attributes"])
+    params = estimator.get_params(deep=False)
+    for name in attributes:
+        if not _ATTRIBUTE_NAME.match(name) or name in params or hasattr(cls, name):
+            raise ValueError(f"attribute name {name!r} is not allowed.")
+    if decoder.used != set(tensors):
+        raise ValueError(f"unused tensors {sorted(set(tensors) - decoder.used)}.")
+    # As unpickling does: rebuilds the module and places it on a device.
+    estimator.__setstate__(attributes)
+    return estimator

@@ -1,0 +1,296 @@
+import json
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_array_equal
+from sklearn.exceptions import NotFittedError
+
+import skvae
+from skvae import GaussianVAE, load
+from skvae import _persistence as persistence
+
+safetensors = pytest.importorskip("safetensors.numpy")
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+SMALL = dict(hidden_layer_sizes=(8,), max_iter=5, random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fitted(ppca):
+    return GaussianVAE(n_components=2, **SMALL).fit(ppca.X_train[:200])
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    path = tmp_path / "model.safetensors"
+    fitted.save(path)
+    return path
+
+
+def assert_same_outputs(restored, original, X):
+    assert_array_equal(restored.transform(X), original.transform(X))
+    assert_array_equal(restored.score_samples(X), original.score_samples(X))
+    Z = original.transform(X)
+    assert_array_equal(restored.inverse_transform(Z), original.inverse_transform(Z))
+    assert_array_equal(restored.sample(7), original.sample(7))
+    assert_array_equal(restored.sample(3, random_state=5), original.sample(3, 5))
+
+
+def read(path):
+    with safetensors.safe_open(str(path), framework="numpy") as f:
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def write(path, metadata, tensors, rehash=True):
+    if rehash:
+        metadata = {**metadata, "sha256": persistence._checksum(metadata, tensors)}
+    path.write_bytes(safetensors.save(tensors, metadata=metadata))
+
+
+# ------------------------------------------------------------------ round trips
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"decoder_variance": "heteroscedastic", "max_iter": 6},
+        {"decoder_variance": "shared", "hidden_layer_sizes": ()},
+        {"decoder_variance": 0.5, "standardize": False},
+        {"early_stopping": True, "random_state": np.random.RandomState(3)},
+        {"device": torch.device("cpu"), "hidden_layer_sizes": [4, 3]},
+    ],
+)
+def test_round_trip_is_bit_for_bit(ppca, params, tmp_path):
+    vae = GaussianVAE(n_components=2, **{**SMALL, **params}).fit(ppca.X_train[:200])
+    vae.save(tmp_path / "vae.safetensors")
+    restored = load(tmp_path / "vae.safetensors")
+    assert type(restored) is GaussianVAE
+    assert_same_outputs(restored, vae, ppca.X_test[:40])
+    saved_params, params = restored.get_params(), vae.get_params()
+    if isinstance(params["random_state"], np.random.RandomState):
+        state = saved_params.pop("random_state").get_state()
+        expected = params.pop("random_state").get_state()
+        assert_array_equal(state[1], expected[1])
+        assert state[2:] == expected[2:]
+    assert saved_params == params
+    assert type(restored.hidden_layer_sizes) is type(vae.hidden_layer_sizes)
+    for name, value in vars(vae).items():
+        if name.endswith("_") and name not in ("module_", "device_"):
+            assert_array_equal(getattr(restored, name), value, err_msg=name)
+    assert restored.device_ == torch.device("cpu")
+    assert restored.partial_fit(ppca.X_train[:50]).n_iter_ == vae.n_iter_ + 1
+
+
+def test_training_continues_as_after_unpickling(fitted, saved, ppca):
+    """The saved state is the pickled state: partial_fit goes on identically."""
+    restored = load(saved).partial_fit(ppca.X_train[200:400])
+    unpickled = pickle.loads(pickle.dumps(fitted)).partial_fit(ppca.X_train[200:400])
+    assert restored.n_iter_ == fitted.n_iter_ + 1
+    assert restored.loss_curve_ == unpickled.loss_curve_
+    assert_same_outputs(restored, unpickled, ppca.X_test[:20])
+
+
+def test_feature_names_and_output_config_survive(ppca, tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(ppca.X_train[:100], columns=list("abcde"))
+    vae = GaussianVAE(**SMALL).set_output(transform="pandas").fit(frame)
+    vae.save(tmp_path / "vae.safetensors")
+    restored = load(tmp_path / "vae.safetensors")
+    assert_array_equal(restored.feature_names_in_, list("abcde"))
+    assert restored.feature_names_in_.dtype == vae.feature_names_in_.dtype
+    out = restored.transform(frame)
+    assert list(out.columns) == ["gaussianvae0", "gaussianvae1"]
+    with pytest.raises(ValueError, match="feature names"):
+        restored.transform(frame.rename(columns={"a": "z"}))
+
+
+def test_unfitted_estimator_round_trips(tmp_path):
+    GaussianVAE(n_components=3, max_iter=7).save(tmp_path / "vae.safetensors")
+    restored = load(tmp_path / "vae.safetensors")
+    assert restored.get_params() == GaussianVAE(n_components=3, max_iter=7).get_params()
+    with pytest.raises(NotFittedError):
+        restored.transform(np.zeros((1, 3)))
+
+
+def test_a_gpu_model_loads_on_the_cpu(fitted, tmp_path, monkeypatch):
+    """The device is resolved again on load; an absent one falls back to the CPU."""
+    path = tmp_path / "vae.safetensors"
+    fitted.set_params(device="cuda").save(path)
+    fitted.set_params(device="cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        restored = load(path)
+    assert restored.device == "cuda" and restored.device_ == torch.device("cpu")
+    assert_array_equal(
+        restored.transform(np.ones((2, 5))), fitted.transform(np.ones((2, 5)))
+    )
+    _, tensors = read(path)
+    assert all(isinstance(t, np.ndarray) for t in tensors.values())
+
+
+def test_registering_a_subclass_with_more_fitted_attributes(
+    ppca, tmp_path, monkeypatch
+):
+    """A new estimator with extra attributes needs only its registry entry."""
+
+    class Detector(GaussianVAE):
+        def fit(self, X, y=None):
+            super().fit(X)
+            self.offset_ = float(np.quantile(self.score_samples(X), 0.1))
+            self.thresholds_ = np.array([1, 2], dtype=np.int32)
+            return self
+
+    path = tmp_path / "detector.safetensors"
+    detector = Detector(**SMALL).fit(ppca.X_train[:100])
+    with pytest.raises(TypeError, match="skvae's own estimators"):
+        detector.save(path)
+    monkeypatch.setitem(persistence._ESTIMATORS, "Detector", Detector)
+    detector.save(path)
+    restored = load(path)
+    assert type(restored) is Detector and restored.offset_ == detector.offset_
+    assert restored.thresholds_.dtype == np.int32
+    assert_same_outputs(restored, detector, ppca.X_test[:10])
+
+
+def test_an_attribute_of_unknown_type_is_refused_on_save(fitted, saved):
+    before = saved.read_bytes()
+    vae = pickle.loads(pickle.dumps(fitted))
+    vae.extra_ = object()
+    with pytest.raises(TypeError, match="extra_: cannot save a value of type object"):
+        vae.save(saved)
+    assert saved.read_bytes() == before
+    assert os.listdir(saved.parent) == [saved.name]
+
+
+def test_missing_safetensors_is_a_clear_import_error(fitted, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    with pytest.raises(ImportError, match=r"pip install 'skvae\[safetensors\]'"):
+        fitted.save(tmp_path / "vae.safetensors")
+
+
+# ------------------------------------------------------------------ bad files
+
+
+@pytest.mark.parametrize("keep", [0, 4, 8, 100, -1])
+def test_truncated_file_is_refused(saved, keep):
+    data = saved.read_bytes()
+    saved.write_bytes(data[:keep])
+    with pytest.raises(ValueError, match="not a readable skvae model file"):
+        load(saved)
+
+
+def test_a_pickle_is_not_loaded(fitted, tmp_path):
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(fitted))
+    with pytest.raises(ValueError, match="not a readable skvae model file"):
+        load(path)
+
+
+def test_a_foreign_safetensors_file_is_refused(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(safetensors.save({"w": np.ones(3)}))
+    with pytest.raises(ValueError, match="not an skvae model file"):
+        load(path)
+
+
+def test_changed_weights_fail_the_checksum(saved):
+    metadata, tensors = read(saved)
+    name = next(k for k in tensors if "weight" in k)
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[0] += 1e-6
+    write(saved, metadata, tensors, rehash=False)
+    with pytest.raises(ValueError, match="fails its checksum"):
+        load(saved)
+
+
+def test_changed_bytes_fail_the_checksum(saved):
+    data = bytearray(saved.read_bytes())
+    data[-3] ^= 0x01  # inside the last tensor
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fails its checksum"):
+        load(saved)
+
+
+def test_changed_metadata_fails_the_checksum(saved):
+    metadata, tensors = read(saved)
+    payload = json.loads(metadata["payload"])
+    payload["params"]["n_importance_samples"] = 1
+    write(saved, {**metadata, "payload": json.dumps(payload)}, tensors, rehash=False)
+    with pytest.raises(ValueError, match="fails its checksum"):
+        load(saved)
+
+
+def test_unknown_format_version_is_refused(saved):
+    metadata, tensors = read(saved)
+    write(saved, {**metadata, "format_version": "2"}, tensors)
+    with pytest.raises(ValueError, match="format version '2'.*reads version '1'"):
+        load(saved)
+
+
+@pytest.mark.parametrize("name", ["Pipeline", "os.system", "BaseGaussianVAE"])
+def test_unknown_class_is_refused(saved, name):
+    metadata, tensors = read(saved)
+    write(saved, {**metadata, "estimator": name}, tensors)
+    with pytest.raises(ValueError, match=f"unknown class '{name}'"):
+        load(saved)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p["attributes"].update({"__class__": "x"}), "not allowed"),
+        (lambda p: p["attributes"].update({"transform": 1}), "not allowed"),
+        (lambda p: p["attributes"].update({"_n_features_out": 1}), "not allowed"),
+        (lambda p: p["attributes"].update({"x_": {"$pickle": "x"}}), "unknown entry"),
+        (
+            lambda p: p["attributes"].update({"x_": {"$array": "nope"}}),
+            "missing tensor",
+        ),
+        (lambda p: p["params"].update({"n_components": -1}), "n_components"),
+        (lambda p: p["params"].update({"evil": 1}), "Invalid parameter"),
+        (lambda p: p["params"].update({"hidden_layer_sizes": [9]}), "do not fit"),
+    ],
+)
+def test_a_crafted_payload_is_refused(saved, edit, message):
+    """Even with a valid checksum, a file only sets validated data."""
+    metadata, tensors = read(saved)
+    payload = json.loads(metadata["payload"])
+    edit(payload)
+    write(saved, {**metadata, "payload": json.dumps(payload)}, tensors)
+    with pytest.raises(ValueError, match=message):
+        load(saved)
+
+
+def test_an_extra_tensor_is_refused(saved):
+    metadata, tensors = read(saved)
+    write(saved, metadata, {**tensors, "extra": np.zeros(2)})
+    with pytest.raises(ValueError, match="unused tensors"):
+        load(saved)
+
+
+# ---------------------------------------------------------------------- skops
+
+
+def test_skops_round_trip(fitted, ppca, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    path = tmp_path / "vae.skops"
+    sio.dump(fitted, path)
+    untrusted = sio.get_untrusted_types(file=path)
+    assert set(untrusted) == {
+        "skvae._estimator.GaussianVAE",
+        "skvae._training.TrainingHistory",
+    }
+    with pytest.raises(Exception, match="[Uu]ntrusted"):
+        sio.load(path)
+    restored = sio.load(path, trusted=untrusted)
+    assert_same_outputs(restored, fitted, ppca.X_test[:20])
+
+
+def test_load_is_exported():
+    assert skvae.load is persistence.load and "load" in skvae.__all__

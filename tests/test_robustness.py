@@ -1,0 +1,252 @@
+"""Whatever the data hold: finite outputs of the right shape, or a clear error."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skvae import GaussianVAE, _training
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.filterwarnings("ignore:The loss became non-finite:RuntimeWarning"),
+]
+
+TINY = dict(hidden_layer_sizes=(4,), max_iter=2, n_importance_samples=8, device="cpu")
+# Each dtype with the decimal exponents its values may take.
+DTYPES = {
+    "float64": (np.float64, -30, 30),
+    "float32": (np.float32, -30, 30),
+    "float16": (np.float16, -3, 3),
+    "int64": (np.int64, 0, 15),
+    "int8": (np.int8, 0, 1),
+    "bool": (np.bool_, 0, 0),
+}
+COLUMNS = ["normal", "cauchy", "constant", "near_constant", "skewed"]
+
+
+@st.composite
+def datasets(draw):
+    """Rows of mixed per-feature scales and shapes, in one of several dtypes."""
+    dtype, low, high = DTYPES[draw(st.sampled_from(sorted(DTYPES)))]
+    n_samples = draw(st.integers(1, 12))
+    n_features = draw(st.integers(1, 4))
+    rng = np.random.RandomState(draw(st.integers(0, 2**16)))
+    columns = []
+    for _ in range(n_features):
+        kind = draw(st.sampled_from(COLUMNS))
+        scale = 10.0 ** draw(st.integers(low, high))
+        center = draw(st.sampled_from([0.0, 1.0, -3.0])) * scale
+        if kind == "normal":
+            column = rng.normal(size=n_samples)
+        elif kind == "cauchy":
+            column = np.clip(rng.standard_cauchy(n_samples), -1e6, 1e6)
+        elif kind == "constant":
+            column = np.zeros(n_samples)
+        elif kind == "near_constant":
+            column = 1.0 + rng.normal(size=n_samples) * 1e-12
+        else:
+            column = rng.exponential(size=n_samples) ** 3
+        columns.append(center + scale * column)
+    X = np.column_stack(columns)
+    if draw(st.booleans()):  # duplicated rows
+        X = X[rng.randint(0, max(1, n_samples // 2), size=n_samples)]
+    if dtype is np.bool_:
+        return X > np.median(X, axis=0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.round(X), info.min, info.max).astype(dtype)
+    return X.astype(dtype)
+
+
+def assert_finite(array, shape):
+    assert isinstance(array, np.ndarray) and array.dtype == np.float64
+    assert array.shape == shape
+    assert np.isfinite(array).all(), array
+
+
+# Derandomized so CI is reproducible; SKVAE_HYPOTHESIS_EXAMPLES=1000 searches wider.
+@settings(
+    deadline=None,
+    derandomize=True,
+    max_examples=int(os.environ.get("SKVAE_HYPOTHESIS_EXAMPLES", 40)),
+)
+@given(
+    X=datasets(),
+    batch_size=st.sampled_from(["auto", 1, 5, 64]),
+    variance=st.sampled_from(["feature", "shared", "heteroscedastic"]),
+)
+def test_every_method_is_finite_on_any_data(X, batch_size, variance):
+    n, d = X.shape
+    vae = GaussianVAE(
+        n_components=2,
+        batch_size=batch_size,
+        decoder_variance=variance,
+        random_state=0,
+        **TINY,
+    ).fit(X)
+    assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
+    Z = vae.transform(X)
+    assert_finite(Z, (n, 2))
+    assert_finite(vae.inverse_transform(Z), (n, d))
+    assert_finite(vae.inverse_transform(np.full((2, 2), 1e300)), (2, d))
+    scores = vae.score_samples(X)
+    assert_finite(scores, (n,))
+    assert np.isfinite(vae.score(X)) and isinstance(vae.score(X), float)
+    assert_finite(vae.sample(3), (3, d))
+    # Rows far outside the training data score finite and lower.
+    far = X.astype(np.float64) * 1e250 + 1e300
+    far_scores = vae.score_samples(far)
+    assert_finite(far_scores, (n,))
+    assert far_scores.max() < scores.min()
+
+
+@pytest.mark.parametrize("exponent", [-90, -20, 20, 90])
+def test_scores_are_exactly_equivariant_over_any_scale(ppca, exponent):
+    """Clipping far rows leaves ordinary data alone: shifts stay exact."""
+    X, c = ppca.X_train[:60], 2.0**exponent
+    vae = GaussianVAE(random_state=0, **TINY).fit(X)
+    scaled = GaussianVAE(random_state=0, **TINY).fit(c * X)
+    assert_array_equal(scaled.transform(c * ppca.X_test), vae.transform(ppca.X_test))
+    assert_allclose(
+        scaled.score_samples(c * ppca.X_test),
+        vae.score_samples(ppca.X_test) - X.shape[1] * np.log(c),
+        rtol=1e-12,
+    )
+    assert_allclose(scaled.sample(5), c * vae.sample(5), rtol=1e-12)
+
+
+def test_far_rows_score_finite_and_in_order(ppca):
+    vae = GaussianVAE(random_state=0, **TINY).fit(ppca.X_train[:100])
+    center = ppca.X_train[:100].mean(0)
+    offsets = np.array([0.0, 1e3, 1e30, 1e150, 1e300])[:, None]
+    scores = vae.score_samples(center + offsets)
+    assert np.isfinite(scores).all()
+    assert (np.diff(scores[:4]) < 0).all() and scores[4] <= scores[3]
+
+
+# scikit-learn's finiteness check sums X, which overflows near float64's limit.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in reduce")
+@pytest.mark.parametrize("magnitude", [1e-300, 1e300, np.finfo(np.float64).max])
+def test_extreme_but_finite_training_data(magnitude):
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, size=(20, 3)) * magnitude
+    vae = GaussianVAE(random_state=0, **TINY).fit(X)
+    assert np.isfinite(vae.scale_).all() and (vae.scale_ > 0).all()
+    assert_finite(vae.score_samples(X), (20,))
+    assert_finite(vae.sample(4), (4, 3))
+    assert_finite(vae.inverse_transform(vae.transform(X)), (20, 3))
+
+
+def test_constant_features_are_scaled_by_their_magnitude():
+    X = np.column_stack([np.full(10, 5.0), np.full(10, -3e-20), np.zeros(10)])
+    vae = GaussianVAE(random_state=0, **TINY).fit(X)
+    assert_allclose(vae.mean_, X[0], rtol=1e-15)
+    assert_array_equal(vae.scale_, [4.0, 2.0 ** np.frexp(3e-20)[1] / 2, 0.5])
+
+
+def test_unstandardized_data_too_large_for_float32_is_a_clear_error():
+    X = np.random.RandomState(0).normal(size=(20, 2)) * 1e20
+    with pytest.raises(ValueError, match="Use standardize=True"):
+        GaussianVAE(standardize=False, **TINY).fit(X)
+
+
+def test_pandas_frames_with_mixed_dtypes(ppca):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(
+        {
+            "a": ppca.X_train[:30, 0].astype(np.float32),
+            "b": np.arange(30),
+            "c": ppca.X_train[:30, 1] > 0,
+            "d": ppca.X_train[:30, 2],
+        }
+    )
+    vae = GaussianVAE(random_state=0, **TINY).fit(frame)
+    assert_finite(vae.transform(frame), (30, 2))
+    assert_finite(vae.score_samples(frame), (30,))
+    assert_array_equal(vae.score_samples(frame), vae.score_samples(frame.astype(float)))
+
+
+@pytest.mark.parametrize("method", ["fit", "transform", "score_samples", "score"])
+def test_sparse_input_is_a_clear_type_error(ppca, method):
+    sparse = pytest.importorskip("scipy.sparse")
+    X = sparse.csr_matrix(ppca.X_train[:20])
+    vae = GaussianVAE(random_state=0, **TINY)
+    if method != "fit":
+        vae.fit(ppca.X_train[:20])
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        getattr(vae, method)(X)
+
+
+@pytest.mark.parametrize(
+    "X, error, message",
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0]]), ValueError, "NaN"),
+        (np.array([[1.0, -np.inf], [2.0, 3.0]]), ValueError, "infinity"),
+        (np.array([[1 + 1j, 2.0], [2.0, 3.0]]), ValueError, "[Cc]omplex"),
+        (np.zeros((2, 3, 1)), ValueError, "3"),
+        (np.zeros((3, 0)), ValueError, "0 feature"),
+        (np.array([["1.0", "x"], ["2", "3"]], dtype=object), ValueError, "convert"),
+    ],
+)
+def test_bad_input_to_every_method_is_a_clear_error(ppca, X, error, message):
+    fitted = GaussianVAE(random_state=0, **TINY).fit(ppca.X_train[:20, :2])
+    with pytest.raises(error, match=message):
+        GaussianVAE(**TINY).fit(X)
+    if X.ndim == 2 and X.shape[1] == 2:
+        for method in (fitted.transform, fitted.score_samples, fitted.score):
+            with pytest.raises(error, match=message):
+                method(X)
+        with pytest.raises(error, match=message):
+            fitted.inverse_transform(X)
+
+
+# ------------------------------------------------------------------ training
+
+
+@pytest.mark.parametrize(
+    "learning_rate, outliers", [(1.0, False), (1e-3, True), (1.0, True)]
+)
+def test_training_stays_finite_with_a_huge_step_or_huge_outliers(
+    ppca, learning_rate, outliers
+):
+    X = ppca.X_train[:300].copy()
+    if outliers:
+        X[::37] = 1e12 * np.sign(X[::37])
+    vae = GaussianVAE(
+        hidden_layer_sizes=(16,),
+        max_iter=20,
+        learning_rate_init=learning_rate,
+        random_state=0,
+        device="cpu",
+    ).fit(X)
+    assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
+    assert np.isfinite(vae.loss_curve_).all()
+    assert_finite(vae.score_samples(ppca.X_test), (len(ppca.X_test),))
+    assert_finite(vae.transform(X), (300, 2))
+    if outliers:  # the outliers are the least likely rows
+        scores = vae.score_samples(X)
+        assert set(np.argsort(scores)[:9]) == set(range(0, 300, 37))
+
+
+def test_persistent_divergence_names_the_cause_and_the_remedy(ppca, monkeypatch):
+    def always_nan(module, *args):
+        with torch.no_grad():
+            next(module.parameters()).fill_(float("nan"))
+        return torch.tensor(float("nan")), torch.ones(5), torch.ones(2)
+
+    monkeypatch.setattr(_training, "run_epoch", always_nan)
+    vae = GaussianVAE(learning_rate_init=1.0, random_state=0, **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match="diverged.*Lower learning_rate_init"):
+            vae.fit(ppca.X_train[:50])
+    # The failed epochs were rolled back: no NaN is left in the weights.
+    assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
