@@ -191,8 +191,10 @@ def main(argv=None):
                     key = f"{data_name}|{name}|{rate}|{seed}"
                     if key not in cache:
                         cache[key] = run_cell(makers[name], X, rate, seed)
-                        if args.cache:
-                            args.cache.write_text(json.dumps(cache))
+                        if args.cache:  # atomic: a killed run keeps its cells
+                            partial = args.cache.with_suffix(".tmp")
+                            partial.write_text(json.dumps(cache))
+                            partial.replace(args.cache)
                     cell["rmse"].append(cache[key][0])
                     cell["seconds"].append(cache[key][1])
                 results[data_name][name][rate] = cell

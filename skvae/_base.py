@@ -153,7 +153,7 @@ class BaseGaussianVAE(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, in any units.
+            Training data, in any units; NaN marks a missing entry.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -177,7 +177,7 @@ class BaseGaussianVAE(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            A chunk of training data.
+            A chunk of training data; NaN marks a missing entry.
         y : Ignored
             Not used, present for API consistency by convention.
 
