@@ -26,6 +26,14 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     (``inverse_transform``, ``sample``, ``score_samples``) is in the units of X,
     densities included.
 
+    Missing entries (NaN) are accepted wherever X is. Training then maximises
+    the ELBO of the observed entries only, with the encoder also seeing the
+    missingness mask, and :meth:`score_samples` gives the log-likelihood of
+    each row's observed entries, the missing ones marginalised out exactly
+    (the decoder's covariance is diagonal). Infinite values are an error, and
+    so is a feature with no observed value in the training data. See
+    :class:`skvae.VAEImputer` to fill the missing entries in.
+
     Parameters
     ----------
     n_components : int, default=2
@@ -239,12 +247,16 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     def transform(self, X):
         """Posterior mean of the latent code of each row.
 
-        Deterministic: the mean of q(z|x), not a random draw from it.
+        Deterministic: the mean of q(z|x), not a random draw from it. Missing
+        entries (NaN) are left out: the encoder sees the observed ones (and the
+        missingness mask, if the model was trained on data with NaN). A row
+        with no observed entry gets 0, the mean of the prior, which is then
+        the exact posterior.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data.
+            Data; NaN marks a missing entry.
 
         Returns
         -------
@@ -253,7 +265,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         """
         X = self._validated(X)
         width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
-        return self._map_rows(X, lambda module, x: module.encode(x)[0], width)
+        Z = self._map_rows(X, lambda module, x, mask: module.encode(x, mask)[0], width)
+        Z[np.isnan(X).all(1)] = 0.0
+        return Z
 
     def inverse_transform(self, X):
         """Decoder mean of each latent code, in the units of the training data.
@@ -278,7 +292,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             )
         width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
         mean = self._map_rows(
-            Z, lambda module, z: module.decode(z)[0], width, standardize=False
+            Z, lambda module, z, _: module.decode(z)[0], width, standardize=False
         )
         return self._unstandardize(mean)
 
