@@ -115,22 +115,41 @@ def evaluate(data_name, name, seed):
 
 
 def cell(values):
+    if not len(values):
+        return "–"
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
 def table(metric, results, names, data_names, seeds):
-    """Markdown table of one metric: rows are data sets, columns detectors."""
+    """Markdown table of one metric: rows are data sets, columns detectors.
+
+    ``results[data_name, name]`` maps each seed to its metrics. A column with
+    fewer seeds than asked for says how many it has.
+    """
+    header = []
+    for name in names:
+        n_seeds = min(len(results.get((d, name), {})) for d in data_names)
+        header.append(name if n_seeds == seeds else f"{name} ({n_seeds} seeds)")
     lines = [
-        "| data set | " + " | ".join(names) + " |",
+        "| data set | " + " | ".join(header) + " |",
         "|---" * (len(names) + 1) + "|",
     ]
     for data_name in data_names:
-        cells = [cell(results[data_name, name][metric]) for name in names]
+        cells = [
+            cell([run[metric] for run in results.get((data_name, name), {}).values()])
+            for name in names
+        ]
         lines.append(f"| {data_name} | " + " | ".join(cells) + " |")
     means = []
     for name in names:
-        # Mean over data sets for each seed; the spread is over seeds.
-        per_seed = np.mean([results[d, name][metric] for d in data_names], axis=0)
+        # Mean over data sets for each seed run on all of them; spread over seeds.
+        complete = set.intersection(
+            *(set(results.get((d, name), {})) for d in data_names)
+        )
+        per_seed = [
+            np.mean([results[d, name][seed][metric] for d in data_names])
+            for seed in sorted(complete)
+        ]
         means.append(f"**{cell(per_seed)}**")
     lines.append("| **mean** | " + " | ".join(means) + " |")
     return lines
@@ -145,6 +164,9 @@ def main(argv=None):
     )
     parser.add_argument("--runs", type=Path, help="JSON-lines file of runs")
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS)
+    parser.add_argument(
+        "--no-run", action="store_true", help="only tabulate the runs in --runs"
+    )
     args = parser.parse_args(argv)
 
     names = args.detectors or [n for n in DETECTORS if HAS_PYOD or n != "PyOD VAE"]
@@ -161,7 +183,7 @@ def main(argv=None):
         for seed in range(args.seeds)
         for d in data_names
         for name in names
-        if (d, name, seed) not in done
+        if (d, name, seed) not in done and not args.no_run
     ]
     runs = Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")(
         delayed(evaluate)(*job) for job in jobs
@@ -172,14 +194,13 @@ def main(argv=None):
             with args.runs.open("a") as file:
                 file.write(json.dumps(output) + "\n")
     results = {}
-    for data_name, name, _, auc, ap, seconds, flagged in outputs:
-        entry = results.setdefault(
-            (data_name, name), {"auc": [], "ap": [], "seconds": [], "flagged": []}
-        )
-        entry["auc"].append(auc)
-        entry["ap"].append(ap)
-        entry["seconds"].append(seconds)
-        entry["flagged"].append(flagged)
+    for data_name, name, seed, auc, ap, seconds, flagged in outputs:
+        results.setdefault((data_name, name), {})[seed] = {
+            "auc": auc,
+            "ap": ap,
+            "seconds": seconds,
+            "flagged": flagged,
+        }
 
     versions = (
         f"skvae {skvae.__version__}, torch {torch.__version__}, "
@@ -221,13 +242,16 @@ def main(argv=None):
         ]
         for data_name in data_names:
             y = np.load(DATA_DIR / f"{data_name}.npz")["y"]
-            flagged = results[data_name, "VAEOutlierDetector"]["flagged"]
+            flagged = [
+                run["flagged"]
+                for run in results.get((data_name, "VAEOutlierDetector"), {}).values()
+            ]
             lines.append(f"| {data_name} | {np.mean(flagged):.3f} | {np.mean(y):.3f} |")
     lines += [
         "",
         "Fit + score seconds per run, mean over data sets and seeds (one thread): "
         + ", ".join(
-            f"{name} {np.mean([results[d, name]['seconds'] for d in data_names]):.1f}"
+            f"{name} {np.mean([r['seconds'] for d in data_names for r in results.get((d, name), {}).values()]):.1f}"
             for name in names
         )
         + ".",

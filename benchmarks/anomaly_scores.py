@@ -46,13 +46,15 @@ DATA_DIR = Path(
 
 SETTINGS = {
     "feature": {},
+    "n_components=8": {"n_components": 8},
+    "n_components=16": {"n_components": 16},
     "shared": {"decoder_variance": "shared"},
     "heteroscedastic": {"decoder_variance": "heteroscedastic"},
+    "kl_warmup=20": {"kl_warmup": 20},
     "max_iter=25": {"max_iter": 25},
-    "max_iter=600": {"max_iter": 600},
     "early_stopping": {"early_stopping": True},
     "beta=2": {"beta": 2.0},
-    "n_components=8": {"n_components": 8},
+    "max_iter=600": {"max_iter": 600},
 }
 SCORES = ("iwae", "elbo", "recon_logprob", "recon_error")
 
@@ -124,6 +126,7 @@ def main(argv=None):
             file.flush()
             done.append(result)
     results = [r for r in done if r[1] in SETTINGS and r[2] < args.seeds]
+    settings = [s for s in SETTINGS if any(r[1] == s for r in results)]
     table = {}  # (setting, score) -> dataset -> list of (auc, ap)
     for data_name, setting, _, out in results:
         for score, metrics in out.items():
@@ -145,7 +148,7 @@ def main(argv=None):
     print()
     print("| setting | " + " | ".join(SCORES) + " |")
     print("|---" * (len(SCORES) + 1) + "|")
-    for setting in SETTINGS:
+    for setting in settings:
         cells = []
         for score in SCORES:
             per_data = table[(setting, score)]
@@ -158,7 +161,7 @@ def main(argv=None):
     print()
     print("| setting | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
-    for setting in SETTINGS:
+    for setting in settings:
         per_data = table[(setting, "iwae")]
         cells = [f"{np.mean([m[0] for m in per_data[d]]):.3f}" for d in names]
         print(f"| {setting} | " + " | ".join(cells) + " |")
