@@ -2,8 +2,9 @@
 
 from ._estimator import GaussianVAE
 from ._imputer import VAEImputer
+from ._outlier import VAEOutlierDetector
 from ._persistence import load
 
 __version__ = "0.1.0"
 
-__all__ = ["GaussianVAE", "VAEImputer", "load", "__version__"]
+__all__ = ["GaussianVAE", "VAEImputer", "VAEOutlierDetector", "load", "__version__"]
