@@ -30,8 +30,8 @@ demo: install
 
 lint: install
 	$(PY) -m pip install ruff
-	$(PY) -m ruff check skvae tests benchmarks
-	$(PY) -m ruff format --check skvae tests benchmarks
+	$(PY) -m ruff check skvae tests benchmarks docs
+	$(PY) -m ruff format --check skvae tests benchmarks docs
 
 $(VENV)/.docs-installed: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -e ".[docs]"

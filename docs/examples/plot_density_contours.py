@@ -46,12 +46,8 @@ models = {
         n_iter_no_change=50,
         random_state=0,
     ),
-    "GaussianMixture(n_components=4)": GaussianMixture(
-        n_components=4, random_state=0
-    ),
-    "GaussianMixture(n_components=1)": GaussianMixture(
-        n_components=1, random_state=0
-    ),
+    "GaussianMixture(n_components=4)": GaussianMixture(n_components=4, random_state=0),
+    "GaussianMixture(n_components=1)": GaussianMixture(n_components=1, random_state=0),
 }
 for model in models.values():
     model.fit(X_train)

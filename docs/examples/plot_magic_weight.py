@@ -95,7 +95,9 @@ for (label, vae), row in zip(models.items(), axes, strict=True):
         vmin=0,
         vmax=16,
     )
-    row[1].set_title(f"test digits and reconstructions\nMSE = {test_mse:.1f}", fontsize=10)
+    row[1].set_title(
+        f"test digits and reconstructions\nMSE = {test_mse:.1f}", fontsize=10
+    )
     generated = vae.inverse_transform(prior_draws)
     row[2].imshow(image_grid(generated), cmap="gray_r", vmin=0, vmax=16)
     row[2].set_title("decoded draws from the prior", fontsize=10)
