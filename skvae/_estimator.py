@@ -66,7 +66,8 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     beta : float, default=1.0
         Weight of the KL term. 1 gives the true ELBO; other values give the
-        beta-VAE objective, whose scores are no longer a likelihood bound.
+        beta-VAE objective, which is no longer a bound on the log-likelihood
+        (``score_samples`` still estimates the fitted model's log p(x)).
 
     kl_warmup : int, default=0
         Number of epochs over which the KL weight rises linearly from
