@@ -73,10 +73,10 @@ html_static_path = []
 html_show_sourcelink = False
 
 # Docstrings inherited from scikit-learn (get_params, set_output, ...) and our
-# own attribute docs use scikit-learn's glossary terms and labels. Intersphinx
-# would resolve them by downloading scikit-learn's inventory; this build is
-# offline, so the few that occur are linked to scikit-learn's pages directly.
-# Any other unresolved reference still fails the build.
+# own docs refer to scikit-learn's glossary terms, labels and classes.
+# Intersphinx would resolve them by downloading scikit-learn's inventory; this
+# build is offline, so they are linked to scikit-learn's pages directly. Any
+# other unresolved label or term still fails the build.
 SKLEARN_DOCS = "https://scikit-learn.org/stable/"
 SKLEARN_LABELS = {
     "metadata_routing": "metadata_routing.html",
@@ -87,17 +87,28 @@ SKLEARN_LABELS = {
 }
 
 
+def _sklearn_uri(node):
+    """scikit-learn's page for a reference, or None."""
+    domain, kind = node.get("refdomain"), node.get("reftype")
+    target = node.get("reftarget", "")
+    if domain == "std" and kind == "term":
+        return SKLEARN_DOCS + "glossary.html#term-" + target.lower().replace(" ", "-")
+    if domain == "std" and kind == "ref" and target in SKLEARN_LABELS:
+        return SKLEARN_DOCS + SKLEARN_LABELS[target]
+    if domain == "py" and target.startswith("sklearn."):
+        # Classes and functions have a page each; methods an anchor on it.
+        page = target
+        if kind in ("meth", "attr"):
+            page = target.rsplit(".", 1)[0]
+        return f"{SKLEARN_DOCS}modules/generated/{page}.html#{target}"
+    return None
+
+
 def _link_sklearn_reference(app, env, node, contnode):
     from docutils import nodes
 
-    if node.get("refdomain") != "std":
-        return None
-    target = node.get("reftarget", "")
-    if node.get("reftype") == "term":
-        uri = SKLEARN_DOCS + "glossary.html#term-" + target.lower().replace(" ", "-")
-    elif node.get("reftype") == "ref" and target in SKLEARN_LABELS:
-        uri = SKLEARN_DOCS + SKLEARN_LABELS[target]
-    else:
+    uri = _sklearn_uri(node)
+    if uri is None:
         return None
     return nodes.reference("", "", contnode, refuri=uri, internal=False)
 
