@@ -184,6 +184,15 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         self : object
             Fitted estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3)) * [1.0, 10.0, 1e3]
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> vae.n_iter_, vae.noise_variance_.shape
+        (5, (3,))
         """
         return self._fit(X, incremental=False)
 
@@ -208,6 +217,17 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         self : object
             The updated estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(200, 3))
+        >>> vae = GaussianVAE(random_state=0)
+        >>> for chunk in np.array_split(X, 4):
+        ...     vae = vae.partial_fit(chunk)
+        >>> vae.n_iter_
+        4
         """
         return self._fit(X, incremental=True)
 
@@ -547,6 +567,20 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         log_likelihood : ndarray of shape (n_samples,)
             Log-density of each row's observed entries under the model.
+
+        Examples
+        --------
+        Densities are in the units of X: the same data in units 1024 times
+        smaller have log-densities lower by ``n_features * log(1024)``.
+
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> vae_fine = GaussianVAE(max_iter=5, random_state=0).fit(1024 * X)
+        >>> shift = vae_fine.score_samples(1024 * X) - vae.score_samples(X)
+        >>> bool(np.allclose(shift, -3 * np.log(1024)))
+        True
         """
         return self._log_likelihood(self._validated(X))
 
@@ -567,6 +601,16 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         log_likelihood : float
             Mean of :meth:`score_samples` over the rows.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X[:80])
+        >>> held_out = vae.score(X[80:])
+        >>> bool(np.isclose(held_out, vae.score_samples(X[80:]).mean()))
+        True
         """
         return float(np.mean(self.score_samples(X)))
 

@@ -74,7 +74,8 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     beta : float, default=1.0
         Weight of the KL term. 1 gives the true ELBO; other values give the
-        beta-VAE objective, whose scores are no longer a likelihood bound.
+        beta-VAE objective, which is no longer a bound on the log-likelihood
+        (``score_samples`` still estimates the fitted model's log p(x)).
 
     kl_warmup : int, default=0
         Number of epochs over which the KL weight rises linearly from
@@ -241,6 +242,14 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         Z : ndarray of shape (n_samples, n_components)
             Posterior mean of q(z|x) for each row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> GaussianVAE(max_iter=5, random_state=0).fit_transform(X).shape
+        (100, 2)
         """
         return self.fit(X).transform(X)
 
@@ -262,6 +271,16 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         Z : ndarray of shape (n_samples, n_components)
             Posterior means.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> Z = vae.transform(X[:4])
+        >>> Z.shape, bool((Z == vae.transform(X[:4])).all())
+        ((4, 2), True)
         """
         X = self._validated(X)
         width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
@@ -281,6 +300,16 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         X_original : ndarray of shape (n_samples, n_features)
             The mean of p(x|z) for each code.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3)) + 1000.0
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> X_hat = vae.inverse_transform(vae.transform(X[:4]))
+        >>> X_hat.shape, bool(np.all(np.abs(X_hat - 1000.0) < 10.0))
+        ((4, 3), True)
         """
         check_is_fitted(self)
         Z = check_array(X, dtype=[np.float64, np.float32])
@@ -315,6 +344,19 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         X : ndarray of shape (n_samples, n_features)
             Draws, in the units of the training data.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> vae.sample(5).shape
+        (5, 3)
+        >>> bool((vae.sample(5) == vae.sample(5)).all())  # seeded by random_state
+        True
+        >>> bool((vae.sample(5, random_state=1) == vae.sample(5)).all())
+        False
         """
         check_is_fitted(self)
         if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
