@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test demo lint
+.PHONY: install test demo lint docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,13 @@ demo: install
 
 lint: install
 	$(PY) -m pip install ruff
-	$(PY) -m ruff check skvae tests benchmarks
-	$(PY) -m ruff format --check skvae tests benchmarks
+	$(PY) -m ruff check skvae tests benchmarks docs
+	$(PY) -m ruff format --check skvae tests benchmarks docs
+
+$(VENV)/.docs-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -e ".[docs]"
+	touch $@
+
+# The documentation site, gallery included, in docs/_build/html (warnings are errors).
+docs: $(VENV)/.docs-installed
+	$(MAKE) -C docs html SPHINXBUILD="$(abspath $(VENV))/bin/sphinx-build"

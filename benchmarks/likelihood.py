@@ -58,7 +58,7 @@ def vae_settings(quick):
         "min_variance=1e-2": {"min_variance": 1e-2},
         "min_variance=1e-6": {"min_variance": 1e-6},
         "tanh": {"activation": "tanh"},
-        "no early stopping": {"early_stopping": False},
+        "early stopping": {"early_stopping": True},
     }
     if quick:
         settings = dict(itertools.islice(settings.items(), 3))

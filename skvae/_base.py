@@ -48,6 +48,17 @@ STANDARDIZED_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e100}
 SCORE_CHUNK_ELEMENTS = 2**22
 
 
+def _check_observed_features(X):
+    """Raise if a feature has no observed value: nothing can be learned of it."""
+    empty = np.flatnonzero(np.isnan(X).all(0))
+    if empty.size:
+        raise ValueError(
+            f"Features {empty.tolist()} of X have no observed value (all NaN); "
+            "their scale and decoder variance cannot be estimated. Drop them, or "
+            "fill them first, e.g. with SimpleImputer(keep_empty_features=True)."
+        )
+
+
 def auto_batch_size(n_samples):
     """Batch size for ``batch_size="auto"``: about n/32, a power of two in [32, 1024].
 
@@ -165,7 +176,7 @@ class BaseGaussianVAE(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data, in any units.
+            Training data, in any units; NaN marks a missing entry.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -173,6 +184,15 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         self : object
             Fitted estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3)) * [1.0, 10.0, 1e3]
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> vae.n_iter_, vae.noise_variance_.shape
+        (5, (3,))
         """
         return self._fit(X, incremental=False)
 
@@ -189,7 +209,7 @@ class BaseGaussianVAE(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            A chunk of training data.
+            A chunk of training data; NaN marks a missing entry.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -197,6 +217,17 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         self : object
             The updated estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(200, 3))
+        >>> vae = GaussianVAE(random_state=0)
+        >>> for chunk in np.array_split(X, 4):
+        ...     vae = vae.partial_fit(chunk)
+        >>> vae.n_iter_
+        4
         """
         return self._fit(X, incremental=True)
 
@@ -209,11 +240,18 @@ class BaseGaussianVAE(BaseEstimator):
         refit = not hasattr(self, "module_") or (
             not incremental and not self.warm_start
         )
-        X = validate_data(self, X, reset=refit, dtype=[np.float64, np.float32])
+        X = validate_data(
+            self,
+            X,
+            reset=refit,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+        )
         n_samples = X.shape[0]
         if not self.standardize:
             self._check_unstandardized_range(X)
         if refit:
+            _check_observed_features(X)
             self._initialise(X)
         elif not hasattr(self, "_optimizer"):  # dropped when pickled
             self._optimizer = self._make_optimizer(n_samples)
@@ -225,8 +263,11 @@ class BaseGaussianVAE(BaseEstimator):
                 order, test_size=self.validation_fraction, random_state=self._split_seed
             )
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
-        data = self._to_tensor(X, torch.float32, order)
+        data, mask = self._to_tensor(X, torch.float32, order)
         X_train, X_val = data[:n_train], (data[n_train:] if early_stopping else None)
+        masks = None
+        if mask is not None:
+            masks = (mask[:n_train], mask[n_train:] if early_stopping else None)
 
         config = TrainingConfig(
             batch_size=self._batch_size(n_train),
@@ -247,6 +288,7 @@ class BaseGaussianVAE(BaseEstimator):
             config,
             self._history,
             self._train_seed,
+            masks,
         )
         self._history.best_state = None
         if not incremental and not converged:
@@ -257,7 +299,7 @@ class BaseGaussianVAE(BaseEstimator):
                 # The caller of fit, past _fit_context and the two mode decorators.
                 stacklevel=6,
             )
-        self._finish_fit(X_train)
+        self._finish_fit(X_train, masks)
         return self
 
     def _check_hidden_layer_sizes(self):
@@ -272,7 +314,7 @@ class BaseGaussianVAE(BaseEstimator):
 
     def _check_unstandardized_range(self, X):
         bound = STANDARDIZED_BOUND[np.dtype(np.float32)]
-        largest = float(max(X.max(), -X.min()))
+        largest = float(np.nanmax(np.abs(X), initial=0.0))
         if largest > bound:
             raise ValueError(
                 f"X has values of magnitude {largest:.3g}, too large to train on "
@@ -307,13 +349,16 @@ class BaseGaussianVAE(BaseEstimator):
         else:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
+        # The encoder sees the mask only when the first training data has
+        # missing entries, so that complete-data models stay as they were.
+        mask_input = bool(np.isnan(X).any())
         with seeded_cpu_rng(init_seed):
-            module = self._build_module(X.shape[1])
+            module = self._build_module(X.shape[1], mask_input)
         self.module_ = module.to(self.device_)
         self._optimizer = self._make_optimizer(X.shape[0])
         self._history = TrainingHistory()
 
-    def _build_module(self, n_features):
+    def _build_module(self, n_features, mask_input=False):
         """A new, untrained torch module for ``n_features`` features, on the CPU."""
         return VAEModule(
             n_features=n_features,
@@ -322,6 +367,7 @@ class BaseGaussianVAE(BaseEstimator):
             activation=self.activation,
             variance=self.decoder_variance,
             min_variance=self.min_variance,
+            mask_input=mask_input,
         )
 
     def _make_optimizer(self, n_samples):
@@ -329,21 +375,25 @@ class BaseGaussianVAE(BaseEstimator):
             self.module_, self.learning_rate_init, self.alpha / max(n_samples, 1)
         )
 
-    def _finish_fit(self, X_train):
+    def _finish_fit(self, X_train, masks):
         """Fix the decoder variance on the training rows and set the attributes."""
+        mask, val_mask = masks or (None, None)
         n_draws = int(np.clip(math.ceil(2**16 / X_train.shape[0]), 1, 16))
         mean_squared, kl = posterior_statistics(
-            self.module_, X_train, self._score_seed, n_draws
+            self.module_, X_train, self._score_seed, n_draws, mask
         )
         set_epoch_variance(self.module_, mean_squared)
         self.kl_per_component_ = kl.cpu().numpy()
         history = self._history
-        log_det = self._log_scale_sum()
+        log_det = self._mean_log_scale_sum(mask)
         self.n_iter_ = history.n_iter
         self.loss_curve_ = [loss + log_det for loss in history.loss_curve]
         if history.validation_scores:
-            self.validation_scores_ = [s - log_det for s in history.validation_scores]
-            self.best_validation_score_ = history.best_validation_score - log_det
+            val_log_det = self._mean_log_scale_sum(val_mask)
+            self.validation_scores_ = [
+                s - val_log_det for s in history.validation_scores
+            ]
+            self.best_validation_score_ = history.best_validation_score - val_log_det
             self.best_loss_ = None
         else:
             self.validation_scores_ = None
@@ -367,10 +417,21 @@ class BaseGaussianVAE(BaseEstimator):
         """log|det| of the standardizing map, in nats: sum(log scale_)."""
         return float(np.log(self.scale_).sum())
 
+    def _mean_log_scale_sum(self, mask):
+        """Mean over rows of the log|det| of the map of their observed entries."""
+        if mask is None:
+            return self._log_scale_sum()
+        observed = mask.double().mean(0).cpu().numpy()
+        return float(observed @ np.log(self.scale_))
+
     # ---------------------------------------------------------------- inference
 
     def _to_tensor(self, X, dtype, order=None):
-        """Standardize rows of X (optionally reordered) into a tensor on the device."""
+        """Standardize rows of X (optionally reordered) into a tensor on the device.
+
+        Returns the tensor, with missing entries set to 0, and the boolean mask
+        of observed entries, or None when no entry is missing.
+        """
         np_dtype = np.dtype(np.float32 if dtype == torch.float32 else np.float64)
         bound = STANDARDIZED_BOUND[np_dtype]
         out = np.empty(X.shape, dtype=np_dtype)
@@ -378,7 +439,12 @@ class BaseGaussianVAE(BaseEstimator):
             for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
                 chunk = X[rows] if order is None else X[order[rows]]
                 out[rows] = np.clip((chunk - self.mean_) / self.scale_, -bound, bound)
-        return torch.from_numpy(out).to(self.device_)
+        missing = np.isnan(out)
+        mask = None
+        if missing.any():
+            out[missing] = 0.0
+            mask = torch.from_numpy(~missing).to(self.device_)
+        return torch.from_numpy(out).to(self.device_), mask
 
     def _inference_module(self):
         """A copy of the fitted module in float64 (float32 on MPS) for scoring.
@@ -391,7 +457,13 @@ class BaseGaussianVAE(BaseEstimator):
 
     def _validated(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+        )
 
     def _importance_draws(self, dtype):
         """The standard-normal draws shared by every row scored.
@@ -414,13 +486,16 @@ class BaseGaussianVAE(BaseEstimator):
         return eps.to(device=self.device_, dtype=dtype)
 
     @torch.no_grad()
-    def _map_rows(self, X, fn, width=1, standardize=True):
-        """Apply ``fn(module, rows)`` to chunks of X; concatenate as float64.
+    def _map_rows(self, X, fn, width=1, standardize=True, extra=None):
+        """Apply ``fn(module, rows, mask, *extra_rows)`` to chunks of X.
 
-        ``rows`` is a tensor in the inference dtype on the device (standardized
-        unless ``standardize=False``); ``width`` is the number of values each
-        row expands to inside ``fn`` (draws times layer width), which sets the
-        chunk size so that memory stays bounded.
+        ``rows`` is a tensor in the inference dtype on the device (standardized,
+        missing entries zero, unless ``standardize=False``), ``mask`` its
+        observed entries (None if all are); ``extra`` is a tuple of arrays
+        whose matching rows are passed along as tensors. ``width`` is the
+        number of values each row expands to inside ``fn`` (draws times layer
+        width), which sets the chunk size so that memory stays bounded. The
+        results are concatenated as float64.
         """
         module = self._inference_module()
         dtype = inference_dtype(self.device_)
@@ -428,10 +503,15 @@ class BaseGaussianVAE(BaseEstimator):
         out = []
         for chunk in gen_batches(X.shape[0], rows):
             if standardize:
-                x = self._to_tensor(X[chunk], dtype)
+                x, mask = self._to_tensor(X[chunk], dtype)
             else:
                 x = torch.as_tensor(X[chunk], dtype=dtype, device=self.device_)
-            out.append(fn(module, x).cpu().numpy())
+                mask = None
+            more = [
+                torch.as_tensor(a[chunk], dtype=dtype, device=self.device_)
+                for a in extra or ()
+            ]
+            out.append(fn(module, x, mask, *more).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     def _importance_width(self):
@@ -439,14 +519,25 @@ class BaseGaussianVAE(BaseEstimator):
         return self.n_importance_samples * max(widths)
 
     def _log_likelihood(self, X):
-        """IWAE estimate of log p(x) for validated X, in the units of X."""
+        """IWAE estimate of log p(x_o) for validated X, in the units of X.
+
+        Only the observed entries x_o of each row count; a row with none gets
+        0, the log-probability of observing nothing.
+        """
         eps = self._importance_draws(inference_dtype(self.device_))
         log_px = self._map_rows(
             X,
-            lambda module, x: log_mean_exp(module.importance_log_weights(x, eps), 1),
+            lambda module, x, mask: log_mean_exp(
+                module.importance_log_weights(x, eps, mask), 1
+            ),
             width=self._importance_width(),
         )
-        return log_px - self._log_scale_sum()
+        missing = np.isnan(X)
+        if not missing.any():
+            return log_px - self._log_scale_sum()
+        log_px -= ~missing @ np.log(self.scale_)
+        log_px[missing.all(1)] = 0.0
+        return log_px
 
     def score_samples(self, X):
         """Log-likelihood of each row, in the units of X.
@@ -460,15 +551,36 @@ class BaseGaussianVAE(BaseEstimator):
         :meth:`sklearn.decomposition.PCA.score_samples` and
         :meth:`sklearn.mixture.GaussianMixture.score_samples`.
 
+        Missing entries (NaN) are marginalised out: a row's score is then the
+        log-density of its observed entries, ``log p(x_o)``, which the
+        diagonal decoder gives exactly by leaving the missing entries out of
+        p(x|z). Scores of rows with different missing entries are densities
+        over different spaces and do not compare. A row with no observed
+        entry scores 0, the log-probability of observing nothing.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data.
+            Data; NaN marks a missing entry.
 
         Returns
         -------
         log_likelihood : ndarray of shape (n_samples,)
-            Log-density of each row under the model.
+            Log-density of each row's observed entries under the model.
+
+        Examples
+        --------
+        Densities are in the units of X: the same data in units 1024 times
+        smaller have log-densities lower by ``n_features * log(1024)``.
+
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> vae_fine = GaussianVAE(max_iter=5, random_state=0).fit(1024 * X)
+        >>> shift = vae_fine.score_samples(1024 * X) - vae.score_samples(X)
+        >>> bool(np.allclose(shift, -3 * np.log(1024)))
+        True
         """
         return self._log_likelihood(self._validated(X))
 
@@ -489,8 +601,23 @@ class BaseGaussianVAE(BaseEstimator):
         -------
         log_likelihood : float
             Mean of :meth:`score_samples` over the rows.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X[:80])
+        >>> held_out = vae.score(X[80:])
+        >>> bool(np.isclose(held_out, vae.score_samples(X[80:]).mean()))
+        True
         """
         return float(np.mean(self.score_samples(X)))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
 
     # -------------------------------------------------------------- persistence
 
@@ -573,7 +700,9 @@ class BaseGaussianVAE(BaseEstimator):
     def _module_from_state(self, state):
         """Rebuild the torch module from :func:`_module_state`'s output."""
         flags = state["flags"]
-        module = self._build_module(int(flags["n_features"]))
+        module = self._build_module(
+            int(flags["n_features"]), bool(flags.get("mask_input", False))
+        )
         if set(flags) - set(vars(module)) or not all(
             isinstance(v, (bool, int, float, str)) for v in flags.values()
         ):

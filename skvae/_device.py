@@ -76,7 +76,9 @@ def seeded_cpu_rng(seed: int):
     generator, so module construction runs inside this block.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # Not ``torch.manual_seed``: that also reseeds every CUDA device, whose
+        # state fork_rng(devices=[]) would not restore.
+        torch.default_generator.manual_seed(seed)
         yield
 
 

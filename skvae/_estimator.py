@@ -26,6 +26,14 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     (``inverse_transform``, ``sample``, ``score_samples``) is in the units of X,
     densities included.
 
+    Missing entries (NaN) are accepted wherever X is. Training then maximises
+    the ELBO of the observed entries only, with the encoder also seeing the
+    missingness mask, and :meth:`score_samples` gives the log-likelihood of
+    each row's observed entries, the missing ones marginalised out exactly
+    (the decoder's covariance is diagonal). Infinite values are an error, and
+    so is a feature with no observed value in the training data. See
+    :class:`skvae.VAEImputer` to fill the missing entries in.
+
     Parameters
     ----------
     n_components : int, default=2
@@ -66,7 +74,8 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     beta : float, default=1.0
         Weight of the KL term. 1 gives the true ELBO; other values give the
-        beta-VAE objective, whose scores are no longer a likelihood bound.
+        beta-VAE objective, which is no longer a bound on the log-likelihood
+        (``score_samples`` still estimates the fitted model's log p(x)).
 
     kl_warmup : int, default=0
         Number of epochs over which the KL weight rises linearly from
@@ -233,27 +242,51 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         Z : ndarray of shape (n_samples, n_components)
             Posterior mean of q(z|x) for each row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> GaussianVAE(max_iter=5, random_state=0).fit_transform(X).shape
+        (100, 2)
         """
         return self.fit(X).transform(X)
 
     def transform(self, X):
         """Posterior mean of the latent code of each row.
 
-        Deterministic: the mean of q(z|x), not a random draw from it.
+        Deterministic: the mean of q(z|x), not a random draw from it. Missing
+        entries (NaN) are left out: the encoder sees the observed ones (and the
+        missingness mask, if the model was trained on data with NaN). A row
+        with no observed entry gets 0, the mean of the prior, which is then
+        the exact posterior.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data.
+            Data; NaN marks a missing entry.
 
         Returns
         -------
         Z : ndarray of shape (n_samples, n_components)
             Posterior means.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> Z = vae.transform(X[:4])
+        >>> Z.shape, bool((Z == vae.transform(X[:4])).all())
+        ((4, 2), True)
         """
         X = self._validated(X)
         width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
-        return self._map_rows(X, lambda module, x: module.encode(x)[0], width)
+        Z = self._map_rows(X, lambda module, x, mask: module.encode(x, mask)[0], width)
+        Z[np.isnan(X).all(1)] = 0.0
+        return Z
 
     def inverse_transform(self, X):
         """Decoder mean of each latent code, in the units of the training data.
@@ -267,6 +300,16 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         X_original : ndarray of shape (n_samples, n_features)
             The mean of p(x|z) for each code.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3)) + 1000.0
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> X_hat = vae.inverse_transform(vae.transform(X[:4]))
+        >>> X_hat.shape, bool(np.all(np.abs(X_hat - 1000.0) < 10.0))
+        ((4, 3), True)
         """
         check_is_fitted(self)
         Z = check_array(X, dtype=[np.float64, np.float32])
@@ -278,7 +321,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             )
         width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
         mean = self._map_rows(
-            Z, lambda module, z: module.decode(z)[0], width, standardize=False
+            Z, lambda module, z, _: module.decode(z)[0], width, standardize=False
         )
         return self._unstandardize(mean)
 
@@ -301,6 +344,19 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         -------
         X : ndarray of shape (n_samples, n_features)
             Draws, in the units of the training data.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import GaussianVAE
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> vae = GaussianVAE(max_iter=5, random_state=0).fit(X)
+        >>> vae.sample(5).shape
+        (5, 3)
+        >>> bool((vae.sample(5) == vae.sample(5)).all())  # seeded by random_state
+        True
+        >>> bool((vae.sample(5, random_state=1) == vae.sample(5)).all())
+        False
         """
         check_is_fitted(self)
         if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:

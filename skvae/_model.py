@@ -67,6 +67,10 @@ class VAEModule(nn.Module):
         closed-form value for all features, a network head var(z), or fixed.
     min_variance : float
         Floor on every decoder variance.
+    mask_input : bool, default=False
+        Whether the encoder also sees the missingness mask (input width
+        ``2 * n_features``). Without it, missing entries reach the encoder as
+        zeros, which is still a valid, if poorer, importance proposal.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class VAEModule(nn.Module):
         activation,
         variance,
         min_variance,
+        mask_input=False,
     ):
         super().__init__()
         hidden = tuple(hidden_layer_sizes)
@@ -87,10 +92,12 @@ class VAEModule(nn.Module):
         # A heteroscedastic decoder first trains its mean under the closed-form
         # per-feature variance (warm-up), then switches its variance head on.
         self.variance_head_active = False
+        self.mask_input = bool(mask_input)
 
-        self.encoder_body = _mlp((n_features, *hidden), activation)
+        n_inputs = 2 * n_features if self.mask_input else n_features
+        self.encoder_body = _mlp((n_inputs, *hidden), activation)
         self.encoder_head = nn.Linear(
-            (n_features, *hidden)[-1], 2 * n_components, dtype=PARAMETER_DTYPE
+            (n_inputs, *hidden)[-1], 2 * n_components, dtype=PARAMETER_DTYPE
         )
         self.decoder_body = _mlp((n_components, *hidden[::-1]), activation)
         decoder_width = (n_components, *hidden[::-1])[-1]
@@ -128,8 +135,17 @@ class VAEModule(nn.Module):
             )
         self.variance_head_active = True
 
-    def encode(self, x):
-        """Posterior mean and standard deviation of q(z|x)."""
+    def encode(self, x, mask=None):
+        """Posterior mean and standard deviation of q(z|x).
+
+        Where ``mask`` (observed entries) is given, missing entries of ``x``
+        reach the encoder as zeros, the mean of standardized data.
+        """
+        if mask is not None:
+            x = torch.where(mask, x, 0.0)
+        if self.mask_input:
+            observed = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+            x = torch.cat([x, observed], -1)
         h = self.encoder_body(x.clamp(-INPUT_CLIP, INPUT_CLIP))
         mean, raw_std = self.encoder_head(h).chunk(2, dim=-1)
         return mean, nn.functional.softplus(raw_std) + STD_FLOOR
@@ -144,7 +160,18 @@ class VAEModule(nn.Module):
         return mean, self.variance
 
     def training_terms(self, x, eps, mask=None, fit_variance=True):
-        """Single-draw ELBO terms for a batch.
+        r"""Single-draw ELBO terms for a batch.
+
+        With a mask, this is the masked ELBO of the observed part
+        :math:`x_o` (missing entries of ``x`` must be finite, e.g. zero):
+
+        .. math::
+
+            \mathbb E_{q(z|x_o)}\Big[\sum_{d \in o} \log p(x_d|z)\Big]
+            - \mathrm{KL}(q(z|x_o)\,\|\,p(z)),
+
+        a lower bound on :math:`\log p(x_o)`, which under a diagonal decoder
+        marginalises the missing entries exactly.
 
         Parameters
         ----------
@@ -152,7 +179,7 @@ class VAEModule(nn.Module):
         eps : Tensor of shape (batch, n_components)
             Standard-normal draws for the reparameterisation z = m + s * eps.
         mask : Tensor of bool, default=None
-            Observed entries of ``x``.
+            Observed entries of ``x``; None when all are.
         fit_variance : bool, default=True
             Use the batch's closed-form variance where that applies; false
             (validation) uses the stored variance instead.
@@ -164,11 +191,14 @@ class VAEModule(nn.Module):
         kl : Tensor of shape (batch, n_components)
             KL(q(z|x) || p(z)) per latent dimension.
         squared_residuals : Tensor of shape (batch, n_features)
-            Detached, for the running estimate of the variance.
+            Detached, for the running estimate of the variance; zero at
+            missing entries.
         """
-        mean, std = self.encode(x)
+        mean, std = self.encode(x, mask)
         x_mean, var = self.decode(mean + std * eps)
         squared = (x - x_mean) ** 2
+        if mask is not None:
+            squared = torch.where(mask, squared, 0.0)
         if fit_variance and self.closed_form_variance:
             var = optimal_variance(
                 squared, self.variance_mode == "shared", self.min_variance, mask
@@ -188,6 +218,8 @@ class VAEModule(nn.Module):
             Standard-normal draws shared by every row, so that a row's estimate
             does not depend on which other rows are scored with it.
         mask : Tensor of bool, default=None
+            Observed entries of ``x``; only they enter p(x|z), which gives the
+            weights of log p(x_o), the missing entries marginalised exactly.
 
         Returns
         -------
@@ -195,14 +227,50 @@ class VAEModule(nn.Module):
             ``log_mean_exp`` over the draws is the importance-weighted (IWAE)
             estimate of log p(x); their mean is the ELBO.
         """
-        mean, std = self.encode(x)
+        return self._importance(x, eps, mask)[0]
+
+    def _importance(self, x, eps, mask):
+        """Log weights, decoder means and variances for each draw."""
+        mean, std = self.encode(x, mask)
         z = mean.unsqueeze(1) + std.unsqueeze(1) * eps
         x_mean, var = self.decode(z)
         log_px = gaussian_log_prob(
             x.unsqueeze(1), x_mean, var, None if mask is None else mask.unsqueeze(1)
         )
         log_q = -0.5 * (LOG_2PI + eps**2).sum(-1) - torch.log(std).sum(-1, keepdim=True)
-        return log_px + standard_normal_log_prob(z) - log_q
+        return log_px + standard_normal_log_prob(z) - log_q, x_mean, var
+
+    def conditional_mean(self, x, eps, mask):
+        r"""E[x | x_o] by self-normalised importance sampling.
+
+        .. math::
+
+            \hat x = \sum_k \bar w_k\, \mu(z_k), \qquad
+            \bar w_k = \frac{w_k}{\sum_j w_j}, \qquad
+            w_k = \frac{p(x_o|z_k)\,p(z_k)}{q(z_k|x_o)},
+
+        the single-imputation rule of MIWAE (Mattei and Frellsen 2019), with
+        the draws ``eps`` of :meth:`importance_log_weights`. Returns a tensor
+        of shape (batch, n_features); only its missing entries are of use.
+        """
+        log_w, x_mean, _ = self._importance(x, eps, mask)
+        return torch.einsum("bk,bkd->bd", torch.softmax(log_w, 1), x_mean)
+
+    def posterior_predictive(self, x, eps, mask, uniform, noise):
+        """A draw from p(x | x_o) by sampling importance resampling.
+
+        Picks draw k with probability given by the normalised importance
+        weights (by inverting their CDF at ``uniform``, shape (batch,)), then
+        adds decoder noise (``noise``, standard normal of x's shape) to
+        mu(z_k) (Mattei and Frellsen 2019, multiple imputation).
+        """
+        log_w, x_mean, var = self._importance(x, eps, mask)
+        cdf = torch.softmax(log_w, 1).cumsum(1)
+        k = torch.searchsorted(cdf, uniform.unsqueeze(1) * cdf[:, -1:])
+        index = k.clamp(max=cdf.shape[1] - 1).unsqueeze(-1).expand(-1, 1, x.shape[1])
+        mean = x_mean.gather(1, index).squeeze(1)
+        std = torch.sqrt(var.expand_as(x_mean).gather(1, index).squeeze(1))
+        return mean + std * noise
 
     def sample(self, z, noise):
         """Draws from p(x|z) given standard-normal ``noise`` of x's shape."""

@@ -23,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.impute import MissingIndicator
 
 from ._estimator import GaussianVAE
+from ._imputer import VAEImputer
+from ._outlier import VAEOutlierDetector
 from ._training import TrainingHistory
 
 FORMAT_NAME = "skvae"
@@ -34,9 +37,14 @@ FORMAT_VERSION = "1"
 # estimator becomes saveable by adding its class here; its fitted attributes
 # need nothing more, as long as they hold numbers, strings, arrays, lists,
 # tuples or dicts of these.
-_ESTIMATORS = {cls.__name__: cls for cls in (GaussianVAE,)}
+_ESTIMATORS = {
+    cls.__name__: cls for cls in (GaussianVAE, VAEOutlierDetector, VAEImputer)
+}
 # The only dataclasses an attribute may hold.
 _DATACLASSES = {cls.__name__: cls for cls in (TrainingHistory,)}
+# The only scikit-learn helpers an attribute may hold (VAEImputer's indicator_),
+# stored as their plain attributes and rebuilt without calling any code of theirs.
+_HELPERS = {cls.__name__: cls for cls in (MissingIndicator,)}
 # Fitted (``name_``) or private (``_name``) attributes; no dunders.
 _ATTRIBUTE_NAME = re.compile(r"^(_[a-z][a-z0-9_]*|[a-z][a-z0-9_]*_)$", re.IGNORECASE)
 _NUMERIC_KINDS = "biuf"
@@ -98,6 +106,11 @@ class _Encoder:
         if type(value).__name__ in _DATACLASSES and dataclasses.is_dataclass(value):
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
             return {"$dataclass": type(value).__name__, **self.encode(fields, path)}
+        if type(value) in _HELPERS.values():
+            return {
+                "$helper": type(value).__name__,
+                "state": self.encode(vars(value), path),
+            }
         raise TypeError(
             f"{path}: cannot save a value of type {type(value).__name__}; "
             "use pickle or joblib for this estimator."
@@ -143,6 +156,15 @@ class _Decoder:
         if tag == "$dataclass" and value[tag] in _DATACLASSES:
             fields = {k: self.decode(v) for k, v in value.items() if k != tag}
             return _DATACLASSES[value[tag]](**fields)
+        if tag == "$helper" and value[tag] in _HELPERS and set(value) == {tag, "state"}:
+            state = self.decode(value["state"])
+            if not isinstance(state, dict) or not all(
+                k.isidentifier() and not k.startswith("__") for k in state
+            ):
+                raise ValueError(f"invalid state for {value[tag]} in the file.")
+            helper = _HELPERS[value[tag]].__new__(_HELPERS[value[tag]])
+            vars(helper).update(state)
+            return helper
         raise ValueError(f"unknown entry {value!r:.80} in the file.")
 
 

@@ -88,11 +88,12 @@ def kl_weight(beta, kl_warmup, epoch):
     return beta
 
 
-def run_epoch(module, optimizer, X, batch_size, beta, generator):
+def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
     """One pass over ``X`` in random batches; returns device tensors.
 
     Returns the mean objective per row, the mean squared residual per feature
-    (the closed-form variance over the epoch) and the mean KL per latent
+    (the closed-form variance over the epoch; over observed entries where
+    ``mask`` is given, NaN for a feature with none) and the mean KL per latent
     dimension. Batches are near-equal splits of a permutation, so no batch is
     a lone leftover row whose closed-form variance would be degenerate.
     """
@@ -113,7 +114,8 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator):
             dtype=dtype,
             device=device,
         )
-        log_px, kl, squared = module.training_terms(x, eps)
+        batch_mask = None if mask is None else mask[index]
+        log_px, kl, squared = module.training_terms(x, eps, batch_mask)
         loss = (beta * kl.sum(-1) - log_px).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,39 +124,46 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator):
             loss_sum += loss.detach() * x.shape[0]
             squared_sum += squared.sum(0)
             kl_sum += kl.detach().sum(0)
-    return loss_sum / n_samples, squared_sum / n_samples, kl_sum / n_samples
+    count = n_samples if mask is None else mask.sum(0)
+    return loss_sum / n_samples, squared_sum / count, kl_sum / n_samples
 
 
 @torch.no_grad()
 def set_epoch_variance(module, mean_squared):
-    """Store the epoch's closed-form variance (used for validation and scoring)."""
+    """Store the epoch's closed-form variance (used for validation and scoring).
+
+    A feature with no observed entry (NaN) keeps its variance: there is no
+    data to update it.
+    """
     if not module.closed_form_variance:
         return
     if module.variance_mode == "shared":
-        mean_squared = mean_squared.mean().expand_as(mean_squared)
-    module.variance.copy_(mean_squared.clamp(min=module.min_variance))
+        mean_squared = mean_squared.nanmean().expand_as(mean_squared)
+    variance = mean_squared.clamp(min=module.min_variance)
+    module.variance.copy_(torch.where(variance.isnan(), module.variance, variance))
 
 
 @torch.no_grad()
-def validation_elbo(module, X_val, eps):
+def validation_elbo(module, X_val, eps, mask=None):
     """Mean single-draw ELBO per row of the validation set, with fixed draws."""
     total = 0.0
     for start in range(0, X_val.shape[0], EVAL_CHUNK):
-        x = X_val[start : start + EVAL_CHUNK]
+        rows = slice(start, start + EVAL_CHUNK)
         log_px, kl, _ = module.training_terms(
-            x, eps[start : start + EVAL_CHUNK], fit_variance=False
+            X_val[rows], eps[rows], None if mask is None else mask[rows], False
         )
         total += (log_px - kl.sum(-1)).sum().item()
     return total / X_val.shape[0]
 
 
 @torch.no_grad()
-def posterior_statistics(module, X, seed, n_draws):
+def posterior_statistics(module, X, seed, n_draws, mask=None):
     """Closed-form decoder variance and mean KL per latent dimension over ``X``.
 
-    The variance is E_q[(x - mu(z))^2] averaged over rows, estimated with
-    ``n_draws`` draws of z per row from a generator seeded by ``seed``, so the
-    stored value (and hence every later score) is deterministic.
+    The variance is E_q[(x - mu(z))^2] averaged over rows (over observed
+    entries where ``mask`` is given), estimated with ``n_draws`` draws of z
+    per row from a generator seeded by ``seed``, so the stored value (and
+    hence every later score) is deterministic.
     """
     device = module.variance.device
     generator = make_generator(seed, device)
@@ -162,16 +171,21 @@ def posterior_statistics(module, X, seed, n_draws):
     kl_sum = torch.zeros(module.n_components, dtype=torch.float64, device=device)
     for start in range(0, X.shape[0], EVAL_CHUNK):
         x = X[start : start + EVAL_CHUNK].to(device)
-        mean, std = module.encode(x)
+        observed = None if mask is None else mask[start : start + EVAL_CHUNK]
+        mean, std = module.encode(x, observed)
         kl_sum += kl_to_standard_normal(mean, std).sum(0, dtype=torch.float64)
         for _ in range(n_draws):
             eps = torch.randn(
                 mean.shape, generator=generator, dtype=mean.dtype, device=device
             )
             x_mean, _ = module.decode(mean + std * eps)
-            squared_sum += ((x - x_mean) ** 2).sum(0, dtype=torch.float64)
+            squared = (x - x_mean) ** 2
+            if observed is not None:
+                squared = torch.where(observed, squared, 0.0)
+            squared_sum += squared.sum(0, dtype=torch.float64)
     n_samples = X.shape[0]
-    return (squared_sum / (n_samples * n_draws)).float(), kl_sum / n_samples
+    count = n_samples if mask is None else mask.sum(0, dtype=torch.float64)
+    return (squared_sum / (count * n_draws)).float(), kl_sum / n_samples
 
 
 def _snapshot(module, optimizer):
@@ -184,8 +198,11 @@ def _all_finite(loss, module):
     return bool(torch.stack(flags).all())
 
 
-def train(module, optimizer, X, X_val, n_epochs, config, history, seed):
+def train(module, optimizer, X, X_val, n_epochs, config, history, seed, masks=None):
     """Run up to ``n_epochs`` epochs, updating ``history`` in place.
+
+    ``masks``, where given, is the pair of observed-entry masks of ``X`` and
+    ``X_val`` (None for complete data).
 
     Stops early when the training loss (or, with early stopping, the
     validation ELBO) has not improved by ``tol`` for more than
@@ -198,6 +215,7 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed):
         Whether the stopping rule fired before ``n_epochs`` ran out.
     """
     device = module.variance.device
+    mask, val_mask = masks or (None, None)
     val_eps = None
     if X_val is not None:
         val_eps = torch.randn(
@@ -226,6 +244,7 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed):
             beta,
             epoch_generator(seed, epoch, device),
             epoch,
+            mask,
         )
         set_epoch_variance(module, mean_squared)
         history.n_iter += 1
@@ -233,7 +252,7 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed):
         message = f"Epoch {history.n_iter}, loss = {loss:.6f}"
         counting = epoch + 1 >= warmup_end
         if X_val is not None:
-            score = validation_elbo(module, X_val, val_eps)
+            score = validation_elbo(module, X_val, val_eps, val_mask)
             history.validation_scores.append(score)
             message += f", validation ELBO = {score:.6f}"
             improved = score > history.best_validation_score + config.tol
@@ -266,13 +285,13 @@ def _heteroscedastic_warmup(module, config):
     return min(HETEROSCEDASTIC_WARMUP, config.max_iter // 2)
 
 
-def _run_recovering(module, optimizer, X, config, beta, generator, epoch):
+def _run_recovering(module, optimizer, X, config, beta, generator, epoch, mask):
     """Run an epoch; on a non-finite result, roll back and halve the rate."""
     saved_generator = generator.get_state()
     for attempt in range(MAX_RECOVERIES + 1):
         module_state, optimizer_state = _snapshot(module, optimizer)
         loss, mean_squared, _ = run_epoch(
-            module, optimizer, X, config.batch_size, beta, generator
+            module, optimizer, X, config.batch_size, beta, generator, mask
         )
         if _all_finite(loss, module):
             return loss.item(), mean_squared

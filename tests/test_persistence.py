@@ -10,7 +10,7 @@ from numpy.testing import assert_array_equal
 from sklearn.exceptions import NotFittedError
 
 import skvae
-from skvae import GaussianVAE, load
+from skvae import GaussianVAE, VAEImputer, VAEOutlierDetector, load
 from skvae import _persistence as persistence
 
 safetensors = pytest.importorskip("safetensors.numpy")
@@ -85,6 +85,36 @@ def test_round_trip_is_bit_for_bit(ppca, params, tmp_path):
             assert_array_equal(getattr(restored, name), value, err_msg=name)
     assert restored.device_ == torch.device("cpu")
     assert restored.partial_fit(ppca.X_train[:50]).n_iter_ == vae.n_iter_ + 1
+
+
+@pytest.mark.parametrize(
+    "estimator, method",
+    [
+        (VAEOutlierDetector(contamination=0.1, **SMALL), "decision_function"),
+        (VAEOutlierDetector(**SMALL), "predict"),
+        (VAEImputer(**SMALL), "transform"),
+        (VAEImputer(add_indicator=True, **SMALL), "transform"),
+        (GaussianVAE(**SMALL), "score_samples"),
+    ],
+)
+def test_every_public_estimator_round_trips_with_missing_values(
+    ppca, estimator, method, tmp_path
+):
+    X = ppca.X_train[:200].copy()
+    X[np.random.default_rng(0).random(X.shape) < 0.2] = np.nan
+    estimator.fit(X)
+    estimator.save(tmp_path / "model.safetensors")
+    restored = load(tmp_path / "model.safetensors")
+    assert type(restored) is type(estimator)
+    assert_array_equal(getattr(restored, method)(X), getattr(estimator, method)(X))
+    for name, value in vars(estimator).items():
+        if name.endswith("_") and name not in ("module_", "device_"):
+            if hasattr(value, "get_params"):  # the imputer's MissingIndicator
+                assert vars(getattr(restored, name)).keys() == vars(value).keys()
+                for key, item in vars(value).items():
+                    assert_array_equal(vars(getattr(restored, name))[key], item)
+            else:
+                assert_array_equal(getattr(restored, name), value, err_msg=name)
 
 
 def test_training_continues_as_after_unpickling(fitted, saved, ppca):

@@ -4,7 +4,7 @@ import os
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skvae import GaussianVAE
+from skvae import GaussianVAE, VAEImputer, VAEOutlierDetector
 
 # Small and fast: the checks fit dozens of times on tiny data.
 FAST = dict(
@@ -15,6 +15,13 @@ FAST = dict(
 )
 
 
-@parametrize_with_checks([GaussianVAE(**FAST)])
+@parametrize_with_checks(
+    [
+        GaussianVAE(**FAST),
+        VAEOutlierDetector(**FAST),
+        VAEImputer(**FAST),
+        VAEImputer(**FAST, add_indicator=True),
+    ]
+)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

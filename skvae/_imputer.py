@@ -1,0 +1,375 @@
+"""VAEImputer: fill missing entries with a Gaussian VAE trained on incomplete data."""
+
+import numpy as np
+from sklearn.base import OneToOneFeatureMixin, TransformerMixin, _fit_context
+from sklearn.impute import MissingIndicator
+from sklearn.utils import check_random_state
+
+from ._base import BaseGaussianVAE
+from ._device import inference_dtype
+
+
+class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
+    """Impute missing values with a Gaussian VAE fitted to the observed entries.
+
+    The model is :class:`skvae.GaussianVAE`, trained on the masked ELBO: only
+    the observed entries of each row enter the likelihood, and the encoder
+    sees the observed values together with the missingness mask. Each missing
+    entry is then filled with its conditional expectation given the observed
+    entries of its row, E[x_m | x_o], estimated by self-normalised importance
+    sampling over the same draws as :meth:`score_samples` (the single
+    imputation rule of MIWAE, Mattei and Frellsen 2019)::
+
+        x_m = sum_k w_k mu_m(z_k) / sum_k w_k,  w_k = p(x_o|z_k) p(z_k) / q(z_k|x_o)
+
+    With ``sample_posterior=True`` each missing entry is instead a draw from
+    the model's p(x_m | x_o) (sampling importance resampling, then decoder
+    noise), for multiple imputation. Observed entries are returned unchanged.
+    NaN marks a missing entry.
+
+    Parameters
+    ----------
+    n_components : int, default=2
+        Dimension of the latent space.
+
+    hidden_layer_sizes : array-like of int, default=(64, 64)
+        Hidden layer widths of the encoder; the decoder mirrors them.
+
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Activation of the hidden layers.
+
+    decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
+            default="feature"
+        How the decoder variance is set; see :class:`skvae.GaussianVAE`.
+
+    min_variance : float, default=1e-4
+        Floor on every decoder variance, in standardized units.
+
+    beta : float, default=1.0
+        Weight of the KL term (1 gives the true ELBO).
+
+    kl_warmup : int, default=0
+        Epochs over which the KL weight rises linearly to ``beta``.
+
+    standardize : bool, default=True
+        Whether to standardize each feature internally (statistics of the
+        observed entries).
+
+    batch_size : int or "auto", default="auto"
+        Rows per optimiser step.
+
+    max_iter : int, default=200
+        Maximum number of epochs.
+
+    learning_rate_init : float, default=1e-3
+        Adam's step size.
+
+    alpha : float, default=0.0
+        L2 penalty on the network weights.
+
+    early_stopping : bool, default=False
+        Whether to stop on the ELBO of held-out rows.
+
+    validation_fraction : float, default=0.1
+        Proportion of rows held out for early stopping.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` before stopping.
+
+    tol : float, default=1e-4
+        Improvement, in nats per row, that counts.
+
+    n_importance_samples : int, default=64
+        Importance draws per row, for the imputations and for
+        :meth:`score_samples`. The draws are the same for every row, so
+        imputations are deterministic.
+
+    device : str or torch.device, default="auto"
+        Where to train and impute: ``"auto"`` picks CUDA, then MPS, then CPU.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds training and, with ``sample_posterior=True``, the draws.
+
+    verbose : int, default=0
+        Print one line per epoch.
+
+    warm_start : bool, default=False
+        Continue training from the fitted weights on the next :meth:`fit`.
+
+    add_indicator : bool, default=False
+        If True, a :class:`~sklearn.impute.MissingIndicator` is stacked onto
+        the output: one column per feature with missing values at fit time,
+        as in :class:`~sklearn.impute.SimpleImputer`.
+
+    sample_posterior : bool, default=False
+        Whether to draw each imputation from the model's predictive
+        distribution given the observed entries instead of filling in its
+        mean; fit several imputers with different ``random_state`` for
+        multiple imputation, as with
+        :class:`~sklearn.impute.IterativeImputer`.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted torch model, on ``device_``.
+
+    device_ : torch.device
+        The device resolved from ``device``.
+
+    mean_ : ndarray of shape (n_features,)
+        Per-feature mean of the observed entries, used for standardization.
+
+    scale_ : ndarray of shape (n_features,)
+        Per-feature standard deviation of the observed entries.
+
+    noise_variance_ : ndarray of shape (n_features,) or None
+        Decoder variance in the units of X; None for a heteroscedastic decoder.
+
+    kl_per_component_ : ndarray of shape (n_components,)
+        Mean KL divergence of each latent dimension over the training rows.
+
+    n_iter_ : int
+        Number of epochs run.
+
+    loss_curve_ : list of float
+        Training objective (negative masked ELBO per row) after each epoch.
+
+    best_loss_ : float or None
+        Lowest training loss reached; None with early stopping.
+
+    validation_scores_ : list of float or None
+        Validation ELBO per epoch; None without early stopping.
+
+    best_validation_score_ : float or None
+        Best validation ELBO; None without early stopping.
+
+    indicator_ : :class:`~sklearn.impute.MissingIndicator` or None
+        Indicator of missing values; None if ``add_indicator=False``.
+
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :term:`fit`. Defined only when `X`
+        has feature names that are all strings.
+
+    See Also
+    --------
+    skvae.GaussianVAE : The model, with ``transform`` and ``score_samples``.
+    sklearn.impute.IterativeImputer : Imputes each feature by regression on
+        the others, in turn.
+    sklearn.impute.KNNImputer : Imputes from the nearest neighbours.
+    sklearn.impute.SimpleImputer : Imputes a per-feature statistic.
+
+    Notes
+    -----
+    A feature with no observed value in the training data is an error: there
+    is nothing to learn about it. A row with no observed value is filled with
+    the model's estimate of the marginal mean, E[x] (the importance weights
+    then only correct for the encoder's proposal).
+
+    References
+    ----------
+    Mattei, P.-A. and Frellsen, J. (2019). MIWAE: Deep generative modelling
+    and imputation of incomplete data sets. ICML.
+
+    Nazabal, A., Olmos, P. M., Ghahramani, Z. and Valera, I. (2020). Handling
+    incomplete heterogeneous data using VAEs. Pattern Recognition.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvae import VAEImputer
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 1)) @ [[1.0, 2.0, -1.0]] + 5.0
+    >>> X[::4, 1] = np.nan
+    >>> imputer = VAEImputer(max_iter=20, random_state=0).fit(X)
+    >>> X_filled = imputer.transform(X)
+    >>> bool(np.isnan(X_filled).any())
+    False
+    >>> bool((X_filled[1] == X[1]).all())  # a complete row is unchanged
+    True
+    >>> VAEImputer(max_iter=5, add_indicator=True).fit_transform(X).shape
+    (200, 4)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseGaussianVAE._parameter_constraints,
+        "add_indicator": ["boolean"],
+        "sample_posterior": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        n_components=2,
+        *,
+        hidden_layer_sizes=(64, 64),
+        activation="relu",
+        decoder_variance="feature",
+        min_variance=1e-4,
+        beta=1.0,
+        kl_warmup=0,
+        standardize=True,
+        batch_size="auto",
+        max_iter=200,
+        learning_rate_init=1e-3,
+        alpha=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        n_importance_samples=64,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+        add_indicator=False,
+        sample_posterior=False,
+    ):
+        super().__init__(
+            n_components=n_components,
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            decoder_variance=decoder_variance,
+            min_variance=min_variance,
+            beta=beta,
+            kl_warmup=kl_warmup,
+            standardize=standardize,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            learning_rate_init=learning_rate_init,
+            alpha=alpha,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            n_importance_samples=n_importance_samples,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+        )
+        self.add_indicator = add_indicator
+        self.sample_posterior = sample_posterior
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the model to the observed entries of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; NaN marks a missing entry.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        self._fit(X, incremental=False)
+        self._fit_indicator(X)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Run one epoch over X; see :meth:`skvae.GaussianVAE.partial_fit`.
+
+        The missing indicator, with ``add_indicator=True``, is fitted on the
+        first call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A chunk of training data; NaN marks a missing entry.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        first = not hasattr(self, "module_")
+        self._fit(X, incremental=True)
+        if first:
+            self._fit_indicator(X)
+        return self
+
+    def _fit_indicator(self, X):
+        # On the validated array, as in transform: names are checked by self.
+        self.indicator_ = None
+        if self.add_indicator:
+            X = self._validated(X)
+            self.indicator_ = MissingIndicator(error_on_new=False).fit(X)
+
+    def transform(self, X):
+        """Fill the missing entries of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data; NaN marks a missing entry.
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features) or \
+                (n_samples, n_features + n_indicator_features)
+            X with each missing entry replaced by its conditional expectation
+            given the observed entries of its row (or a draw, with
+            ``sample_posterior=True``), followed by the missing indicator
+            with ``add_indicator=True``.
+        """
+        X = self._validated(X)
+        missing = np.isnan(X)
+        X_imputed = X.astype(np.float64)
+        if missing.any():
+            filled = self._impute(X) * self.scale_ + self.mean_
+            X_imputed[missing] = filled[missing]
+        if self.add_indicator:
+            indicator = self.indicator_.transform(X)
+            X_imputed = np.hstack([X_imputed, indicator.astype(np.float64)])
+        return X_imputed
+
+    def _impute(self, X):
+        """Conditional means or draws in standardized units, one row of X each."""
+        eps = self._importance_draws(inference_dtype(self.device_))
+        width = self._importance_width()
+        if not self.sample_posterior:
+            return self._map_rows(
+                X,
+                lambda module, x, mask: module.conditional_mean(x, eps, mask),
+                width,
+            )
+        rng = check_random_state(self.random_state)
+        uniform = rng.uniform(size=X.shape[0])
+        noise = rng.standard_normal(size=X.shape)
+        return self._map_rows(
+            X,
+            lambda module, x, mask, u, e: module.posterior_predictive(
+                x, eps, mask, u, e
+            ),
+            width,
+            extra=(uniform, noise),
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        """Get output feature names for transformation.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Input features; see
+            :meth:`sklearn.base.OneToOneFeatureMixin.get_feature_names_out`.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            The input feature names, followed by the names of the indicator
+            columns with ``add_indicator=True``.
+        """
+        names = super().get_feature_names_out(input_features)
+        if not self.add_indicator:
+            return names
+        return np.concatenate([names, self.indicator_.get_feature_names_out(names)])

@@ -1,0 +1,138 @@
+import copy
+import os
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.impute import MissingIndicator
+from test_missing import remove_at_random
+
+from skvae import VAEImputer
+
+DEVICE = os.environ.get("SKVAE_TEST_DEVICE", "cpu")
+SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE)
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def conditional_means(mean, covariance, X):
+    """Closed-form E[x_m | x_o] of N(mean, covariance), row by row."""
+    out = X.copy()
+    for row in out:
+        m = np.isnan(row)
+        if m.any():
+            o = ~m
+            gain = covariance[np.ix_(m, o)] @ np.linalg.inv(covariance[np.ix_(o, o)])
+            row[m] = mean[m] + gain @ (row[o] - mean[o])
+    return out
+
+
+def rmse_on(missing, X_true, X_imputed):
+    return np.sqrt(np.mean((X_true[missing] - X_imputed[missing]) ** 2))
+
+
+@pytest.fixture(scope="module")
+def fitted(ppca):
+    X = remove_at_random(ppca.X_train, 0.2, 0)
+    return VAEImputer(n_components=2, random_state=0, device=DEVICE).fit(X)
+
+
+def test_imputation_is_as_good_as_the_closed_form_conditional_mean(fitted, ppca):
+    X = remove_at_random(ppca.X_test, 0.3, 1)
+    missing = np.isnan(X)
+    oracle = rmse_on(
+        missing, ppca.X_test, conditional_means(ppca.b, ppca.covariance, X)
+    )
+    vae = rmse_on(missing, ppca.X_test, fitted.transform(X))
+    mean = rmse_on(missing, ppca.X_test, np.where(missing, fitted.mean_, X))
+    assert vae < 1.05 * oracle
+    assert vae < 0.6 * mean
+
+
+def test_observed_entries_are_returned_unchanged(fitted, ppca):
+    X = remove_at_random(ppca.X_test, 0.3, 2)
+    X_imputed = fitted.transform(X)
+    observed = ~np.isnan(X)
+    assert_array_equal(X_imputed[observed], X[observed])
+    assert np.isfinite(X_imputed).all()
+    assert_array_equal(fitted.transform(ppca.X_test), ppca.X_test)
+
+
+def test_imputation_is_deterministic_and_row_wise(fitted, ppca):
+    X = remove_at_random(ppca.X_test[:30], 0.3, 3)
+    together = fitted.transform(X)
+    assert_array_equal(fitted.transform(X), together)
+    one_by_one = np.vstack([fitted.transform(X[i : i + 1]) for i in range(len(X))])
+    assert_allclose(one_by_one, together, rtol=1e-12, atol=1e-12)
+
+
+def test_row_without_observed_entries_gets_the_marginal_mean(fitted, ppca):
+    X = np.full((1, ppca.X_test.shape[1]), np.nan)
+    assert_allclose(fitted.transform(X)[0], ppca.b, atol=0.3 * fitted.scale_.max())
+
+
+def test_add_indicator(ppca):
+    X = remove_at_random(ppca.X_train[:300], 0.2, 4)
+    X[:, 0] = ppca.X_train[:300, 0]  # never missing: no indicator column
+    imputer = VAEImputer(add_indicator=True, **SMALL).fit(X)
+    out = imputer.transform(X)
+    n = X.shape[1]
+    assert out.shape == (len(X), n + n - 1)
+    assert_array_equal(out[:, n:], MissingIndicator().fit_transform(X))
+    assert_array_equal(
+        out[:, :n], clone(imputer).set_params(add_indicator=False).fit_transform(X)
+    )
+    names = imputer.get_feature_names_out()
+    assert names.tolist() == [f"x{j}" for j in range(n)] + [
+        f"missingindicator_x{j}" for j in range(1, n)
+    ]
+    assert VAEImputer(**SMALL).fit(X).indicator_ is None
+
+
+def test_feature_names_and_pandas_output(ppca):
+    pd = pytest.importorskip("pandas")
+    columns = list("abcde")
+    X = pd.DataFrame(remove_at_random(ppca.X_train[:200], 0.2, 5), columns=columns)
+    imputer = VAEImputer(**{**SMALL, "max_iter": 3}, add_indicator=True)
+    out = imputer.set_output(transform="pandas").fit_transform(X)
+    assert list(out.columns) == columns + [f"missingindicator_{c}" for c in columns]
+    assert not out[columns].isna().any().any()
+
+
+def test_sample_posterior_draws_from_the_conditional(fitted, ppca):
+    row = ppca.X_test[:1].copy()
+    row[0, [1, 3]] = np.nan
+    X = np.repeat(row, 4000, axis=0)
+    sampler = copy.deepcopy(fitted).set_params(sample_posterior=True)
+    draws = sampler.transform(X)[:, [1, 3]]
+    assert_array_equal(sampler.transform(X)[:, [1, 3]], draws)  # seeded
+    assert len(np.unique(draws[:, 0])) > 100
+    mean = fitted.transform(row)[0, [1, 3]]
+    assert_allclose(draws.mean(0), mean, atol=0.1)
+    # Decoder noise included: wider than the noise, narrower than the marginal.
+    spread = draws.var(0)
+    assert (spread > 0.9 * fitted.noise_variance_[[1, 3]]).all()
+    assert (spread < np.diag(ppca.covariance)[[1, 3]]).all()
+    other = sampler.set_params(random_state=1).transform(X)[:, [1, 3]]
+    assert not np.array_equal(other, draws)
+    assert_allclose(other.mean(0), mean, atol=0.1)
+
+
+def test_feature_never_observed_is_an_error(ppca):
+    X = ppca.X_train[:100].copy()
+    X[:, 2] = np.nan
+    with pytest.raises(ValueError, match=r"Features \[2\] .* no observed value"):
+        VAEImputer(**SMALL).fit(X)
+
+
+def test_infinity_is_an_error(fitted):
+    with pytest.raises(ValueError, match="infinity"):
+        fitted.transform(np.array([[np.inf, 0.0, np.nan, 1.0, 2.0]]))
+
+
+def test_partial_fit_fits_the_indicator_on_the_first_call(ppca):
+    X = remove_at_random(ppca.X_train[:200], 0.2, 6)
+    imputer = VAEImputer(add_indicator=True, **SMALL).partial_fit(X)
+    assert imputer.n_iter_ == 1
+    assert imputer.transform(X).shape == (200, 10)

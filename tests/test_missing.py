@@ -1,0 +1,288 @@
+"""Missing values in GaussianVAE: masked ELBO, marginal likelihood, edge cases."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import stats
+from test_model import N_COMPONENTS, N_FEATURES, NOISE, exact_linear_gaussian_vae
+
+from skvae import GaussianVAE
+from skvae._likelihood import log_mean_exp
+from skvae._model import STD_FLOOR, VAEModule
+from skvae._training import posterior_statistics, set_epoch_variance
+
+DEVICE = os.environ.get("SKVAE_TEST_DEVICE", "cpu")
+SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE)
+GEN = torch.Generator()
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def remove_at_random(X, fraction, seed):
+    """A copy of X with about ``fraction`` of its entries set to NaN (MCAR)."""
+    X = X.copy()
+    X[np.random.default_rng(seed).random(X.shape) < fraction] = np.nan
+    return X
+
+
+def marginal_of_observed(mean, covariance, x):
+    """Closed-form log-density of the observed entries of x under N(mean, cov)."""
+    o = ~np.isnan(x)
+    return stats.multivariate_normal(mean[o], covariance[np.ix_(o, o)]).logpdf(x[o])
+
+
+@pytest.fixture(scope="module")
+def fitted_with_nan(ppca):
+    return GaussianVAE(n_components=2, **SMALL).fit(
+        remove_at_random(ppca.X_train, 0.2, 0)
+    )
+
+
+# ------------------------------------------------------------------ the model
+
+
+@pytest.mark.parametrize("mask_input", [False, True])
+def test_all_true_mask_is_the_full_likelihood(mask_input):
+    torch.manual_seed(0)
+    module = VAEModule(3, 2, (5,), "tanh", "feature", 1e-4, mask_input).double()
+    x = torch.randn(8, 3, dtype=torch.float64, generator=GEN.manual_seed(0))
+    eps = torch.randn(8, 2, dtype=torch.float64, generator=GEN)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    with torch.no_grad():
+        full, masked = (
+            module.training_terms(x, eps),
+            module.training_terms(x, eps, mask),
+        )
+        for a, b in zip(full, masked, strict=True):
+            assert_array_equal(a.numpy(), b.numpy())
+        draws = eps[:5]
+        assert_array_equal(
+            module.importance_log_weights(x, draws).numpy(),
+            module.importance_log_weights(x, draws, mask).numpy(),
+        )
+
+
+def test_masked_terms_ignore_the_values_of_missing_entries():
+    torch.manual_seed(0)
+    module = VAEModule(3, 2, (5,), "tanh", "feature", 1e-4, True).double()
+    x = torch.randn(6, 3, dtype=torch.float64, generator=GEN.manual_seed(1))
+    eps = torch.randn(6, 2, dtype=torch.float64, generator=GEN)
+    mask = torch.rand(6, 3, generator=GEN) < 0.6
+    other = torch.where(mask, x, 123.0)
+    with torch.no_grad():
+        for a, b in zip(
+            module.training_terms(x, eps, mask),
+            module.training_terms(other, eps, mask),
+            strict=True,
+        ):
+            assert_array_equal(a.numpy(), b.numpy())
+        _, _, squared = module.training_terms(x, eps, mask)
+    assert (squared[~mask] == 0).all()
+
+
+def linear_vae_with_missing(observed):
+    """The exact linear VAE, its encoder set to q(z|x_o) for one missing pattern.
+
+    The encoder mean is the exact posterior mean given the observed entries;
+    its scale widens the exact posterior's marginal scales (the posterior
+    covariance given x_o is not diagonal), so the proposal covers it.
+    Returns the module, the marginal N(b, C) of x and 4096 quasi-random draws.
+    """
+    module, marginal = exact_linear_gaussian_vae()
+    W = module.decoder_mean.weight.detach().numpy()[observed]
+    b = module.decoder_mean.bias.detach().numpy()[observed]
+    M = W.T @ W + NOISE * np.eye(N_COMPONENTS)
+    A = np.linalg.solve(M, W.T)
+    std = 1.5 * np.sqrt(np.diag(NOISE * np.linalg.inv(M)))
+    weight = np.zeros((2 * N_COMPONENTS, N_FEATURES))
+    weight[:N_COMPONENTS, observed] = A
+    with torch.no_grad():
+        module.encoder_head.weight.copy_(torch.tensor(weight))
+        raw_std = np.log(np.expm1(std - STD_FLOOR))
+        module.encoder_head.bias.copy_(torch.tensor(np.concatenate([-A @ b, raw_std])))
+    engine = torch.quasirandom.SobolEngine(N_COMPONENTS, scramble=True, seed=0)
+    eps = torch.special.ndtri(engine.draw(4096, dtype=torch.float64))
+    return module, marginal, eps
+
+
+def rows_with_missing(marginal, observed, n_rows, seed):
+    x = marginal.rvs(n_rows, random_state=seed).reshape(n_rows, N_FEATURES)
+    x[:, np.setdiff1d(np.arange(N_FEATURES), observed)] = np.nan
+    return x, torch.tensor(~np.isnan(x)), torch.tensor(np.nan_to_num(x))
+
+
+@pytest.mark.parametrize("observed", [[0, 2], [1, 2, 3], [3]])
+def test_importance_weights_give_the_marginal_of_the_observed_entries(observed):
+    """Leaving missing entries out of p(x|z) marginalises them exactly."""
+    module, marginal, eps = linear_vae_with_missing(observed)
+    x, mask, filled = rows_with_missing(marginal, observed, 8, 3)
+    with torch.no_grad():
+        log_w = module.importance_log_weights(filled, eps, mask)
+    expected = [marginal_of_observed(marginal.mean, marginal.cov, row) for row in x]
+    assert_allclose(log_mean_exp(log_w, 1).numpy(), expected, atol=1e-3)
+
+
+def test_conditional_mean_of_the_linear_gaussian_model():
+    """Self-normalised importance sampling gives E[x_m | x_o] of the Gaussian."""
+    o, m = [0, 2], [1, 3]
+    module, marginal, eps = linear_vae_with_missing(o)
+    x, mask, filled = rows_with_missing(marginal, o, 8, 4)
+    with torch.no_grad():
+        imputed = module.conditional_mean(filled, eps, mask).numpy()
+    mu, cov = marginal.mean, marginal.cov
+    gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
+    expected = mu[m] + (x[:, o] - mu[o]) @ gain.T
+    assert_allclose(imputed[:, m], expected, atol=1e-3)
+
+
+def test_posterior_predictive_draws_have_the_conditional_moments():
+    o, m = [0, 2], [1, 3]
+    module, marginal, eps = linear_vae_with_missing(o)
+    x, mask, filled = rows_with_missing(marginal, o, 1, 5)
+    n = 20000
+    gen = GEN.manual_seed(7)
+    uniform = torch.rand(n, dtype=torch.float64, generator=gen)
+    noise = torch.randn(n, N_FEATURES, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        draws = module.posterior_predictive(
+            filled.expand(n, -1), eps, mask.expand(n, -1), uniform, noise
+        ).numpy()[:, m]
+    mu, cov = marginal.mean, marginal.cov
+    gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
+    mean = mu[m] + gain @ (x[0, o] - mu[o])
+    conditional_cov = cov[np.ix_(m, m)] - gain @ cov[np.ix_(o, m)]
+    assert_allclose(draws.mean(0), mean, atol=0.05)
+    assert_allclose(np.cov(draws.T), conditional_cov, atol=0.05)
+
+
+def test_variance_statistics_count_observed_entries_only():
+    torch.manual_seed(0)
+    module = VAEModule(3, 2, (), "identity", "feature", 1e-4)
+    x = torch.randn(50, 3, generator=GEN.manual_seed(6))
+    mask = torch.rand(50, 3, generator=GEN) < 0.5
+    mask[:, 2] = False
+    with torch.no_grad():
+        mean_squared, _ = posterior_statistics(module, x, 0, 1, mask)
+        mean, std = module.encode(x, mask)
+        eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+        residual = (x - module.decode(mean + std * eps)[0]) ** 2
+    expected = [residual[mask[:, j], j].mean() for j in range(2)]
+    assert_allclose(mean_squared[:2].numpy(), expected, rtol=1e-5)
+    assert torch.isnan(mean_squared[2])
+    # A feature without observed entries keeps its variance.
+    module.variance.fill_(0.7)
+    set_epoch_variance(module, mean_squared)
+    assert_allclose(module.variance.numpy(), [*expected, 0.7], rtol=1e-5)
+
+
+# -------------------------------------------------------------- the estimator
+
+
+def test_marginal_likelihood_of_rows_with_missing_entries(ppca):
+    """Trained on incomplete data, scores match the closed-form marginal."""
+    X_train = remove_at_random(ppca.X_train, 0.2, 0)
+    # A linear encoder cannot give the posterior for every missing pattern
+    # (it depends on the mask multiplicatively): the default MLP can.
+    vae = GaussianVAE(n_components=2, random_state=0, device=DEVICE).fit(X_train)
+    assert vae.module_.mask_input
+    X_test = remove_at_random(ppca.X_test, 0.3, 1)
+    X_test = X_test[~np.isnan(X_test).all(1)]
+    true = [marginal_of_observed(ppca.b, ppca.covariance, row) for row in X_test]
+    assert abs(vae.score(X_test) - np.mean(true)) < 0.1
+    # Complete rows match the full marginal, as for a model fitted on them.
+    full = ppca.true_log_likelihood(ppca.X_test).mean()
+    assert abs(vae.score(ppca.X_test) - full) < 0.15
+
+
+def test_complete_rows_score_the_same_next_to_incomplete_ones(fitted_with_nan, ppca):
+    X = ppca.X_test[:10].copy()
+    alone = fitted_with_nan.score_samples(X[:5])
+    X[5:, 0] = np.nan
+    assert_allclose(fitted_with_nan.score_samples(X)[:5], alone, rtol=1e-12)
+    assert_allclose(
+        fitted_with_nan.transform(X)[:5],
+        fitted_with_nan.transform(X[:5]),
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("c", [4.0, 0.125])
+def test_jacobian_counts_the_observed_entries(ppca, c):
+    X = remove_at_random(ppca.X_train[:300], 0.2, 2)
+    vae = GaussianVAE(n_components=2, **SMALL).fit(X)
+    scaled = GaussianVAE(n_components=2, **SMALL).fit(c * X)
+    rows = X[~np.isnan(X).all(1)]
+    shift = -(~np.isnan(rows)).sum(1) * np.log(c)
+    assert_allclose(scaled.score_samples(c * rows), vae.score_samples(rows) + shift)
+
+
+def test_mask_reaches_the_encoder_only_for_incomplete_training_data(
+    fitted_with_nan, ppca
+):
+    n_features = ppca.X_train.shape[1]
+    assert fitted_with_nan.module_.encoder_body[0].in_features == 2 * n_features
+    complete = GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2})
+    complete.fit(ppca.X_train)
+    assert not complete.module_.mask_input
+    assert complete.module_.encoder_body[0].in_features == n_features
+    # Without the mask input, incomplete rows still score: the encoder only
+    # proposes, and importance sampling corrects for it.
+    scores = complete.score_samples(remove_at_random(ppca.X_test, 0.3, 3))
+    assert np.isfinite(scores).all()
+
+
+def test_standardization_ignores_missing_entries(fitted_with_nan, ppca):
+    X = remove_at_random(ppca.X_train, 0.2, 0)
+    assert_allclose(fitted_with_nan.mean_, np.nanmean(X, 0))
+    assert_allclose(fitted_with_nan.scale_, np.nanstd(X, 0))
+    assert np.isfinite(fitted_with_nan.noise_variance_).all()
+    assert np.isfinite(fitted_with_nan.loss_curve_).all()
+
+
+def test_row_without_observed_entries(fitted_with_nan, ppca):
+    """log p(nothing observed) = 0; the posterior given nothing is the prior."""
+    X = ppca.X_test[:3].copy()
+    X[1] = np.nan
+    scores = fitted_with_nan.score_samples(X)
+    assert scores[1] == 0.0 and (scores[[0, 2]] < 0).all()
+    assert_array_equal(fitted_with_nan.transform(X)[1], 0.0)
+
+
+def test_training_rows_without_observed_entries_are_accepted(ppca):
+    X = remove_at_random(ppca.X_train[:300], 0.2, 4)
+    X[:20] = np.nan
+    vae = GaussianVAE(n_components=2, **{**SMALL, "max_iter": 5}).fit(X)
+    assert np.isfinite(vae.loss_curve_).all()
+    assert np.isfinite(vae.score_samples(X[20:])).all()
+
+
+def test_feature_never_observed_is_an_error(ppca):
+    X = ppca.X_train[:100].copy()
+    X[:, [1, 3]] = np.nan
+    with pytest.raises(ValueError, match=r"Features \[1, 3\] .* no observed value"):
+        GaussianVAE(**SMALL).fit(X)
+
+
+def test_partial_fit_keeps_the_variance_of_an_unobserved_feature(ppca):
+    vae = GaussianVAE(n_components=2, **SMALL).partial_fit(ppca.X_train[:500])
+    before = vae.noise_variance_.copy()
+    chunk = ppca.X_train[500:].copy()
+    chunk[:, 2] = np.nan
+    vae.partial_fit(chunk)
+    assert vae.noise_variance_[2] == before[2]
+    assert (vae.noise_variance_[[0, 1, 3, 4]] != before[[0, 1, 3, 4]]).all()
+
+
+@pytest.mark.parametrize("method", ["fit", "transform", "score_samples"])
+def test_infinity_is_still_an_error(fitted_with_nan, method):
+    X = np.array([[1.0, np.nan, np.inf, 0.0, 1.0], [2.0, 3.0, 4.0, 5.0, 6.0]])
+    estimator = GaussianVAE(**SMALL) if method == "fit" else fitted_with_nan
+    with pytest.raises(ValueError, match="infinity"):
+        getattr(estimator, method)(X)
+
+
+def test_tags_declare_nan_support():
+    assert GaussianVAE().__sklearn_tags__().input_tags.allow_nan
