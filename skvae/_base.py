@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import (
     draw_seed,
+    fits_on_device,
     inference_dtype,
     resolve_device,
     seeded_cpu_rng,
@@ -37,7 +38,7 @@ from ._training import (
     train,
 )
 
-# Rows standardized at a time, to bound the float64 temporaries.
+# Rows standardized at a time, to bound the temporaries.
 STANDARDIZE_CHUNK = 65536
 # Elements per tensor when scoring in chunks (rows x draws x width).
 SCORE_CHUNK_ELEMENTS = 2**22
@@ -196,7 +197,7 @@ class BaseGaussianVAE(BaseEstimator):
                 order, test_size=self.validation_fraction, random_state=self._split_seed
             )
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
-        data = self._to_tensor(X, torch.float32, order)
+        data = self._to_tensor(X, torch.float32, order, stream=True)
         X_train, X_val = data[:n_train], (data[n_train:] if early_stopping else None)
 
         config = TrainingConfig(
@@ -263,7 +264,10 @@ class BaseGaussianVAE(BaseEstimator):
             draw_seed(rng) for _ in range(3)
         )
         if self.standardize:
-            scaler = StandardScaler().fit(X)
+            # In chunks: StandardScaler.fit holds temporaries of over 2x X.
+            scaler = StandardScaler()
+            for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+                scaler.partial_fit(X[rows])
             self.mean_, self.scale_ = scaler.mean_, scaler.scale_
         else:
             self.mean_ = np.zeros(X.shape[1])
@@ -318,14 +322,22 @@ class BaseGaussianVAE(BaseEstimator):
 
     # ---------------------------------------------------------------- inference
 
-    def _to_tensor(self, X, dtype, order=None):
-        """Standardize rows of X (optionally reordered) into a tensor on the device."""
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        out = np.empty(X.shape, dtype=np_dtype)
+    def _to_tensor(self, X, dtype, order=None, stream=False):
+        """Standardize rows of X (optionally reordered) into a tensor on the device.
+
+        With ``stream=True``, data too large for the device's free memory stay
+        in pinned host memory instead, and training copies them over a chunk
+        of batches at a time.
+        """
+        pinned = stream and not fits_on_device(
+            X.shape[0] * X.shape[1] * dtype.itemsize, self.device_
+        )
+        out = torch.empty(X.shape, dtype=dtype, pin_memory=pinned)
+        out_np = out.numpy()
         for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
             chunk = X[rows] if order is None else X[order[rows]]
-            out[rows] = (chunk - self.mean_) / self.scale_
-        return torch.from_numpy(out).to(self.device_)
+            out_np[rows] = (chunk - self.mean_) / self.scale_
+        return out if pinned else out.to(self.device_)
 
     def _inference_module(self):
         """A copy of the fitted module in float64 (float32 on MPS) for scoring.
