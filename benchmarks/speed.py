@@ -14,9 +14,10 @@ Measures, in one run and side by side, for n rows x D features:
 - ``GridSearchCV`` wall time with ``n_jobs=1`` and ``n_jobs=2``.
 
 Setup is excluded from the fit throughput by differencing: a fit of
-``E2`` epochs minus a fit of ``E1`` epochs (same data, seed and settings)
-leaves the time of ``E2 - E1`` epochs, with validation, standardization, the
-final variance pass and first-call warm-up cancelled out. The raw loop and
+``E + k`` epochs minus a fit of ``E`` epochs (same data, seed and settings)
+leaves the time of ``k`` epochs, with validation, standardization, the
+final variance pass and first-call warm-up cancelled out (``k`` grows at small
+n so that enough rows are timed). The raw loop and
 PyOD's VAE are timed the same way. The runs of the competitors are
 interleaved within each repeat, so that load from other processes hits them
 alike; the ratios are the robust figures, the absolute rates depend on the
@@ -24,7 +25,7 @@ machine. Each table is written into docs/benchmarks.md between the
 ``<!-- BEGIN speed -->`` and ``<!-- END speed -->`` markers.
 
     python benchmarks/speed.py [--n 1e4 1e5 1e6] [--d 20 100] [--repeats 3]
-        [--device cpu] [--sections fit memory linearity quality search]
+        [--device cpu] [--warmup-epochs 1] [--min-rows 200000] [--sections fit memory linearity quality search]
         [--budget 240] [--no-write]
 """
 
@@ -202,12 +203,14 @@ def rows_per_s(rows, seconds):
 
 def fit_section(args, log):
     """Fit throughput against the raw loop and PyOD; scoring throughput."""
-    e1, e2 = args.epochs
+    e1 = args.warmup_epochs
     lines = [
         "### Fit, score_samples and transform throughput",
         "",
-        "Rows per second (median of the repeats); fit: epochs {e1} -> {e2} "
-        'differenced, so setup is excluded; batch size from `batch_size="auto"`'
+        "Rows per second (median of the repeats); fit: a fit of "
+        f"{e1} epoch(s) subtracted from one of {e1} + k epochs, k = max(2, "
+        f"{args.min_rows:,} / n), so setup is excluded; batch size from "
+        '`batch_size="auto"`'
         f" for all; score_samples at the default 64 importance draws on up to "
         f"{SCORE_ROWS:,} rows, transform on up to {TRANSFORM_ROWS:,} rows.",
         "",
@@ -221,6 +224,8 @@ def fit_section(args, log):
     for n in args.n:
         for d in args.d:
             batch = auto_batch_size(n)
+            # Enough timed epochs that small data sets are not all noise.
+            e2 = e1 + max(2, math.ceil(args.min_rows / n))
             X = synthetic(n, d)
             fit_vae(X[:1000], batch, 1, args.device)  # first-call costs
             measure_pyod = (
@@ -549,7 +554,18 @@ def main():
     parser.add_argument("--n", type=float, nargs="+", default=[1e4, 1e5, 1e6])
     parser.add_argument("--d", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, nargs=2, default=[1, 3])
+    parser.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=1,
+        help="epochs of the shorter fit subtracted from the longer one",
+    )
+    parser.add_argument(
+        "--min-rows",
+        type=int,
+        default=200_000,
+        help="rows timed per fit at least (more epochs at small n)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS
