@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import (
     draw_seed,
+    fits_on_device,
     inference_dtype,
     resolve_device,
     seeded_cpu_rng,
@@ -37,7 +38,7 @@ from ._training import (
     train,
 )
 
-# Rows standardized at a time, to bound the float64 temporaries.
+# Rows standardized at a time, to bound the temporaries.
 STANDARDIZE_CHUNK = 65536
 # Standardized values are clipped to these magnitudes. Far beyond any training
 # row, this keeps squared residuals finite (float32 in training, float64 in
@@ -73,15 +74,21 @@ def standardization(X):
     """Per-feature mean and scale of X, free of overflow for any finite X.
 
     Each feature is first divided by the power of two just above its largest
-    magnitude (exact, so results are bit-for-bit those of
-    :class:`~sklearn.preprocessing.StandardScaler` wherever it does not
-    overflow, and exactly equivariant under scaling by powers of two). A
-    constant feature, whose spread is zero, is scaled by its magnitude
-    rounded down to a power of two.
+    magnitude (exact, so the statistics are exactly equivariant under scaling
+    by powers of two and never overflow). A constant feature, whose spread is
+    zero, is scaled by its magnitude rounded down to a power of two. Missing
+    entries (NaN) are ignored. Works in chunks of rows, as
+    :meth:`~sklearn.preprocessing.StandardScaler.partial_fit` does, so the
+    temporaries stay small whatever the size of X.
     """
-    largest = np.maximum(X.max(0), -X.min(0)).astype(np.float64)
+    largest = np.zeros(X.shape[1])
+    for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+        chunk = np.abs(X[rows])
+        np.fmax(largest, np.nanmax(chunk, axis=0, initial=0.0), out=largest)
     exponent = np.frexp(largest)[1]
-    scaler = StandardScaler().fit(np.ldexp(X, -exponent))
+    scaler = StandardScaler()
+    for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+        scaler.partial_fit(np.ldexp(X[rows], -exponent))
     # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
     scale = np.where(scaler.scale_ == 1.0, 0.5, scaler.scale_)
     return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
@@ -263,7 +270,7 @@ class BaseGaussianVAE(BaseEstimator):
                 order, test_size=self.validation_fraction, random_state=self._split_seed
             )
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
-        data, mask = self._to_tensor(X, torch.float32, order)
+        data, mask = self._to_tensor(X, torch.float32, order, stream=True)
         X_train, X_val = data[:n_train], (data[n_train:] if early_stopping else None)
         masks = None
         if mask is not None:
@@ -421,30 +428,42 @@ class BaseGaussianVAE(BaseEstimator):
         """Mean over rows of the log|det| of the map of their observed entries."""
         if mask is None:
             return self._log_scale_sum()
-        observed = mask.double().mean(0).cpu().numpy()
+        observed = (mask.sum(0, dtype=torch.float64) / mask.shape[0]).cpu().numpy()
         return float(observed @ np.log(self.scale_))
 
     # ---------------------------------------------------------------- inference
 
-    def _to_tensor(self, X, dtype, order=None):
+    def _to_tensor(self, X, dtype, order=None, stream=False):
         """Standardize rows of X (optionally reordered) into a tensor on the device.
 
         Returns the tensor, with missing entries set to 0, and the boolean mask
-        of observed entries, or None when no entry is missing.
+        of observed entries, or None when no entry is missing. With
+        ``stream=True``, data too large for the device's free memory stay in
+        pinned host memory instead (their mask too), and training copies them
+        over a chunk of batches at a time.
         """
-        np_dtype = np.dtype(np.float32 if dtype == torch.float32 else np.float64)
-        bound = STANDARDIZED_BOUND[np_dtype]
-        out = np.empty(X.shape, dtype=np_dtype)
+        pinned = stream and not fits_on_device(
+            X.shape[0] * X.shape[1] * dtype.itemsize, self.device_
+        )
+        out = torch.empty(X.shape, dtype=dtype, pin_memory=pinned)
+        out_np = out.numpy()
+        bound = STANDARDIZED_BOUND[out_np.dtype]
+        observed = None
         with np.errstate(over="ignore"):  # overflow lands on the bound
             for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
                 chunk = X[rows] if order is None else X[order[rows]]
-                out[rows] = np.clip((chunk - self.mean_) / self.scale_, -bound, bound)
-        missing = np.isnan(out)
-        mask = None
-        if missing.any():
-            out[missing] = 0.0
-            mask = torch.from_numpy(~missing).to(self.device_)
-        return torch.from_numpy(out).to(self.device_), mask
+                block = np.clip((chunk - self.mean_) / self.scale_, -bound, bound)
+                missing = np.isnan(block)
+                if missing.any():
+                    if observed is None:
+                        observed = np.ones(X.shape, dtype=bool)
+                    observed[rows] = ~missing
+                    block[missing] = 0.0
+                out_np[rows] = block
+        mask = None if observed is None else torch.from_numpy(observed)
+        if pinned:
+            return out, None if mask is None else mask.pin_memory()
+        return out.to(self.device_), None if mask is None else mask.to(self.device_)
 
     def _inference_module(self):
         """A copy of the fitted module in float64 (float32 on MPS) for scoring.

@@ -82,6 +82,19 @@ def seeded_cpu_rng(seed: int):
         yield
 
 
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` of training data should be moved to ``device`` at once.
+
+    On a CUDA device, data may take up to half of its free memory (the rest
+    is for the model, activations and other processes); larger data stay on
+    the host and are streamed. CPU and MPS share the host's memory.
+    """
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= free // 2
+
+
 def inference_dtype(device: torch.device) -> torch.dtype:
     """Float64 for scoring where the device has it (MPS does not)."""
     return torch.float32 if device.type == "mps" else torch.float64

@@ -87,8 +87,13 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Outputs are in the units of X either way.
 
     batch_size : int or "auto", default="auto"
-        Rows per optimiser step. ``"auto"`` uses about ``n_samples / 32``,
-        rounded to a power of two in [32, 1024].
+        Rows per optimiser step (capped at the number of training rows).
+        ``"auto"`` uses ``2 ** round(log2(n_samples / 32))`` clipped to
+        [32, 1024]: small data sets still get about 32 steps per epoch, while
+        large ones use batches big enough to amortise the per-step overhead
+        that dominates a network of this size (throughput on a CPU grows
+        about tenfold from batch 64 to 4096), without the many extra epochs
+        that still larger batches need to reach the same held-out likelihood.
 
     max_iter : int, default=200
         Maximum number of epochs.

@@ -88,12 +88,13 @@ def optimal_variance(squared_residuals, shared, min_variance, mask=None):
     Tensor of shape (n_features,)
     """
     squared_residuals = squared_residuals.detach()
-    if mask is None:
-        total = squared_residuals.sum(0)
-        count = torch.full_like(total, squared_residuals.shape[0])
-    else:
-        total = torch.where(mask, squared_residuals, 0.0).sum(0)
-        count = mask.sum(0).to(total.dtype)
+    if mask is None:  # the fewest operations: this runs at every training step
+        variance = squared_residuals.mean(0)
+        if shared:
+            variance = variance.mean().expand_as(variance)
+        return variance.clamp(min=min_variance)
+    total = torch.where(mask, squared_residuals, 0.0).sum(0)
+    count = mask.sum(0).to(total.dtype)
     if shared:
         total = total.sum().expand_as(total)
         count = count.sum().expand_as(count)

@@ -5,7 +5,7 @@ epoch, never per step: per-step host round trips (``loss.item()``) would
 stall a GPU and cost the overhead-bound CPU step dearly.
 """
 
-import copy
+import itertools
 import math
 import time
 import warnings
@@ -22,6 +22,8 @@ from ._likelihood import kl_to_standard_normal
 MAX_RECOVERIES = 10
 # Rows per chunk when evaluating without gradients.
 EVAL_CHUNK = 8192
+# Rows copied to the device at a time when the training data stay on the host.
+STREAM_CHUNK = 2**17
 # A heteroscedastic decoder trains its mean under the closed-form variance for
 # this many epochs (at most half of max_iter) before its variance head is
 # switched on: variance networks fitted from the start tend to explain the
@@ -69,6 +71,8 @@ def make_optimizer(module, learning_rate, weight_decay):
         {"params": weights, "weight_decay": weight_decay},
         {"params": biases, "weight_decay": 0.0},
     ]
+    if not weight_decay:  # each group costs a kernel launch and Python per step
+        groups = [{"params": weights + biases, "weight_decay": 0.0}]
     try:
         return torch.optim.Adam(groups, lr=learning_rate, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -91,22 +95,26 @@ def kl_weight(beta, kl_warmup, epoch):
 def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
     """One pass over ``X`` in random batches; returns device tensors.
 
-    Returns the mean objective per row, the mean squared residual per feature
-    (the closed-form variance over the epoch; over observed entries where
-    ``mask`` is given, NaN for a feature with none) and the mean KL per latent
-    dimension. Batches are near-equal splits of a permutation, so no batch is
-    a lone leftover row whose closed-form variance would be degenerate.
+    Returns the mean objective per row and the mean squared residual per
+    feature (the closed-form variance over the epoch; over observed entries
+    where ``mask`` is given, NaN for a feature with none). Batches are
+    near-equal splits of a permutation, so no batch is a lone leftover row
+    whose closed-form variance would be degenerate.
     """
     device = module.variance.device
     n_samples = X.shape[0]
     n_batches = max(1, math.ceil(n_samples / batch_size))
     order = torch.randperm(n_samples, generator=generator, device=device)
     dtype = X.dtype  # explicit: torch's default dtype may have been changed
-    loss_sum = torch.zeros((), dtype=dtype, device=device)
+    batches = order.tensor_split(n_batches)
+    losses = []
     squared_sum = torch.zeros(module.n_features, dtype=dtype, device=device)
-    kl_sum = torch.zeros(module.n_components, dtype=dtype, device=device)
-    for index in order.tensor_split(n_batches):
-        x = X[index].to(device, non_blocking=True)
+    masks = (
+        itertools.repeat(None)
+        if mask is None
+        else _device_batches(mask, batches, device)
+    )
+    for x, batch_mask in zip(_device_batches(X, batches, device), masks):
         eps = torch.randn(
             x.shape[0],
             module.n_components,
@@ -114,18 +122,36 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
             dtype=dtype,
             device=device,
         )
-        batch_mask = None if mask is None else mask[index]
         log_px, kl, squared = module.training_terms(x, eps, batch_mask)
         loss = (beta * kl.sum(-1) - log_px).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            loss_sum += loss.detach() * x.shape[0]
-            squared_sum += squared.sum(0)
-            kl_sum += kl.detach().sum(0)
-    count = n_samples if mask is None else mask.sum(0)
-    return loss_sum / n_samples, squared_sum / count, kl_sum / n_samples
+        losses.append(loss.detach())
+        squared_sum += squared.sum(0)
+    sizes = torch.tensor([len(index) for index in batches], device=device)
+    loss_sum = torch.stack(losses) @ sizes.to(dtype)
+    count = n_samples if mask is None else mask.sum(0).to(device)
+    return loss_sum / n_samples, squared_sum / count
+
+
+def _device_batches(X, batches, device):
+    """The rows of each batch, on ``device``.
+
+    Data already on the device are indexed in place. Data left on the host
+    (too large for the device) are gathered and copied over about
+    ``STREAM_CHUNK`` rows at a time, from pinned memory and without blocking:
+    one host round trip per chunk of batches, never one per step.
+    """
+    if X.device == device:
+        for index in batches:
+            yield X[index]
+        return
+    per_chunk = max(1, STREAM_CHUNK // len(batches[0]))
+    for start in range(0, len(batches), per_chunk):
+        group = batches[start : start + per_chunk]
+        rows = X[torch.cat(group).cpu()].pin_memory()
+        yield from rows.to(device, non_blocking=True).split([len(i) for i in group])
 
 
 @torch.no_grad()
@@ -149,9 +175,9 @@ def validation_elbo(module, X_val, eps, mask=None):
     total = 0.0
     for start in range(0, X_val.shape[0], EVAL_CHUNK):
         rows = slice(start, start + EVAL_CHUNK)
-        log_px, kl, _ = module.training_terms(
-            X_val[rows], eps[rows], None if mask is None else mask[rows], False
-        )
+        x = X_val[rows].to(eps.device)
+        observed = None if mask is None else mask[rows].to(eps.device)
+        log_px, kl, _ = module.training_terms(x, eps[rows], observed, False)
         total += (log_px - kl.sum(-1)).sum().item()
     return total / X_val.shape[0]
 
@@ -171,7 +197,9 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
     kl_sum = torch.zeros(module.n_components, dtype=torch.float64, device=device)
     for start in range(0, X.shape[0], EVAL_CHUNK):
         x = X[start : start + EVAL_CHUNK].to(device)
-        observed = None if mask is None else mask[start : start + EVAL_CHUNK]
+        observed = None
+        if mask is not None:
+            observed = mask[start : start + EVAL_CHUNK].to(device)
         mean, std = module.encode(x, observed)
         kl_sum += kl_to_standard_normal(mean, std).sum(0, dtype=torch.float64)
         for _ in range(n_draws):
@@ -184,12 +212,23 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
                 squared = torch.where(observed, squared, 0.0)
             squared_sum += squared.sum(0, dtype=torch.float64)
     n_samples = X.shape[0]
-    count = n_samples if mask is None else mask.sum(0, dtype=torch.float64)
+    count = n_samples if mask is None else mask.sum(0, dtype=torch.float64).to(device)
     return (squared_sum / (count * n_draws)).float(), kl_sum / n_samples
 
 
+def _clone(state):
+    """A copy of a (nested) state dict: 10x faster than ``copy.deepcopy``."""
+    if isinstance(state, torch.Tensor):
+        return state.clone()
+    if isinstance(state, dict):
+        return {key: _clone(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_clone(value) for value in state]
+    return state
+
+
 def _snapshot(module, optimizer):
-    return copy.deepcopy(module.state_dict()), copy.deepcopy(optimizer.state_dict())
+    return _clone(module.state_dict()), _clone(optimizer.state_dict())
 
 
 def _all_finite(loss, module):
@@ -258,7 +297,7 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed, masks=No
             improved = score > history.best_validation_score + config.tol
             if score > history.best_validation_score or not counting:
                 history.best_validation_score = score
-                history.best_state = copy.deepcopy(module.state_dict())
+                history.best_state = _clone(module.state_dict())
         else:
             improved = loss < history.best_loss - config.tol
             history.best_loss = min(history.best_loss, loss)
@@ -290,7 +329,7 @@ def _run_recovering(module, optimizer, X, config, beta, generator, epoch, mask):
     saved_generator = generator.get_state()
     for attempt in range(MAX_RECOVERIES + 1):
         module_state, optimizer_state = _snapshot(module, optimizer)
-        loss, mean_squared, _ = run_epoch(
+        loss, mean_squared = run_epoch(
             module, optimizer, X, config.batch_size, beta, generator, mask
         )
         if _all_finite(loss, module):

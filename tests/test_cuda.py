@@ -10,7 +10,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from skvae import GaussianVAE
+from skvae import GaussianVAE, _base, _training
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -97,3 +97,26 @@ def test_cuda_rng_is_left_alone(ppca):
         ppca.X_train[:100]
     ).sample(3)
     assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+def test_data_too_large_for_the_gpu_are_streamed_with_the_same_result(
+    ppca, monkeypatch
+):
+    params = dict(n_components=2, max_iter=3, batch_size=16, random_state=0)
+    on_gpu = GaussianVAE(**params, device="cuda").fit(ppca.X_train)
+    devices = []
+    real_device_batches = _training._device_batches
+
+    def spy(X, batches, device):
+        devices.append(X.device.type)
+        return real_device_batches(X, batches, device)
+
+    monkeypatch.setattr(_base, "fits_on_device", lambda nbytes, device: False)
+    monkeypatch.setattr(_training, "_device_batches", spy)
+    monkeypatch.setattr(_training, "STREAM_CHUNK", 100)  # several chunks an epoch
+    streamed = GaussianVAE(**params, device="cuda").fit(ppca.X_train)
+    assert devices == ["cpu"] * 3
+    assert_allclose(streamed.loss_curve_, on_gpu.loss_curve_, rtol=1e-6)
+    assert_allclose(
+        streamed.transform(ppca.X_test), on_gpu.transform(ppca.X_test), rtol=1e-6
+    )

@@ -91,7 +91,7 @@ def test_persistent_divergence_is_a_clear_error(monkeypatch):
     module, optimizer, X, config = setup()
 
     def always_nan(module, *args):
-        return torch.tensor(float("nan")), torch.ones(3), torch.ones(2)
+        return torch.tensor(float("nan")), torch.ones(3)
 
     monkeypatch.setattr(_training, "run_epoch", always_nan)
     with pytest.warns(RuntimeWarning):
