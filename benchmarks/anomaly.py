@@ -249,7 +249,8 @@ def main(argv=None):
             lines.append(f"| {data_name} | {np.mean(flagged):.3f} | {np.mean(y):.3f} |")
     lines += [
         "",
-        "Fit + score seconds per run, mean over data sets and seeds (one thread): "
+        "Fit + score seconds per run, mean over data sets and seeds (one "
+        "thread each; wall clock, so only comparable within one run): "
         + ", ".join(
             f"{name} {np.mean([r['seconds'] for d in data_names for r in results.get((d, name), {}).values()]):.1f}"
             for name in names

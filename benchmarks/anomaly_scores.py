@@ -47,14 +47,15 @@ DATA_DIR = Path(
 SETTINGS = {
     "feature": {},
     "n_components=8": {"n_components": 8},
-    "n_components=16": {"n_components": 16},
+    "hidden_layer_sizes=()": {"hidden_layer_sizes": ()},
+    "hidden_layer_sizes=(16,)": {"hidden_layer_sizes": (16,)},
     "shared": {"decoder_variance": "shared"},
     "heteroscedastic": {"decoder_variance": "heteroscedastic"},
+    "(16,), n_components=4": {"hidden_layer_sizes": (16,), "n_components": 4},
     "kl_warmup=20": {"kl_warmup": 20},
-    "max_iter=25": {"max_iter": 25},
-    "early_stopping": {"early_stopping": True},
     "beta=2": {"beta": 2.0},
-    "max_iter=600": {"max_iter": 600},
+    "early_stopping": {"early_stopping": True},
+    "max_iter=25": {"max_iter": 25},
 }
 SCORES = ("iwae", "elbo", "recon_logprob", "recon_error")
 

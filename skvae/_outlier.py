@@ -30,8 +30,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     n_components : int, default=2
         Dimension of the latent space.
 
-    hidden_layer_sizes : array-like of int, default=(64, 64)
-        Hidden layer widths of the encoder; the decoder mirrors them.
+    hidden_layer_sizes : array-like of int, default=(16,)
+        Hidden layer widths of the encoder; the decoder mirrors them. Smaller
+        than :class:`GaussianVAE`'s ``(64, 64)``: the outliers are in the
+        training data, and a more flexible network learns to give them
+        density too. On the seven benchmark data sets ``(16,)`` ranked
+        anomalies better than ``(64, 64)`` (mean ROC AUC 0.818 against 0.798)
+        and than a linear model ``()`` (0.791).
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
@@ -222,7 +227,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         self,
         n_components=2,
         *,
-        hidden_layer_sizes=(64, 64),
+        hidden_layer_sizes=(16,),
         activation="relu",
         decoder_variance="feature",
         min_variance=1e-4,
