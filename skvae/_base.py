@@ -79,7 +79,8 @@ def standardization(X):
     constant feature, whose spread is zero, is scaled by its magnitude
     rounded down to a power of two.
     """
-    largest = np.maximum(X.max(0), -X.min(0)).astype(np.float64)
+    # Missing entries (NaN) are skipped, as StandardScaler does.
+    largest = np.maximum(np.nanmax(X, 0), -np.nanmin(X, 0)).astype(np.float64)
     exponent = np.frexp(largest)[1]
     scaler = StandardScaler().fit(np.ldexp(X, -exponent))
     # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
