@@ -34,7 +34,10 @@ COLUMNS = ["normal", "cauchy", "constant", "near_constant", "skewed"]
 
 @st.composite
 def datasets(draw):
-    """Rows of mixed per-feature scales and shapes, in one of several dtypes."""
+    """Rows of mixed per-feature scales and shapes, in one of several dtypes.
+
+    Float data may have missing entries (NaN), never a whole feature.
+    """
     dtype, low, high = DTYPES[draw(st.sampled_from(sorted(DTYPES)))]
     n_samples = draw(st.integers(1, 12))
     n_features = draw(st.integers(1, 4))
@@ -63,6 +66,10 @@ def datasets(draw):
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return np.clip(np.round(X), info.min, info.max).astype(dtype)
+    if draw(st.booleans()):  # missing entries; the first row stays whole
+        missing = rng.uniform(size=X.shape) < 0.3
+        missing[0] = False
+        X = np.where(missing, np.nan, X)
     big = np.finfo(dtype).max  # the cast must not make infinities
     return np.clip(X, -big, big).astype(dtype)
 
@@ -102,11 +109,13 @@ def test_every_method_is_finite_on_any_data(X, batch_size, variance):
     assert_finite(scores, (n,))
     assert np.isfinite(vae.score(X)) and isinstance(vae.score(X), float)
     assert_finite(vae.sample(3), (3, d))
-    # Rows far outside the training data score finite and lower.
+    # Rows far outside the training data score finite and lower (a row with
+    # nothing observed has log-likelihood 0 wherever it is).
     far = X.astype(np.float64) * 1e250 + 1e300
     far_scores = vae.score_samples(far)
     assert_finite(far_scores, (n,))
-    assert far_scores.max() < scores.min()
+    seen = ~np.isnan(far).all(1)
+    assert far_scores[seen].max() < scores[seen].min()
 
 
 @pytest.mark.parametrize("exponent", [-90, -20, 20, 90])
@@ -144,6 +153,16 @@ def test_extreme_but_finite_training_data(magnitude):
     assert_finite(vae.score_samples(X), (20,))
     assert_finite(vae.sample(4), (4, 3))
     assert_finite(vae.inverse_transform(vae.transform(X)), (20, 3))
+
+
+def test_extreme_data_with_missing_entries():
+    units = np.array([1.0, 1e300, 1e-300])
+    X = np.random.RandomState(0).normal(size=(30, 3))
+    X[3, 1] = X[5, 2] = np.nan
+    vae = GaussianVAE(random_state=0, **TINY).fit(X * units)
+    assert_allclose(vae.scale_, np.nanstd(X, axis=0) * units, rtol=1e-12)
+    X = X * units
+    assert_finite(vae.score_samples(X), (30,))
 
 
 def test_constant_features_are_scaled_by_their_magnitude():
