@@ -10,7 +10,8 @@ with the command, versions and machine; ``--write`` puts it into
 docs/benchmarks.md between the ``imputation`` markers.
 
     python benchmarks/imputation.py [--seeds 5] [--rates 0.1 0.3 0.5]
-        [--max-rows 2000] [--quick] [--vae JSON ...] [--cache FILE] [--write]
+        [--max-rows 2000] [--quick] [--vae JSON ...] [--cache FILE]
+        [--write [--append]]
 """
 
 import argparse
@@ -172,6 +173,9 @@ def main(argv=None):
     )
     parser.add_argument("--cache", type=Path, help="JSON file of finished cells")
     parser.add_argument("--write", action="store_true", help="update docs")
+    parser.add_argument(
+        "--append", action="store_true", help="with --write, add to the section"
+    )
     args = parser.parse_args(argv)
 
     makers = imputers(args.vae or [{}])
@@ -221,8 +225,10 @@ def main(argv=None):
     print(text)
     if args.write:
         docs = DOCS.read_text()
-        pattern = r"(<!-- BEGIN imputation -->\n).*?(\n<!-- END imputation -->)"
-        docs = re.sub(pattern, lambda m: m[1] + text + m[2], docs, flags=re.S)
+        pattern = r"(<!-- BEGIN imputation -->\n)(.*?)(\n<!-- END imputation -->)"
+        if args.append:
+            text = re.search(pattern, docs, flags=re.S)[2] + "\n\n" + text
+        docs = re.sub(pattern, lambda m: m[1] + text + m[3], docs, flags=re.S)
         DOCS.write_text(docs)
 
 
