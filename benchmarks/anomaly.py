@@ -212,7 +212,13 @@ def main(argv=None):
         versions += f", pyod {pyod.__version__}"
     command = " ".join(["python benchmarks/anomaly.py", *(argv or sys.argv[1:])])
     lines = [
-        f"Command: `OMP_NUM_THREADS=1 {command}`",
+        f"Command: `OMP_NUM_THREADS=1 {command}`"
+        + (
+            " (tabulates the runs recorded in that file by earlier, resumable "
+            "invocations with the same --runs)"
+            if args.no_run
+            else ""
+        ),
         "",
         f"Versions: {versions}, Python {platform.python_version()}; "
         f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, CPU only.",

@@ -35,9 +35,9 @@ X = X_all[rows]
 is_outlier = np.isin(rows, malignant)
 
 # %%
-# Fit on all rows, without labels, and score the same rows. Default
-# parameters, except fewer epochs to keep the example fast.
-detector = VAEOutlierDetector(max_iter=100, random_state=0).fit(X)
+# Fit on all rows, without labels, and score the same rows, with default
+# parameters.
+detector = VAEOutlierDetector(random_state=0).fit(X)
 scores = detector.score_samples(X)  # log-likelihood: higher is more normal
 labels = detector.predict(X)  # -1 below detector.offset_, +1 above
 print(
