@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -311,11 +312,28 @@ def skipped_lines(skipped):
     ]
 
 
+def peak_rss():
+    """Peak resident memory of this process, in bytes.
+
+    Linux's ``VmHWM`` where there is one: ``ru_maxrss`` survives ``exec``, so
+    in a child started by a large parent it would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
 def memory_child(n, d, batch, device, what):
     """Peak RSS of one fit over the baseline after imports and data, in bytes."""
     X = synthetic(n, d)
     # The baseline is the process after imports and X, as a user's would be.
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = peak_rss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if what == "vae":
@@ -324,7 +342,7 @@ def memory_child(n, d, batch, device, what):
         else:
             fit_raw(X, batch, 0, 1, device)
             n_params = sum(p.numel() for p in RawVAE(d).parameters())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     return {"extra": peak - baseline, "X": X.nbytes, "model": 4 * n_params}
 
 
@@ -332,7 +350,7 @@ def memory_section(args, log):
     lines = [
         "### Peak memory of fit",
         "",
-        "Peak resident memory (`ru_maxrss`) of one epoch of `fit` in a fresh "
+        "Peak resident memory (`VmHWM`, else `ru_maxrss`) of one epoch of `fit` in a fresh "
         "process, minus the process's peak after imports and after building X "
         "(float32), in MB; the target is at most about 2x (float32 X + model). "
         "The raw loop's standardized copy of X is shown for reference.",
@@ -528,8 +546,6 @@ def header(args):
 
         pyod = pyod_module.__version__
     return [
-        "Command: `" + " ".join(["python", *sys.argv]) + "`",
-        "",
         f"Versions: skvae {__import__('skvae').__version__}, torch {torch.__version__}, "
         f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, pyod {pyod}, "
         f"Python {platform.python_version()}.",
@@ -541,12 +557,23 @@ def header(args):
     ]
 
 
-def write_section(lines):
-    text = DOC.read_text()
+def write_section(header, tables):
+    """Replace the tables just measured (by title) in docs/benchmarks.md.
+
+    Tables from earlier runs of other sections are kept, each with the
+    command that produced it; the versions and machine are this run's.
+    """
     begin, end = "<!-- BEGIN speed -->", "<!-- END speed -->"
-    head, rest = text.split(begin)
-    _, tail = rest.split(end)
-    DOC.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+    head, rest = DOC.read_text().split(begin)
+    old, tail = rest.split(end)
+    blocks = {}
+    for block in re.split(r"\n(?=### )", old):
+        if block.startswith("### "):
+            blocks[block.splitlines()[0]] = block.strip("\n")
+    for table in tables:
+        blocks[table[0]] = "\n".join(table).strip("\n")
+    body = "\n".join(header) + "\n" + "\n\n".join(blocks.values())
+    DOC.write_text(head + begin + "\n" + body + "\n" + end + tail)
 
 
 def main():
@@ -590,13 +617,16 @@ def main():
     def log(line):
         print(line, flush=True)
 
+    command = "Command: `" + " ".join(["python", *sys.argv]) + "`"
     lines = header(args)
-    for line in lines:
+    for line in [command, "", *lines]:
         log(line)
+    tables = []
     for name in args.sections:
-        lines += SECTIONS[name](args, log) + [""]
+        table = SECTIONS[name](args, log)
+        tables.append([table[0], "", command, *table[1:]])
     if not args.no_write:
-        write_section(lines[:-1])
+        write_section(lines, tables)
 
 
 if __name__ == "__main__":
