@@ -300,7 +300,10 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed, masks=No
                 history.best_state = _clone(module.state_dict())
         else:
             improved = loss < history.best_loss - config.tol
-            history.best_loss = min(history.best_loss, loss)
+            # During a warm-up the objective itself changes (the KL weight
+            # grows, the variance head switches on): the stopping rule starts
+            # from the loss at its end, not from an easier objective's minimum.
+            history.best_loss = min(history.best_loss, loss) if counting else loss
         history.no_improvement_count = (
             0 if improved or not counting else (history.no_improvement_count + 1)
         )

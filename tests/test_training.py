@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,14 @@ def test_early_stopping_keeps_the_best_validation_state():
     best = int(np.argmax(history.validation_scores))
     assert history.best_validation_score == history.validation_scores[best]
     assert history.n_iter - 1 - best > config.n_iter_no_change
+
+
+def test_stopping_rule_starts_after_the_kl_warm_up():
+    module, optimizer, X, config = setup()
+    config = dataclasses.replace(config, kl_warmup=8, beta=4.0)
+    history = TrainingHistory()
+    train(module, optimizer, X, None, 7, config, history, seed=0)
+    # The KL weight grows through the warm-up, so the loss does too; the rule
+    # must compare later epochs with the loss at the end of the warm-up.
+    assert history.loss_curve[-1] > min(history.loss_curve)
+    assert history.best_loss == history.loss_curve[-1]
