@@ -210,12 +210,16 @@ def test_nothing_global_changes(fitted, ppca, method):
     assert_same_state(global_state(), before)
 
 
+def _one_thread():
+    torch.set_num_threads(1)
+
+
 @pytest.mark.parametrize(
     "mode",
     [
         lambda: torch.set_grad_enabled(False),
         lambda: torch.set_default_dtype(torch.float64),
-        lambda: torch.set_num_threads(1),
+        _one_thread,
         torch.inference_mode,
     ],
     ids=["no_grad", "default_float64", "one_thread", "inference_mode"],
@@ -240,8 +244,13 @@ def test_unusual_global_modes_change_no_result(fitted, ppca, mode):
         torch.set_grad_enabled(saved[0])
         torch.set_default_dtype(saved[1])
         torch.set_num_threads(saved[2])
-    assert_array_equal(scores, expected.score_samples(ppca.X_test))
-    assert_array_equal(codes, expected.transform(ppca.X_test))
+    if mode is _one_thread and saved[2] != 1:
+        # Float32 sums split over another number of threads round differently.
+        assert_allclose(scores, expected.score_samples(ppca.X_test), rtol=1e-6)
+        assert_allclose(codes, expected.transform(ppca.X_test), rtol=1e-5, atol=1e-6)
+    else:
+        assert_array_equal(scores, expected.score_samples(ppca.X_test))
+        assert_array_equal(codes, expected.transform(ppca.X_test))
 
 
 @pytest.mark.parametrize("n_threads", [4, 8])
