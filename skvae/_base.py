@@ -38,8 +38,9 @@ from ._training import (
     train,
 )
 
-# Rows standardized at a time, to bound the temporaries.
-STANDARDIZE_CHUNK = 65536
+# Elements standardized at a time (rows x features), to bound the float64
+# temporaries of the standardization whatever the width of X.
+STANDARDIZE_ELEMENTS = 2**20
 # Standardized values are clipped to these magnitudes. Far beyond any training
 # row, this keeps squared residuals finite (float32 in training, float64 in
 # scoring), so such rows score finite and very low, while ordinary data and the
@@ -70,6 +71,11 @@ def auto_batch_size(n_samples):
     return int(min(max(size, 32), 1024, n_samples))
 
 
+def _row_chunks(X):
+    """Slices of rows of X holding about STANDARDIZE_ELEMENTS values each."""
+    return gen_batches(X.shape[0], max(1, STANDARDIZE_ELEMENTS // max(X.shape[1], 1)))
+
+
 def standardization(X):
     """Per-feature mean and scale of X, free of overflow for any finite X.
 
@@ -82,12 +88,12 @@ def standardization(X):
     temporaries stay small whatever the size of X.
     """
     largest = np.zeros(X.shape[1])
-    for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+    for rows in _row_chunks(X):
         chunk = np.abs(X[rows])
         np.fmax(largest, np.nanmax(chunk, axis=0, initial=0.0), out=largest)
     exponent = np.frexp(largest)[1]
     scaler = StandardScaler()
-    for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+    for rows in _row_chunks(X):
         scaler.partial_fit(np.ldexp(X[rows], -exponent))
     # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
     scale = np.where(scaler.scale_ == 1.0, 0.5, scaler.scale_)
@@ -450,7 +456,7 @@ class BaseGaussianVAE(BaseEstimator):
         bound = STANDARDIZED_BOUND[out_np.dtype]
         observed = None
         with np.errstate(over="ignore"):  # overflow lands on the bound
-            for rows in gen_batches(X.shape[0], STANDARDIZE_CHUNK):
+            for rows in _row_chunks(X):
                 chunk = X[rows] if order is None else X[order[rows]]
                 block = np.clip((chunk - self.mean_) / self.scale_, -bound, bound)
                 missing = np.isnan(block)
