@@ -49,7 +49,8 @@ def test_imputation_is_as_good_as_the_closed_form_conditional_mean(fitted, ppca)
     # A fitted model is not the true one: over five seeds on the CPU the ratio
     # was 1.027-1.040; another device draws other numbers.
     assert vae < 1.08 * oracle
-    assert vae < 0.6 * mean
+    # The oracle itself is 0.576 times mean imputation's RMSE here.
+    assert vae < 0.65 * mean
 
 
 def test_observed_entries_are_returned_unchanged(fitted, ppca):
