@@ -114,7 +114,9 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
         if mask is None
         else _device_batches(mask, batches, device)
     )
-    for x, batch_mask in zip(_device_batches(X, batches, device), masks):
+    # strict=False: without a mask, ``masks`` is an endless repeat of None.
+    batches_on_device = _device_batches(X, batches, device)
+    for x, batch_mask in zip(batches_on_device, masks, strict=False):
         eps = torch.randn(
             x.shape[0],
             module.n_components,
