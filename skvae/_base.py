@@ -50,9 +50,17 @@ STANDARDIZED_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e100}
 SCORE_CHUNK_ELEMENTS = 2**22
 
 
-def _check_observed_features(X):
+def _count_observed(X):
+    """Observed (non-NaN) entries per feature, counted in chunks of rows."""
+    counts = np.zeros(X.shape[1], dtype=np.int64)
+    for rows in _row_chunks(X):
+        counts += (~np.isnan(X[rows])).sum(0)
+    return counts
+
+
+def _check_observed_features(observed):
     """Raise if a feature has no observed value: nothing can be learned of it."""
-    empty = np.flatnonzero(np.isnan(X).all(0))
+    empty = np.flatnonzero(observed == 0)
     if empty.size:
         raise ValueError(
             f"Features {empty.tolist()} of X have no observed value (all NaN); "
@@ -264,8 +272,9 @@ class BaseGaussianVAE(BaseEstimator):
         if not self.standardize:
             self._check_unstandardized_range(X)
         if refit:
-            _check_observed_features(X)
-            self._initialise(X)
+            observed = _count_observed(X)
+            _check_observed_features(observed)
+            self._initialise(X, has_missing=bool((observed < n_samples).any()))
         elif not hasattr(self, "_optimizer"):  # dropped when pickled
             self._optimizer = self._make_optimizer(n_samples)
 
@@ -350,7 +359,7 @@ class BaseGaussianVAE(BaseEstimator):
             return auto_batch_size(n_samples)
         return min(self.batch_size, n_samples)
 
-    def _initialise(self, X):
+    def _initialise(self, X, has_missing):
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         init_seed = draw_seed(rng)
@@ -364,9 +373,8 @@ class BaseGaussianVAE(BaseEstimator):
             self.scale_ = np.ones(X.shape[1])
         # The encoder sees the mask only when the first training data has
         # missing entries, so that complete-data models stay as they were.
-        mask_input = bool(np.isnan(X).any())
         with seeded_cpu_rng(init_seed):
-            module = self._build_module(X.shape[1], mask_input)
+            module = self._build_module(X.shape[1], has_missing)
         self.module_ = module.to(self.device_)
         self._optimizer = self._make_optimizer(X.shape[0])
         self._history = TrainingHistory()

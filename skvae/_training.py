@@ -67,11 +67,12 @@ def make_optimizer(module, learning_rate, weight_decay):
     """
     weights = [p for name, p in module.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in module.named_parameters() if not name.endswith("weight")]
-    groups = [
-        {"params": weights, "weight_decay": weight_decay},
-        {"params": biases, "weight_decay": 0.0},
-    ]
-    if not weight_decay:  # each group costs a kernel launch and Python per step
+    if weight_decay:
+        groups = [
+            {"params": weights, "weight_decay": weight_decay},
+            {"params": biases, "weight_decay": 0.0},
+        ]
+    else:  # one group: each costs a kernel launch and Python per step
         groups = [{"params": weights + biases, "weight_decay": 0.0}]
     try:
         return torch.optim.Adam(groups, lr=learning_rate, fused=True)
