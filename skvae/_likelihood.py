@@ -35,7 +35,16 @@ def gaussian_log_prob(x, mean, var, mask=None):
     Tensor
         The log-density, with the last dimension summed out.
     """
-    terms = LOG_2PI + torch.log(var) + (x - mean) ** 2 / var
+    return gaussian_log_prob_of_squares((x - mean) ** 2, var, mask)
+
+
+def gaussian_log_prob_of_squares(squared, var, mask=None):
+    """:func:`gaussian_log_prob` from the squared residuals ``(x - mean) ** 2``.
+
+    For callers that need the squared residuals themselves too (training
+    computes the closed-form variance from them).
+    """
+    terms = LOG_2PI + torch.log(var) + squared / var
     if mask is not None:
         terms = torch.where(mask, terms, torch.zeros((), dtype=terms.dtype))
     return -0.5 * terms.sum(-1)

@@ -11,6 +11,7 @@ from torch import nn
 from ._likelihood import (
     LOG_2PI,
     gaussian_log_prob,
+    gaussian_log_prob_of_squares,
     kl_to_standard_normal,
     optimal_variance,
     standard_normal_log_prob,
@@ -203,10 +204,8 @@ class VAEModule(nn.Module):
             var = optimal_variance(
                 squared, self.variance_mode == "shared", self.min_variance, mask
             )
-        terms = LOG_2PI + torch.log(var) + squared / var
-        if mask is not None:
-            terms = torch.where(mask, terms, 0.0)
-        return -0.5 * terms.sum(-1), kl_to_standard_normal(mean, std), squared.detach()
+        log_px = gaussian_log_prob_of_squares(squared, var, mask)
+        return log_px, kl_to_standard_normal(mean, std), squared.detach()
 
     def importance_log_weights(self, x, eps, mask=None):
         r"""Log importance weights log p(x, z_k) - log q(z_k | x) for each draw.
