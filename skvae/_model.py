@@ -151,9 +151,16 @@ class VAEModule(nn.Module):
         mean, raw_std = self.encoder_head(h).chunk(2, dim=-1)
         return mean, nn.functional.softplus(raw_std) + STD_FLOOR
 
-    def decode(self, z):
-        """Decoder mean and variance; the variance broadcasts against the mean."""
-        h = self.decoder_body(z.clamp(-INPUT_CLIP, INPUT_CLIP))
+    def decode(self, z, clip=True):
+        """Decoder mean and variance; the variance broadcasts against the mean.
+
+        ``clip=False`` skips the clipping of ``z``, for training, where z is
+        drawn from the posterior of a clipped input and a clamp would only
+        add two operations to every step.
+        """
+        if clip:
+            z = z.clamp(-INPUT_CLIP, INPUT_CLIP)
+        h = self.decoder_body(z)
         mean = self.decoder_mean(h)
         if self.variance_mode == "heteroscedastic" and self.variance_head_active:
             log_var = self.decoder_log_variance(h).clamp(*LOG_VARIANCE_BOUNDS)
@@ -194,9 +201,12 @@ class VAEModule(nn.Module):
         squared_residuals : Tensor of shape (batch, n_features)
             Detached, for the running estimate of the variance; zero at
             missing entries.
+        variance : Tensor
+            The decoder variance used, detached: the batch's closed-form one
+            (shape (n_features,)) where that applies.
         """
         mean, std = self.encode(x, mask)
-        x_mean, var = self.decode(mean + std * eps)
+        x_mean, var = self.decode(mean + std * eps, clip=False)
         squared = (x - x_mean) ** 2
         if mask is not None:
             squared = torch.where(mask, squared, 0.0)
@@ -205,7 +215,8 @@ class VAEModule(nn.Module):
                 squared, self.variance_mode == "shared", self.min_variance, mask
             )
         log_px = gaussian_log_prob_of_squares(squared, var, mask)
-        return log_px, kl_to_standard_normal(mean, std), squared.detach()
+        kl = kl_to_standard_normal(mean, std)
+        return log_px, kl, squared.detach(), var.detach()
 
     def importance_log_weights(self, x, eps, mask=None):
         r"""Log importance weights log p(x, z_k) - log q(z_k | x) for each draw.

@@ -100,7 +100,10 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
     feature (the closed-form variance over the epoch; over observed entries
     where ``mask`` is given, NaN for a feature with none). Batches are
     near-equal splits of a permutation, so no batch is a lone leftover row
-    whose closed-form variance would be degenerate.
+    whose closed-form variance would be degenerate, and for complete data
+    the epoch's variance is the mean of the batches' closed-form variances,
+    which the step computes anyway: two fewer operations (kernel launches
+    on a GPU) per step than summing the squared residuals again.
     """
     device = module.variance.device
     n_samples = X.shape[0]
@@ -108,7 +111,8 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
     order = torch.randperm(n_samples, generator=generator, device=device)
     dtype = X.dtype  # explicit: torch's default dtype may have been changed
     batches = order.tensor_split(n_batches)
-    losses = []
+    losses, variances = [], []
+    batch_variances = mask is None and module.closed_form_variance
     squared_sum = torch.zeros(module.n_features, dtype=dtype, device=device)
     masks = (
         itertools.repeat(None)
@@ -125,15 +129,24 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
             dtype=dtype,
             device=device,
         )
-        log_px, kl, squared = module.training_terms(x, eps, batch_mask)
-        loss = (beta * kl.sum(-1) - log_px).mean()
+        log_px, kl, squared, variance = module.training_terms(x, eps, batch_mask)
+        kl_row = kl.sum(-1)
+        loss = ((kl_row if beta == 1.0 else beta * kl_row) - log_px).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
-        squared_sum += squared.sum(0)
+        if batch_variances:
+            variances.append(variance)
+        elif module.closed_form_variance:
+            squared_sum += squared.sum(0)
     sizes = torch.tensor([len(index) for index in batches], device=device)
     loss_sum = torch.stack(losses) @ sizes.to(dtype)
+    if batch_variances:
+        # Weighted by batch size: the pooled mean squared residual, up to the
+        # clamp at min_variance.
+        mean_squared = (sizes.to(dtype) @ torch.stack(variances)) / n_samples
+        return loss_sum / n_samples, mean_squared
     count = n_samples if mask is None else mask.sum(0).to(device)
     return loss_sum / n_samples, squared_sum / count
 
@@ -180,7 +193,7 @@ def validation_elbo(module, X_val, eps, mask=None):
         rows = slice(start, start + EVAL_CHUNK)
         x = X_val[rows].to(eps.device)
         observed = None if mask is None else mask[rows].to(eps.device)
-        log_px, kl, _ = module.training_terms(x, eps[rows], observed, False)
+        log_px, kl, _, _ = module.training_terms(x, eps[rows], observed, False)
         total += (log_px - kl.sum(-1)).sum().item()
     return total / X_val.shape[0]
 

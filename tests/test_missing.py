@@ -79,7 +79,7 @@ def test_masked_terms_ignore_the_values_of_missing_entries():
             strict=True,
         ):
             assert_array_equal(a.numpy(), b.numpy())
-        _, _, squared = module.training_terms(x, eps, mask)
+        _, _, squared, _ = module.training_terms(x, eps, mask)
     assert (squared[~mask] == 0).all()
 
 

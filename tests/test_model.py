@@ -74,16 +74,19 @@ def test_training_terms_use_the_closed_form_variance():
         torch.randn(32, 3, generator=GEN.manual_seed(2)),
         torch.randn(32, 2, generator=GEN),
     )
-    log_px, kl, squared = module.training_terms(x, eps)
+    log_px, kl, squared, variance = module.training_terms(x, eps)
     mean, std = module.encode(x)
     x_mean, _ = module.decode(mean + std * eps)
     expected = gaussian_log_prob(x, x_mean, ((x - x_mean) ** 2).mean(0).detach())
     assert_allclose(log_px.detach().numpy(), expected.detach().numpy(), rtol=1e-5)
     assert kl.shape == (32, 2) and (kl >= 0).all()
     assert_allclose(squared.numpy(), ((x - x_mean) ** 2).detach().numpy())
+    assert_allclose(
+        variance.numpy(), ((x - x_mean) ** 2).mean(0).detach().numpy(), rtol=1e-6
+    )
 
     # Validation uses the stored variance, not the batch's own optimum.
-    log_px_stored, _, _ = module.training_terms(x, eps, fit_variance=False)
+    log_px_stored, _, _, _ = module.training_terms(x, eps, fit_variance=False)
     expected = gaussian_log_prob(x, x_mean, module.variance)
     assert_allclose(
         log_px_stored.detach().numpy(), expected.detach().numpy(), rtol=1e-5

@@ -124,3 +124,29 @@ def test_stopping_rule_starts_after_the_kl_warm_up():
     # must compare later epochs with the loss at the end of the warm-up.
     assert history.loss_curve[-1] > min(history.loss_curve)
     assert history.best_loss == history.loss_curve[-1]
+
+
+@pytest.mark.parametrize("variance", ["feature", "shared"])
+def test_epoch_variance_is_the_pooled_mean_squared_residual(variance):
+    # Complete data take the epoch's variance from the batches' closed-form
+    # variances, weighted by batch size; an all-true mask takes the other
+    # path (summed squared residuals over observed entries). Both train
+    # identically, so both must give the pooled mean squared residual. Batches
+    # of unequal size (103 rows in 4 batches) make the weighting matter.
+    results = []
+    for mask in (None, torch.ones(103, 3, dtype=torch.bool)):
+        torch.manual_seed(0)
+        module = VAEModule(3, 2, (8,), "tanh", variance, 1e-4)
+        optimizer = make_optimizer(module, 1e-2, 0.0)
+        X = torch.randn(103, 3, generator=torch.Generator().manual_seed(1))
+        X[:, 2] *= 10.0
+        generator = epoch_generator(0, 0, torch.device("cpu"))
+        loss, mean_squared = _training.run_epoch(
+            module, optimizer, X, 30, 1.0, generator, mask
+        )
+        results.append((loss, mean_squared))
+    (loss, mean_squared), (masked_loss, masked_squared) = results
+    assert torch.equal(loss, masked_loss)
+    if variance == "shared":
+        masked_squared = masked_squared.mean().expand_as(masked_squared)
+    torch.testing.assert_close(mean_squared, masked_squared, rtol=1e-6, atol=0)
