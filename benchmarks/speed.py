@@ -26,7 +26,7 @@ machine. Each table is written into docs/benchmarks.md between the
 
     python benchmarks/speed.py [--n 1e4 1e5 1e6] [--d 20 100] [--repeats 3]
         [--device cpu] [--warmup-epochs 1] [--min-rows 200000] [--sections fit memory linearity quality search]
-        [--budget 240] [--quality-seeds 3] [--n-jobs 1] [--no-write]
+        [--budget 240] [--quality-budget 40] [--quality-seeds 3] [--n-jobs 1] [--no-write]
 """
 
 import argparse
@@ -417,50 +417,43 @@ def linearity_section(args, log):
     return lines
 
 
-def quality_curve(X_train, X_test, batch, epochs, device, seed):
-    """Held-out log-likelihood after each of ``epochs`` epochs (``warm_start``)."""
+def quality_curve(X_train, X_test, batch, epochs, every, device, seed):
+    """Held-out log-likelihood every ``every`` epochs, up to ``epochs``.
+
+    Returns (epoch, score) pairs; the model trains with ``warm_start``.
+    """
     torch.set_num_threads(1)
-    model = vae(batch, 1, device, warm_start=True, n_importance_samples=16)
-    model.set_params(random_state=seed)
+    model = vae(batch, every, device, warm_start=True, n_importance_samples=16)
+    model.set_params(random_state=seed, n_iter_no_change=10**9)
     curve = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for _ in range(epochs):
+        for epoch in range(every, epochs + 1, every):
             model.fit(X_train)
-            curve.append(model.score(X_test))
+            curve.append((epoch, model.score(X_test)))
     return curve
 
 
 def quality_section(args, log):
     """Time until held-out log-likelihood is within 0.01 nats/feature of converged.
 
-    For each batch size and each of ``--quality-seeds`` seeds, a model trains
-    epoch by epoch (``warm_start``), scoring held-out rows after each epoch
-    (the curves of different seeds run in parallel, ``--n-jobs``). The
-    converged value is the best over batch sizes and seeds of a run's final
-    held-out log-likelihood (median of its last five epochs); the time is the
-    number of epochs needed times that batch size's epoch time, measured
-    alone by differencing as for the throughput.
+    Every batch size gets the same training time, ``--quality-budget``
+    seconds: its epoch time is measured first (alone, by differencing as for
+    the throughput), then each of ``--quality-seeds`` seeds trains for the
+    number of epochs that fill the budget (``warm_start``), scoring held-out
+    rows about 60 times along the way (the curves run in parallel,
+    ``--n-jobs``, one torch thread each). The converged value is the best
+    over batch sizes and seeds of a run's final held-out log-likelihood
+    (median of its last five scores); the time to it is the first epoch
+    scored within 0.01 nats/feature of it times the epoch time.
     """
-    n, d, n_test, max_epochs = args.quality_n, 20, 2_000, args.quality_epochs
+    n, d, n_test = args.quality_n, 20, 2_000
     seeds = range(args.quality_seeds)
     X = synthetic(n + n_test, d, seed=1)
     X_train, X_test = X[:n], X[n:]
     sizes = ["auto", 64, 128, 256, 1024, 4096]
     batch = {s: auto_batch_size(n) if s == "auto" else s for s in sizes}
-    jobs = [(size, seed) for size in sizes for seed in seeds]
-    curves = dict(
-        zip(
-            jobs,
-            Parallel(n_jobs=args.n_jobs)(
-                delayed(quality_curve)(
-                    X_train, X_test, batch[size], max_epochs, args.device, seed
-                )
-                for size, seed in jobs
-            ),
-            strict=True,
-        )
-    )
+    fit_vae(X_train, batch["auto"], 1, args.device)  # first-call warm-up
     epoch_time = {
         size: statistics.median(
             (
@@ -472,43 +465,70 @@ def quality_section(args, log):
         )
         for size in sizes
     }
-    converged = max(statistics.median(c[-5:]) for c in curves.values())
+    epochs, every = {}, {}
+    for size in sizes:
+        every[size] = max(1, math.ceil(args.quality_budget / epoch_time[size] / 60))
+        epochs[size] = every[size] * max(
+            1, round(args.quality_budget / epoch_time[size] / every[size])
+        )
+    jobs = [(size, seed) for size in sizes for seed in seeds]
+    curves = dict(
+        zip(
+            jobs,
+            Parallel(n_jobs=args.n_jobs)(
+                delayed(quality_curve)(
+                    X_train,
+                    X_test,
+                    batch[size],
+                    epochs[size],
+                    every[size],
+                    args.device,
+                    seed,
+                )
+                for size, seed in jobs
+            ),
+            strict=True,
+        )
+    )
+    converged = max(statistics.median(v for _, v in c[-5:]) for c in curves.values())
     target = converged - 0.01 * d
     lines = [
         "### Time to quality",
         "",
-        f"{n:,} training rows, D={d}, {n_test:,} held-out rows scored after "
-        f"each epoch (16 importance draws), up to {max_epochs} epochs, "
-        f"{len(seeds)} seeds per batch size. Converged value: "
-        f"{converged / d:.3f} nats/feature (the best final value over batch "
-        "sizes and seeds); target: within 0.01 nats/feature of it. Time = "
-        "epochs to target x seconds per epoch (differenced fits, median of "
-        f"{args.repeats}); medians over the seeds that reached the target.",
+        f"{n:,} training rows, D={d}, {n_test:,} held-out rows scored about "
+        "60 times along each run (16 importance draws); every batch size "
+        f"trains for the same time, about {args.quality_budget:g} s, "
+        f"{len(seeds)} seeds each. Converged value: {converged / d:.3f} "
+        "nats/feature (the best final value over batch sizes and seeds); "
+        "target: within 0.01 nats/feature of it. Time = epochs to target x "
+        f"seconds per epoch (differenced fits, median of {args.repeats}); "
+        "medians over the seeds that reached the target.",
         "",
-        "| batch size | s per epoch | seeds reaching target | epochs to target "
-        "(median) | s to target (median) | held-out nats/feature at the end "
-        "(mean) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| batch size | s per epoch | epochs run | seeds reaching target | "
+        "epochs to target (median) | s to target (median) | held-out "
+        "nats/feature at the end (mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    for line in lines:
+        log(line)
     for size in sizes:
         reached = []
         for seed in seeds:
-            curve = curves[size, seed]
-            epoch = next((i + 1 for i, v in enumerate(curve) if v >= target), None)
+            epoch = next((e for e, v in curves[size, seed] if v >= target), None)
             if epoch is not None:
                 reached.append(epoch)
         name = f"auto ({batch[size]})" if size == "auto" else str(size)
         if reached:
-            epochs = statistics.median(reached)
-            to_target = f"{epochs:g} | {epochs * epoch_time[size]:.2f}"
+            median = statistics.median(reached)
+            to_target = f"{median:g} | {median * epoch_time[size]:.2f}"
         else:
-            to_target = f"> {max_epochs} | > {max_epochs * epoch_time[size]:.2f}"
+            to_target = f"> {epochs[size]} | > {epochs[size] * epoch_time[size]:.2f}"
         final = statistics.mean(
-            statistics.median(curves[size, seed][-5:]) for seed in seeds
+            statistics.median(v for _, v in curves[size, seed][-5:]) for seed in seeds
         )
         line = (
-            f"| {name} | {epoch_time[size]:.3f} | {len(reached)}/{len(seeds)} | "
-            f"{to_target} | {final / d:.3f} |"
+            f"| {name} | {epoch_time[size]:.3f} | {epochs[size]} | "
+            f"{len(reached)}/{len(seeds)} | {to_target} | {final / d:.3f} |"
         )
         log(line)
         lines.append(line)
@@ -637,7 +657,12 @@ def main():
     )
     parser.add_argument("--no-pyod", action="store_true")
     parser.add_argument("--quality-n", type=int, default=20_000)
-    parser.add_argument("--quality-epochs", type=int, default=60)
+    parser.add_argument(
+        "--quality-budget",
+        type=float,
+        default=40.0,
+        help="seconds of training per batch size and seed in the time to quality",
+    )
     parser.add_argument("--quality-seeds", type=int, default=3)
     parser.add_argument(
         "--n-jobs",
