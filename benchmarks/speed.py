@@ -7,6 +7,8 @@ Measures, in one run and side by side, for n rows x D features:
   (64-64 MLPs, the same latent size, batch size, fused Adam and epochs;
   tensors in memory, ``torch.randperm`` batches, no DataLoader), and against
   PyOD's VAE when pyod is installed (``pip install .[benchmark]``);
+- the same comparison epoch by epoch in one process (``parity``: one epoch
+  of each loop in turn, so load from elsewhere hits both alike);
 - ``score_samples`` and ``transform`` throughput;
 - peak resident memory of ``fit``, each in a fresh subprocess;
 - linearity of ``score_samples`` in rows and in ``n_importance_samples``;
@@ -25,7 +27,7 @@ machine. Each table is written into docs/benchmarks.md between the
 ``<!-- BEGIN speed -->`` and ``<!-- END speed -->`` markers.
 
     python benchmarks/speed.py [--n 1e4 1e5 1e6] [--d 20 100] [--repeats 3]
-        [--device cpu] [--warmup-epochs 1] [--min-rows 200000] [--sections fit memory linearity quality search]
+        [--device cpu] [--warmup-epochs 1] [--min-rows 200000] [--sections fit parity memory linearity quality search]
         [--budget 240] [--quality-budget 40] [--quality-seeds 3] [--n-jobs 1] [--no-write]
 """
 
@@ -577,8 +579,105 @@ def search_section(args, log):
     return lines
 
 
+def parity_case(n, d, args):
+    """Per-round epoch seconds of the estimator's loop and the raw loop."""
+    from skvae._training import TrainingConfig, TrainingHistory, train
+
+    device = torch.device(args.device)
+    X = synthetic(n, d)
+    batch = auto_batch_size(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = vae(batch, 1, args.device).fit(X)
+    data = torch.from_numpy((X - X.mean(0)) / X.std(0)).to(device)
+    config = TrainingConfig(
+        batch_size=batch,
+        max_iter=10**9,
+        beta=1.0,
+        kl_warmup=0,
+        early_stopping=False,
+        n_iter_no_change=10**9,
+        tol=0.0,
+        verbose=0,
+    )
+    history = TrainingHistory()
+    raw = RawVAE(d).to(device)
+    raw_optimizer = torch.optim.Adam(raw.parameters(), lr=1e-3, fused=True)
+
+    def vae_epoch():
+        train(model.module_, model._optimizer, data, None, 1, config, history, 0)
+
+    def raw_epoch():
+        for index in torch.randperm(n, device=device).split(batch):
+            loss = raw.loss(data[index])
+            raw_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            raw_optimizer.step()
+
+    def seconds(epoch):
+        synchronize(device)
+        tic = time.perf_counter()
+        epoch()
+        synchronize(device)
+        return time.perf_counter() - tic
+
+    vae_epoch(), raw_epoch()  # warm-up
+    rounds = max(args.repeats, math.ceil(args.min_rows * 5 / n))
+    vae_t, raw_t = [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            vae_t.append(seconds(vae_epoch))
+            raw_t.append(seconds(raw_epoch))
+        else:
+            raw_t.append(seconds(raw_epoch))
+            vae_t.append(seconds(vae_epoch))
+    return batch, vae_t, raw_t
+
+
+def parity_section(args, log):
+    """Epoch time of the estimator's training loop against the raw loop.
+
+    In one process, on the same data, one epoch of each loop in turn (the
+    order alternating between rounds), ``max(--repeats, 5 x --min-rows / n)``
+    rounds: a drift or a burst of load from elsewhere then hits both loops
+    alike, which the differenced whole fits of the fit section cannot ensure
+    on a shared machine. The estimator's loop is ``skvae._training.train`` on
+    the module and optimiser that ``fit`` built, with everything it does per
+    epoch (rollback snapshot, finiteness check, closed-form variance,
+    stopping rule); the raw loop is the fit section's.
+    """
+    lines = [
+        "### Training-loop parity",
+        "",
+        "One epoch of GaussianVAE's training loop (the module and optimiser "
+        "that fit built, with its per-epoch bookkeeping) and one of the raw "
+        "loop, in turn in one process on the same standardized data, the "
+        "order alternating between rounds. Speed ratio = raw epoch time / "
+        "GaussianVAE epoch time, median over rounds (1 = parity).",
+        "",
+        "| n | D | batch | rounds | epoch (GaussianVAE) ms | epoch (raw loop) ms "
+        "| VAE / raw (median of rounds) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for line in lines:
+        log(line)
+    for n in args.n:
+        for d in args.d:
+            batch, vae_t, raw_t = parity_case(n, d, args)
+            ratio = statistics.median(r / v for r, v in zip(raw_t, vae_t, strict=True))
+            line = (
+                f"| {n:,} | {d} | {batch} | {len(vae_t)} | "
+                f"{1e3 * statistics.median(vae_t):.1f} | "
+                f"{1e3 * statistics.median(raw_t):.1f} | {ratio:.2f} |"
+            )
+            log(line)
+            lines.append(line)
+    return lines
+
+
 SECTIONS = {
     "fit": fit_section,
+    "parity": parity_section,
     "memory": memory_section,
     "linearity": linearity_section,
     "quality": quality_section,
