@@ -142,6 +142,31 @@ class RawVAE(nn.Module):
         return (nll + kl).mean()
 
 
+def fit_vae_epochs(X, batch_size, shorter, longer, device):
+    """Seconds of ``longer - shorter`` epochs of fit: two fits differenced."""
+    return fit_vae(X, batch_size, longer, device) - fit_vae(
+        X, batch_size, shorter, device
+    )
+
+
+def raw_setup(X, device):
+    """The hand-written loop's state: standardized data on the device, model, Adam."""
+    torch.manual_seed(0)
+    data = torch.from_numpy((X - X.mean(0)) / X.std(0)).to(device)
+    model = RawVAE(X.shape[1]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    return data, model, optimizer
+
+
+def raw_epoch(data, model, optimizer, batch_size, device):
+    """One epoch of the hand-written loop: ``torch.randperm`` batches, no DataLoader."""
+    for index in torch.randperm(len(data), device=device).split(batch_size):
+        loss = model.loss(data[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 def fit_raw(X, batch_size, warmup_epochs, epochs, device):
     """Seconds for ``epochs - warmup_epochs`` epochs of a hand-written loop.
 
@@ -149,20 +174,13 @@ def fit_raw(X, batch_size, warmup_epochs, epochs, device):
     ``warmup_epochs`` epochs are not timed, as the differencing does for the
     estimator.
     """
-    torch.manual_seed(0)
-    data = torch.from_numpy((X - X.mean(0)) / X.std(0)).to(device)
-    model = RawVAE(X.shape[1]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    data, model, optimizer = raw_setup(X, device)
     tic = None
     for epoch in range(epochs):
         if epoch == warmup_epochs:
             synchronize(device)
             tic = time.perf_counter()
-        for index in torch.randperm(len(data), device=device).split(batch_size):
-            loss = model.loss(data[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        raw_epoch(data, model, optimizer, batch_size, device)
     synchronize(device)
     return time.perf_counter() - tic
 
@@ -247,10 +265,7 @@ def fit_section(args, log):
                 skipped.append(f"n={n:,}, D={d}: PyOD's VAE (too slow)")
             vae_s, raw_s, pyod_s = [], [], []
             for _ in range(repeats):
-                vae_s.append(
-                    fit_vae(X, batch, e2, args.device)
-                    - fit_vae(X, batch, e1, args.device)
-                )
+                vae_s.append(fit_vae_epochs(X, batch, e1, e2, args.device))
                 raw_s.append(fit_raw(X, batch, e1, e2, args.device))
                 if measure_pyod:
                     pyod_s.append(
@@ -458,11 +473,7 @@ def quality_section(args, log):
     fit_vae(X_train, batch["auto"], 1, args.device)  # first-call warm-up
     epoch_time = {
         size: statistics.median(
-            (
-                fit_vae(X_train, batch[size], 4, args.device)
-                - fit_vae(X_train, batch[size], 1, args.device)
-            )
-            / 3
+            fit_vae_epochs(X_train, batch[size], 1, 4, args.device) / 3
             for _ in range(args.repeats)
         )
         for size in sizes
@@ -589,7 +600,7 @@ def parity_case(n, d, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = vae(batch, 1, args.device).fit(X)
-    data = torch.from_numpy((X - X.mean(0)) / X.std(0)).to(device)
+    data, raw, raw_optimizer = raw_setup(X, device)
     config = TrainingConfig(
         batch_size=batch,
         max_iter=10**9,
@@ -601,18 +612,12 @@ def parity_case(n, d, args):
         verbose=0,
     )
     history = TrainingHistory()
-    raw = RawVAE(d).to(device)
-    raw_optimizer = torch.optim.Adam(raw.parameters(), lr=1e-3, fused=True)
 
     def vae_epoch():
         train(model.module_, model._optimizer, data, None, 1, config, history, 0)
 
-    def raw_epoch():
-        for index in torch.randperm(n, device=device).split(batch):
-            loss = raw.loss(data[index])
-            raw_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            raw_optimizer.step()
+    def raw_loop_epoch():
+        raw_epoch(data, raw, raw_optimizer, batch, device)
 
     def seconds(epoch):
         synchronize(device)
@@ -621,15 +626,15 @@ def parity_case(n, d, args):
         synchronize(device)
         return time.perf_counter() - tic
 
-    vae_epoch(), raw_epoch()  # warm-up
+    vae_epoch(), raw_loop_epoch()  # warm-up
     rounds = max(args.repeats, math.ceil(args.min_rows * 5 / n))
     vae_t, raw_t = [], []
     for r in range(rounds):
         if r % 2 == 0:
             vae_t.append(seconds(vae_epoch))
-            raw_t.append(seconds(raw_epoch))
+            raw_t.append(seconds(raw_loop_epoch))
         else:
-            raw_t.append(seconds(raw_epoch))
+            raw_t.append(seconds(raw_loop_epoch))
             vae_t.append(seconds(vae_epoch))
     return batch, vae_t, raw_t
 
