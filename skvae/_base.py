@@ -215,7 +215,9 @@ class BaseGaussianVAE(BaseEstimator):
         >>> vae.n_iter_, vae.noise_variance_.shape
         (5, (3,))
         """
-        return self._fit(X, incremental=False)
+        if not self._fit(X, incremental=False):
+            self._warn_not_converged()
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -250,13 +252,37 @@ class BaseGaussianVAE(BaseEstimator):
         >>> vae.n_iter_
         4
         """
-        return self._fit(X, incremental=True)
+        self._fit(X, incremental=True)
+        return self
+
+    def _warn_not_converged(self):
+        """The warning of an ``fit`` whose last training ran out of epochs."""
+        warnings.warn(
+            f"Stochastic optimiser: maximum iterations ({self.max_iter}) reached "
+            "and the optimisation hasn't converged yet.",
+            ConvergenceWarning,
+            # The caller of fit, past fit itself and _fit_context.
+            stacklevel=4,
+        )
 
     # Training needs autograd whatever the caller's mode; both modes are
     # thread-local, so this changes nothing outside the call.
     @torch.inference_mode(False)
     @torch.enable_grad()
     def _fit(self, X, incremental):
+        """Validate X, initialise the model if needed and train on all of X.
+
+        Returns
+        -------
+        converged : bool
+            Whether training stopped before ``max_iter`` (always True for
+            ``partial_fit``, which runs one epoch by design).
+        """
+        X = self._validate_training_data(X, incremental)
+        return self._train_on(X, incremental)
+
+    def _validate_training_data(self, X, incremental):
+        """Validate X for fit or partial_fit; initialise a model where needed."""
         self._check_hidden_layer_sizes()
         refit = not hasattr(self, "module_") or (
             not incremental and not self.warm_start
@@ -268,16 +294,29 @@ class BaseGaussianVAE(BaseEstimator):
             dtype=[np.float64, np.float32],
             ensure_all_finite="allow-nan",
         )
-        n_samples = X.shape[0]
         if not self.standardize:
             self._check_unstandardized_range(X)
         if refit:
             observed = _count_observed(X)
             _check_observed_features(observed)
-            self._initialise(X, has_missing=bool((observed < n_samples).any()))
+            self._initialise(X, has_missing=bool((observed < X.shape[0]).any()))
         elif not hasattr(self, "_optimizer"):  # dropped when pickled
-            self._optimizer = self._make_optimizer(n_samples)
+            self._optimizer = self._make_optimizer(X.shape[0])
+        return X
 
+    @torch.inference_mode(False)
+    @torch.enable_grad()
+    def _train_on(self, X, incremental):
+        """Train the initialised model on validated X; True if converged.
+
+        A ``fit`` (``incremental=False``) runs the stopping rule afresh, also
+        when it continues from fitted weights (``warm_start``, or the support
+        steps of :class:`VAEOutlierDetector`): its data may differ from the
+        last call's, so the best loss of that call is no reference.
+        """
+        n_samples = X.shape[0]
+        if not incremental:
+            self._history.restart()
         early_stopping = not incremental and self._uses_early_stopping(n_samples)
         order, n_train = np.arange(n_samples), n_samples
         if early_stopping:
@@ -313,16 +352,8 @@ class BaseGaussianVAE(BaseEstimator):
             masks,
         )
         self._history.best_state = None
-        if not incremental and not converged:
-            warnings.warn(
-                f"Stochastic optimiser: maximum iterations ({self.max_iter}) reached "
-                "and the optimisation hasn't converged yet.",
-                ConvergenceWarning,
-                # The caller of fit, past _fit_context and the two mode decorators.
-                stacklevel=6,
-            )
         self._finish_fit(X_train, masks)
-        return self
+        return converged or incremental
 
     def _check_hidden_layer_sizes(self):
         sizes = np.asarray(self.hidden_layer_sizes)

@@ -268,7 +268,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         self : object
             Fitted estimator.
         """
-        self._fit(X, incremental=False)
+        if not self._fit(X, incremental=False):
+            self._warn_not_converged()
         self._fit_indicator(X)
         return self
 

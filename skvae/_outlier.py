@@ -275,14 +275,14 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         self.contamination = contamination
 
     def _fit(self, X, incremental):
-        super()._fit(X, incremental)
+        converged = super()._fit(X, incremental)
         scores = self._log_likelihood(self._validated(X))
         if self.contamination == "auto":
             lower, upper = np.percentile(scores, [25.0, 75.0])
             self.offset_ = float(lower - TUKEY_FENCE * (upper - lower))
         else:
             self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
-        return self
+        return converged
 
     def decision_function(self, X):
         """Log-likelihood of each row minus the threshold: negative for outliers.

@@ -58,6 +58,13 @@ class TrainingHistory:
     no_improvement_count: int = 0
     best_state: dict = None
 
+    def restart(self):
+        """Start the stopping rule afresh; the epochs and curves run on."""
+        self.best_loss = math.inf
+        self.best_validation_score = -math.inf
+        self.no_improvement_count = 0
+        self.best_state = None
+
 
 def make_optimizer(module, learning_rate, weight_decay):
     """Adam, fused where the device supports it, with L2 on weights only.

@@ -441,6 +441,25 @@ def test_convergence_warning_when_max_iter_is_reached(ppca):
     assert record[0].filename == __file__  # points at the caller of fit
 
 
+def test_warm_start_fit_runs_the_stopping_rule_afresh():
+    # The second fit continues from the fitted weights on other rows; the
+    # first fit's best loss and no-improvement count are no reference for it,
+    # so it trains for at least n_iter_no_change + 1 epochs, not one.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    vae = GaussianVAE(
+        hidden_layer_sizes=(8,),
+        n_iter_no_change=3,
+        max_iter=300,
+        warm_start=True,
+        random_state=0,
+        device="cpu",
+    ).fit(X)
+    first = vae.n_iter_
+    vae.fit(X[:100] * 2.0)
+    assert vae.n_iter_ - first >= 4
+
+
 def test_verbose_prints_one_line_per_epoch(ppca, capsys):
     GaussianVAE(n_components=2, verbose=1, **{**SMALL, "max_iter": 3}).fit(
         ppca.X_train[:50]
