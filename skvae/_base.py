@@ -112,7 +112,7 @@ class BaseGaussianVAE(BaseEstimator):
     """Fitting and scoring machinery; see :class:`skvae.GaussianVAE` for the docs."""
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
         "decoder_variance": [
@@ -414,7 +414,9 @@ class BaseGaussianVAE(BaseEstimator):
         """A new, untrained torch module for ``n_features`` features, on the CPU."""
         return VAEModule(
             n_features=n_features,
-            n_components=self.n_components,
+            n_components=(
+                n_features if self.n_components is None else self.n_components
+            ),
             hidden_layer_sizes=tuple(self.hidden_layer_sizes),
             activation=self.activation,
             variance=self.decoder_variance,

@@ -29,8 +29,9 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     Parameters
     ----------
-    n_components : int, default=2
-        Dimension of the latent space.
+    n_components : int or None, default=2
+        Dimension of the latent space; None gives one latent dimension per
+        feature, as :class:`~sklearn.decomposition.PCA` keeps all components.
 
     hidden_layer_sizes : array-like of int, default=(64, 64)
         Hidden layer widths of the encoder; the decoder mirrors them.

@@ -460,6 +460,14 @@ def test_warm_start_fit_runs_the_stopping_rule_afresh():
     assert vae.n_iter_ - first >= 4
 
 
+def test_n_components_none_is_one_latent_dimension_per_feature(ppca):
+    vae = GaussianVAE(n_components=None, **{**SMALL, "max_iter": 2}).fit(ppca.X_train)
+    n_features = ppca.X_train.shape[1]
+    assert vae.transform(ppca.X_train[:5]).shape == (5, n_features)
+    assert vae.kl_per_component_.shape == (n_features,)
+    assert vae.get_params()["n_components"] is None
+
+
 def test_verbose_prints_one_line_per_epoch(ppca, capsys):
     GaussianVAE(n_components=2, verbose=1, **{**SMALL, "max_iter": 3}).fit(
         ppca.X_train[:50]
