@@ -1,8 +1,10 @@
 """VAEOutlierDetector: rows the fitted density finds unlikely are outliers."""
 
+import math
 from numbers import Real
 
 import numpy as np
+import torch
 from sklearn.base import OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -12,6 +14,10 @@ from ._base import BaseGaussianVAE
 # Tukey's fence: rows more than this many interquartile ranges below the lower
 # quartile of the training scores are outliers under contamination="auto".
 TUKEY_FENCE = 1.5
+# Support steps after the fit on all rows: each drops the least likely rows
+# under the current model and trains on the rest (a C-step of FAST-MCD). On the
+# benchmark data sets, average precision rose with each of the first three.
+SUPPORT_STEPS = 3
 
 
 class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
@@ -27,16 +33,24 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     Parameters
     ----------
-    n_components : int, default=2
-        Dimension of the latent space.
+    n_components : int or None, default=None
+        Dimension of the latent space; None gives one latent dimension per
+        feature. With the default linear decoder the model is then a Gaussian
+        with a full covariance matrix (factor analysis with as many factors
+        as features), which ranked anomalies best on the benchmark data sets;
+        see ``hidden_layer_sizes``.
 
-    hidden_layer_sizes : array-like of int, default=(16,)
-        Hidden layer widths of the encoder; the decoder mirrors them. Smaller
-        than :class:`GaussianVAE`'s ``(64, 64)``: the outliers are in the
-        training data, and a more flexible network learns to give them
-        density too. On the seven benchmark data sets ``(16,)`` ranked
-        anomalies better than ``(64, 64)`` (mean ROC AUC 0.818 against 0.798)
-        and than a linear model ``()`` (0.791).
+    hidden_layer_sizes : array-like of int, default=()
+        Hidden layer widths of the encoder; the decoder mirrors them. The
+        default, no hidden layer, is a linear VAE: its density is a Gaussian,
+        fitted robustly (see ``support_fraction``). On the seven benchmark
+        data sets it ranked anomalies better than a network with one hidden
+        layer of 16 units (mean ROC AUC 0.822 against 0.804, average
+        precision 0.673 against 0.628, both with ``n_components=None``): the
+        outliers are in the training data, and a more flexible network learns
+        to give them density too. Give hidden layers, e.g. ``(16,)``, where
+        the normal rows lie on a curved manifold that a Gaussian cannot
+        follow.
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
@@ -123,11 +137,31 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
           a VAE's prior puts mass where the data have none, so its own draws
           are less likely than the data and that threshold flagged nothing.
 
+    support_fraction : float in (0, 1], default=0.75
+        Proportion of the training rows the final model is fitted on. After a
+        fit on all rows, the ``1 - support_fraction`` least likely rows under
+        the model are set aside and training continues on the others; this
+        step is repeated three times, each ranking the rows under the model of
+        the step before (the C-step of :class:`~sklearn.covariance.MinCovDet`,
+        applied to a VAE: trimmed maximum likelihood). The outliers in the
+        training data then no longer pull the model, in particular the decoder
+        variance, towards themselves, so they stand out further: on the seven
+        benchmark data sets, mean average precision 0.675 against 0.581 for
+        ``1.0``, and ROC AUC 0.822 against 0.809. ``1.0`` fits once, on all
+        rows. It does not change which fraction of rows
+        :meth:`predict` flags; ``contamination`` does. With
+        :meth:`partial_fit`, each chunk after the first trains on its
+        ``support_fraction`` most likely rows.
+
     Attributes
     ----------
     offset_ : float
         Threshold on :meth:`score_samples`: ``decision_function`` is
         ``score_samples - offset_``, negative for outliers.
+
+    support_ : ndarray of shape (n_samples,) of bool
+        The training rows of the last fit (or of the last chunk given to
+        :meth:`partial_fit`) that the model was trained on at the end.
 
     module_ : torch.nn.Module
         The fitted torch model, on ``device_``.
@@ -145,16 +179,19 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         Decoder variance in the units of X; None for a heteroscedastic decoder.
 
     kl_per_component_ : ndarray of shape (n_components,)
-        Mean KL divergence of each latent dimension over the training rows.
+        Mean KL divergence of each latent dimension over the training rows
+        (``n_features`` of them when ``n_components`` is None).
 
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run, over the fit on all rows and the support steps.
 
     loss_curve_ : list of float
-        Training negative ELBO per row, in the units of X, after each epoch.
+        Training negative ELBO per row, in the units of X, after each epoch:
+        over all rows, then over each support step's rows.
 
     best_loss_ : float or None
-        Lowest training loss reached; None with early stopping.
+        Lowest training loss of the last support step; None with early
+        stopping.
 
     validation_scores_ : list of float or None
         Validation ELBO per row after each epoch; None without early stopping.
@@ -183,7 +220,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     ELBO, An and Cho's reconstruction probability E_q[log p(x|z)] and the
     reconstruction error; see ``docs/benchmarks.md``. Unlike those, it is a
     density, in the units of X, so it can be compared with
-    :meth:`sklearn.mixture.GaussianMixture.score_samples`.
+    :meth:`sklearn.mixture.GaussianMixture.score_samples`. After the support
+    steps it is the density of a model fitted to the most likely
+    ``support_fraction`` of the rows, narrower than a fit to all rows: use
+    :class:`GaussianVAE` to estimate a density, this class to rank rows.
 
     References
     ----------
@@ -193,6 +233,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     Burda, Y., Grosse, R. and Salakhutdinov, R. (2016). Importance weighted
     autoencoders. ICLR.
+
+    Rousseeuw, P. J. and Van Driessen, K. (1999). A fast algorithm for the
+    minimum covariance determinant estimator. Technometrics 41(3), 212-223.
 
     Tukey, J. W. (1977). Exploratory data analysis. Addison-Wesley.
 
@@ -221,13 +264,14 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             StrOptions({"auto"}),
             Interval(Real, 0, 0.5, closed="right"),
         ],
+        "support_fraction": [Interval(Real, 0, 1, closed="right")],
     }
 
     def __init__(
         self,
-        n_components=2,
+        n_components=None,
         *,
-        hidden_layer_sizes=(16,),
+        hidden_layer_sizes=(),
         activation="relu",
         decoder_variance="feature",
         min_variance=1e-4,
@@ -248,6 +292,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         verbose=0,
         warm_start=False,
         contamination="auto",
+        support_fraction=0.75,
     ):
         super().__init__(
             n_components,
@@ -273,16 +318,40 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             warm_start=warm_start,
         )
         self.contamination = contamination
+        self.support_fraction = support_fraction
 
+    @torch.inference_mode(False)
+    @torch.enable_grad()
     def _fit(self, X, incremental):
-        converged = super()._fit(X, incremental)
-        scores = self._log_likelihood(self._validated(X))
+        X = self._validate_training_data(X, incremental)
+        trimmed = self.support_fraction < 1
+        support = np.ones(X.shape[0], dtype=bool)
+        if incremental:
+            # One epoch on this chunk's most likely rows under the model so far
+            # (all rows of the first chunk, which initialises the model).
+            if trimmed and self._history.n_iter > 0:
+                support = self._support(self._log_likelihood(X))
+            converged = self._train_on(X[support] if trimmed else X, incremental)
+        else:
+            converged = self._train_on(X, incremental)
+            for _ in range(SUPPORT_STEPS if trimmed else 0):
+                support = self._support(self._log_likelihood(X))
+                converged = self._train_on(X[support], incremental)
+        self.support_ = support
+        scores = self._log_likelihood(X)
         if self.contamination == "auto":
             lower, upper = np.percentile(scores, [25.0, 75.0])
             self.offset_ = float(lower - TUKEY_FENCE * (upper - lower))
         else:
             self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return converged
+
+    def _support(self, scores):
+        """Mask of the ``support_fraction`` of rows with the highest scores."""
+        n_support = max(1, math.ceil(self.support_fraction * scores.shape[0]))
+        support = np.zeros(scores.shape[0], dtype=bool)
+        support[np.argsort(-scores, kind="stable")[:n_support]] = True
+        return support
 
     def decision_function(self, X):
         """Log-likelihood of each row minus the threshold: negative for outliers.

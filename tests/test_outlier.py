@@ -173,3 +173,98 @@ def test_unfitted_detector_raises():
         with pytest.raises(NotFittedError):
             method(np.zeros((2, 3)))
     assert not hasattr(detector, "offset_")
+
+
+# ------------------------------------------------------------- support steps
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_support_steps_set_gross_outliers_aside():
+    # 5 % of the rows sit 12 sd out in the first feature. Fitted on all rows,
+    # they inflate that feature's decoder variance about eightfold
+    # (1 + 0.05 * 12**2); the support steps drop them and the variance comes
+    # back to that of the inliers, trimmed to their central three quarters.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    X[:20, 0] += 12.0
+    once = make_detector(support_fraction=1.0).fit(X)
+    trimmed = make_detector().fit(X)
+    assert once.support_.all()
+    assert not trimmed.support_[:20].any()
+    assert once.noise_variance_[0] > 4.0
+    assert 0.2 < trimmed.noise_variance_[0] < 1.2
+    assert set(np.argsort(trimmed.score_samples(X))[:20]) == set(range(20))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("support_fraction", [0.5, 0.75, 0.9])
+def test_support_is_the_requested_fraction_of_rows(support_fraction):
+    X = correlated_gaussian(n_samples=201)
+    detector = make_detector(support_fraction=support_fraction, max_iter=5).fit(X)
+    assert detector.support_.shape == (201,)
+    assert detector.support_.dtype == bool
+    assert detector.support_.sum() == np.ceil(support_fraction * 201)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_support_fraction_one_is_a_single_fit_on_all_rows():
+    from skvae import GaussianVAE
+
+    X = correlated_gaussian(n_samples=200)
+    detector = make_detector(support_fraction=1.0, n_components=2).fit(X)
+    vae = GaussianVAE(
+        n_components=2, **{**SMALL, "random_state": 0, "device": "cpu"}
+    ).fit(X)
+    assert detector.n_iter_ == vae.n_iter_
+    np.testing.assert_array_equal(detector.score_samples(X), vae.score_samples(X))
+
+
+def test_partial_fit_trains_each_later_chunk_on_its_most_likely_rows():
+    X = correlated_gaussian(n_samples=400)
+    first, second = X[:200], X[200:]
+    detector = make_detector(support_fraction=0.75)
+    assert detector.partial_fit(first).support_.all()
+    before = detector.score_samples(second)
+    detector.partial_fit(second)
+    expected = np.zeros(200, dtype=bool)
+    expected[np.argsort(-before)[:150]] = True
+    np.testing.assert_array_equal(detector.support_, expected)
+    assert detector.n_iter_ == 2
+
+
+@pytest.mark.parametrize("support_fraction", [0.0, 1.5, -0.2, "auto", None])
+def test_bad_support_fraction_is_a_clear_error(support_fraction):
+    X = correlated_gaussian(n_samples=50)
+    with pytest.raises(ValueError, match="support_fraction"):
+        make_detector(support_fraction=support_fraction).fit(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_default_model_is_a_full_covariance_gaussian():
+    # No hidden layer and one latent dimension per feature: the density of a
+    # linear VAE is N(b, W W^T + Psi), which can be any Gaussian. Fitted once
+    # on all rows of Gaussian data, it scores like the maximum-likelihood
+    # Gaussian, in the units of X, once trained to convergence (the default
+    # stopping rule ends this fit at 98 epochs, correlation 0.984).
+    X = correlated_gaussian(n_samples=2000, seed=3)
+    detector = VAEOutlierDetector(
+        support_fraction=1.0,
+        max_iter=1000,
+        tol=1e-6,
+        n_iter_no_change=30,
+        random_state=0,
+        device="cpu",
+    ).fit(X)
+    assert detector.module_.n_components == X.shape[1]
+    # The maximum-likelihood Gaussian's log-density, by hand: the features'
+    # scales differ by 1e4, past what scipy's singularity check accepts.
+    centred = X - X.mean(0)
+    covariance = centred.T @ centred / X.shape[0]
+    mahalanobis = np.einsum(
+        "ij,ij->i", centred, np.linalg.solve(covariance, centred.T).T
+    )
+    log_det = np.linalg.slogdet(2 * np.pi * covariance)[1]
+    expected = -0.5 * (mahalanobis + log_det)
+    scores = detector.score_samples(X)
+    assert abs(scores.mean() - expected.mean()) < 0.02
+    assert np.corrcoef(scores, expected)[0, 1] > 0.995

@@ -8,7 +8,10 @@ Gaussian variational autoencoder fitted without labels. Here the inliers are
 the benign tumours of scikit-learn's breast-cancer data set, in their raw
 units (areas in the hundreds next to fractal dimensions below 0.1), and 20
 malignant tumours are mixed in as outliers. The labels are used only to
-evaluate the scores.
+evaluate the scores. At its defaults the detector is a linear VAE with one
+latent dimension per feature, refitted on the rows it finds most likely
+(``support_fraction=0.75``), so that the malignant rows it was trained on do
+not shape its density; see :doc:`/guide/outlier_detection`.
 
 The left panel shows the log-likelihoods of inliers and outliers with the
 default threshold (``contamination="auto"``: Tukey's fence on the training
