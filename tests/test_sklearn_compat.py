@@ -19,6 +19,8 @@ FAST = dict(
     [
         GaussianVAE(**FAST),
         VAEOutlierDetector(**FAST),
+        # The detector's default model: linear, one latent dimension per feature.
+        VAEOutlierDetector(**{**FAST, "hidden_layer_sizes": ()}),
         VAEImputer(**FAST),
         VAEImputer(**FAST, add_indicator=True),
     ]
