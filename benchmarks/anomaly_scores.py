@@ -65,7 +65,9 @@ def all_scores(vae, X):
     dtype = inference_dtype(vae.device_)
     eps = vae._importance_draws(dtype)
 
-    def per_row(module, x):
+    # _map_rows passes the observed-entry mask too: None, as these data sets
+    # have no missing values.
+    def per_row(module, x, mask):
         mean, std = module.encode(x)
         z = mean.unsqueeze(1) + std.unsqueeze(1) * eps
         x_mean, var = module.decode(z)
