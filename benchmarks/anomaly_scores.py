@@ -19,7 +19,6 @@ skips the runs already there.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,20 +28,13 @@ from pathlib import Path
 import numpy as np
 import sklearn
 import torch
-from joblib import Parallel, delayed
+from _anomaly_runs import DATA_DIR, data_names, resumable_runs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from skvae import GaussianVAE
 from skvae._device import inference_dtype
 from skvae._likelihood import gaussian_log_prob
-
-DATA_DIR = Path(
-    os.environ.get(
-        "SKVAE_DATA_DIR",
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "anomaly",
-    )
-)
 
 SETTINGS = {
     "feature": {},
@@ -108,26 +100,8 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=Path("anomaly_scores.jsonl"))
     args = parser.parse_args(argv)
-    names = sorted(p.stem for p in DATA_DIR.glob("*.npz"))
-    done = []
-    if args.runs.exists():
-        done = [json.loads(line) for line in args.runs.read_text().splitlines()]
-    seen = {tuple(r[:3]) for r in done}
-    jobs = [
-        (d, s, seed)
-        for seed in range(args.seeds)
-        for s in SETTINGS
-        for d in names
-        if (d, s, seed) not in seen
-    ]
-    runs = Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")(
-        delayed(run_one)(*job) for job in jobs
-    )
-    with args.runs.open("a") as file:
-        for result in runs:
-            file.write(json.dumps(result) + "\n")
-            file.flush()
-            done.append(result)
+    names = data_names()
+    done = resumable_runs(run_one, SETTINGS, names, args.seeds, args.runs, args.n_jobs)
     results = [r for r in done if r[1] in SETTINGS and r[2] < args.seeds]
     settings = [s for s in SETTINGS if any(r[1] == s for r in results)]
     table = {}  # (setting, score) -> dataset -> list of (auc, ap)

@@ -19,7 +19,6 @@ the same file skips the runs already there.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,17 +29,11 @@ from unittest import mock
 import numpy as np
 import sklearn
 import torch
-from joblib import Parallel, delayed
+from _anomaly_runs import DATA_DIR, data_names, resumable_runs
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from skvae import VAEOutlierDetector, _outlier
 
-DATA_DIR = Path(
-    os.environ.get(
-        "SKVAE_DATA_DIR",
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "anomaly",
-    )
-)
 EARLIER = {"hidden_layer_sizes": (16,), "n_components": 2}
 # name -> (parameters, number of support steps, "control" or None)
 SETTINGS = {
@@ -96,26 +89,8 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=Path("anomaly_support.jsonl"))
     args = parser.parse_args(argv)
-    names = sorted(p.stem for p in DATA_DIR.glob("*.npz"))
-    done = []
-    if args.runs.exists():
-        done = [json.loads(line) for line in args.runs.read_text().splitlines()]
-    seen = {tuple(r[:3]) for r in done}
-    jobs = [
-        (d, s, seed)
-        for seed in range(args.seeds)
-        for s in SETTINGS
-        for d in names
-        if (d, s, seed) not in seen
-    ]
-    runs = Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")(
-        delayed(run_one)(*job) for job in jobs
-    )
-    with args.runs.open("a") as file:
-        for result in runs:
-            file.write(json.dumps(result) + "\n")
-            file.flush()
-            done.append(result)
+    names = data_names()
+    done = resumable_runs(run_one, SETTINGS, names, args.seeds, args.runs, args.n_jobs)
     table = {}  # setting -> data set -> list of (auc, ap)
     for data_name, setting, seed, auc, ap in done:
         if setting in SETTINGS and seed < args.seeds:
