@@ -329,9 +329,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         if incremental:
             # One epoch on this chunk's most likely rows under the model so far
             # (all rows of the first chunk, which initialises the model).
+            train_rows = X
             if trimmed and self._history.n_iter > 0:
                 support = self._support(self._log_likelihood(X))
-            converged = self._train_on(X[support] if trimmed else X, incremental)
+                train_rows = X[support]
+            converged = self._train_on(train_rows, incremental)
         else:
             converged = self._train_on(X, incremental)
             for _ in range(SUPPORT_STEPS if trimmed else 0):
