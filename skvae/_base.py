@@ -1,12 +1,11 @@
-"""Parameters, validation, fitting and scoring shared by the public estimators.
+"""The base class of the estimators: parameters, fitting, scoring, pickling.
 
-Numpy in, numpy out: this module validates data, standardizes it, moves it to
-the device and back, and keeps the fitted attributes. The tensor maths live in
-``_model.py``, ``_likelihood.py`` and ``_training.py``.
+Numpy in, numpy out. The base class validates data and parameters, hands the
+training module standardized tensors and stores what comes back; the units
+are in ``_units.py``, the numpy-to-device machinery in ``_inference.py``, the
+training loop in ``_training.py``.
 """
 
-import copy
-import math
 import warnings
 from numbers import Integral, Real
 
@@ -15,97 +14,30 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._device import (
-    draw_seed,
-    fits_on_device,
-    inference_dtype,
-    resolve_device,
-    seeded_cpu_rng,
-)
-from ._likelihood import log_mean_exp
+from ._device import draw_seed, inference_dtype, resolve_device, seeded_cpu_rng
+from ._inference import importance_draws, log_likelihood, map_rows, to_tensor
 from ._model import VAEModule
 from ._training import (
     TrainingConfig,
+    TrainingData,
     TrainingHistory,
+    auto_batch_size,
+    fit_module,
     make_optimizer,
-    posterior_statistics,
-    set_epoch_variance,
-    train,
 )
-
-# Elements standardized at a time (rows x features), to bound the float64
-# temporaries of the standardization whatever the width of X.
-STANDARDIZE_ELEMENTS = 2**20
-# Standardized values are clipped to these magnitudes. Far beyond any training
-# row, this keeps squared residuals finite (float32 in training, float64 in
-# scoring), so such rows score finite and very low, while ordinary data and the
-# exact scaling equivariance of the scores are untouched.
-STANDARDIZED_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e100}
-# Elements per tensor when scoring in chunks (rows x draws x width).
-SCORE_CHUNK_ELEMENTS = 2**22
-
-
-def _count_observed(X):
-    """Observed (non-NaN) entries per feature, counted in chunks of rows."""
-    counts = np.zeros(X.shape[1], dtype=np.int64)
-    for rows in _row_chunks(X):
-        counts += (~np.isnan(X[rows])).sum(0)
-    return counts
-
-
-def _check_observed_features(observed):
-    """Raise if a feature has no observed value: nothing can be learned of it."""
-    empty = np.flatnonzero(observed == 0)
-    if empty.size:
-        raise ValueError(
-            f"Features {empty.tolist()} of X have no observed value (all NaN); "
-            "their scale and decoder variance cannot be estimated. Drop them, or "
-            "fill them first, e.g. with SimpleImputer(keep_empty_features=True)."
-        )
-
-
-def auto_batch_size(n_samples):
-    """Batch size for ``batch_size="auto"``: about n/32, a power of two in [32, 1024].
-
-    Small data sets then still get some 30 optimiser steps per epoch, while
-    large ones use batches big enough to keep the device busy.
-    """
-    size = 2 ** round(math.log2(max(n_samples, 1) / 32))
-    return int(min(max(size, 32), 1024, n_samples))
-
-
-def _row_chunks(X):
-    """Slices of rows of X holding about STANDARDIZE_ELEMENTS values each."""
-    return gen_batches(X.shape[0], max(1, STANDARDIZE_ELEMENTS // max(X.shape[1], 1)))
-
-
-def standardization(X):
-    """Per-feature mean and scale of X, free of overflow for any finite X.
-
-    Each feature is first divided by the power of two just above its largest
-    magnitude (exact, so the statistics are exactly equivariant under scaling
-    by powers of two and never overflow). A constant feature, whose spread is
-    zero, is scaled by its magnitude rounded down to a power of two. Missing
-    entries (NaN) are ignored. Works in chunks of rows, as
-    :meth:`~sklearn.preprocessing.StandardScaler.partial_fit` does, so the
-    temporaries stay small whatever the size of X.
-    """
-    largest = np.zeros(X.shape[1])
-    for rows in _row_chunks(X):
-        chunk = np.abs(X[rows])
-        np.fmax(largest, np.nanmax(chunk, axis=0, initial=0.0), out=largest)
-    exponent = np.frexp(largest)[1]
-    scaler = StandardScaler()
-    for rows in _row_chunks(X):
-        scaler.partial_fit(np.ldexp(X[rows], -exponent))
-    # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
-    scale = np.where(scaler.scale_ == 1.0, 0.5, scaler.scale_)
-    return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
+from ._units import (
+    check_observed_features,
+    check_unstandardized_range,
+    count_observed,
+    log_jacobian,
+    standardization,
+    unstandardize,
+    variance_in_units,
+)
 
 
 class BaseGaussianVAE(BaseEstimator):
@@ -270,7 +202,7 @@ class BaseGaussianVAE(BaseEstimator):
     @torch.inference_mode(False)
     @torch.enable_grad()
     def _fit(self, X, incremental):
-        """Validate X, initialise the model if needed and train on all of X.
+        """Validate X, initialize the model if needed, then train.
 
         Returns
         -------
@@ -278,36 +210,38 @@ class BaseGaussianVAE(BaseEstimator):
             Whether training stopped before ``max_iter`` (always True for
             ``partial_fit``, which runs one epoch by design).
         """
-        X = self._validate_training_data(X, incremental)
-        return self._train_on(X, incremental)
-
-    def _validate_training_data(self, X, incremental):
-        """Validate X for fit or partial_fit; initialise a model where needed."""
         self._check_hidden_layer_sizes()
-        refit = not hasattr(self, "module_") or (
+        reset = not hasattr(self, "module_") or (
             not incremental and not self.warm_start
         )
         X = validate_data(
             self,
             X,
-            reset=refit,
+            reset=reset,
             dtype=[np.float64, np.float32],
             ensure_all_finite="allow-nan",
         )
         if not self.standardize:
-            self._check_unstandardized_range(X)
-        if refit:
-            observed = _count_observed(X)
-            _check_observed_features(observed)
-            self._initialise(X, has_missing=bool((observed < X.shape[0]).any()))
+            check_unstandardized_range(X)
+        if reset:
+            observed = count_observed(X)
+            check_observed_features(observed)
+            self._initialize(X, has_missing=bool((observed < X.shape[0]).any()))
         elif not hasattr(self, "_optimizer"):  # dropped when pickled
             self._optimizer = self._make_optimizer(X.shape[0])
-        return X
+        return self._fit_validated(X, incremental)
 
-    @torch.inference_mode(False)
-    @torch.enable_grad()
+    def _fit_validated(self, X, incremental):
+        """Train on validated X; the one extension point of fitting.
+
+        A subclass that does more in ``fit`` (choose rows, set a threshold,
+        fit a helper) overrides this and calls :meth:`_train_on` or
+        ``super()._fit_validated``. Returns whether training converged.
+        """
+        return self._train_on(X, incremental)
+
     def _train_on(self, X, incremental):
-        """Train the initialised model on validated X; True if converged.
+        """Train the initialized model on validated X; True if converged.
 
         A ``fit`` (``incremental=False``) runs the stopping rule afresh, also
         when it continues from fitted weights (``warm_start``, or the support
@@ -324,13 +258,14 @@ class BaseGaussianVAE(BaseEstimator):
                 order, test_size=self.validation_fraction, random_state=self._split_seed
             )
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
-        data, mask = self._to_tensor(X, torch.float32, order, stream=True)
-        X_train, X_val = data[:n_train], (data[n_train:] if early_stopping else None)
-        masks = None
-        if mask is not None:
-            masks = (mask[:n_train], mask[n_train:] if early_stopping else None)
-
+        tensor, mask = to_tensor(
+            X, self.mean_, self.scale_, torch.float32, self.device_, order, stream=True
+        )
+        validation = slice(n_train, None) if early_stopping else None
         config = TrainingConfig(
+            n_epochs=1 if incremental else self.max_iter,
+            seed=self._train_seed,
+            statistics_seed=self._score_seed,
             batch_size=self._batch_size(n_train),
             max_iter=self.max_iter,
             beta=float(self.beta),
@@ -340,20 +275,40 @@ class BaseGaussianVAE(BaseEstimator):
             tol=self.tol,
             verbose=self.verbose,
         )
-        converged = train(
-            self.module_,
-            self._optimizer,
-            X_train,
-            X_val,
-            1 if incremental else self.max_iter,
-            config,
-            self._history,
-            self._train_seed,
-            masks,
+        data = TrainingData(
+            tensor[:n_train],
+            mask=None if mask is None else mask[:n_train],
+            X_val=None if validation is None else tensor[validation],
+            val_mask=None if mask is None or validation is None else mask[validation],
         )
-        self._history.best_state = None
-        self._finish_fit(X_train, masks)
-        return converged or incremental
+        result = fit_module(self.module_, self._optimizer, data, config, self._history)
+        self._store_fit(result, config)
+        return result.converged or incremental
+
+    def _store_fit(self, result, config):
+        """Set the fitted attributes, in the units of X, from a training result."""
+        history = self._history
+        self.batch_size_ = config.batch_size
+        self.kl_per_component_ = result.kl_per_component
+        self.n_iter_ = history.n_iter
+        log_det = log_jacobian(self.scale_, result.observed_fraction)
+        self.loss_curve_ = [loss + log_det for loss in history.loss_curve]
+        if history.validation_scores:
+            val_log_det = log_jacobian(self.scale_, result.validation_observed_fraction)
+            self.validation_scores_ = [
+                s - val_log_det for s in history.validation_scores
+            ]
+            self.best_validation_score_ = history.best_validation_score - val_log_det
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = history.best_loss + log_det
+        if self.module_.variance_mode == "heteroscedastic":
+            self.noise_variance_ = None
+        else:
+            variance = self.module_.variance.double().cpu().numpy()
+            self.noise_variance_ = variance_in_units(variance, self.scale_)
 
     def _check_hidden_layer_sizes(self):
         sizes = np.asarray(self.hidden_layer_sizes)
@@ -363,16 +318,6 @@ class BaseGaussianVAE(BaseEstimator):
             raise ValueError(
                 "hidden_layer_sizes must be a sequence of positive integers (an empty "
                 f"one gives a linear VAE), got {self.hidden_layer_sizes!r}."
-            )
-
-    def _check_unstandardized_range(self, X):
-        bound = STANDARDIZED_BOUND[np.dtype(np.float32)]
-        largest = float(np.nanmax(np.abs(X), initial=0.0))
-        if largest > bound:
-            raise ValueError(
-                f"X has values of magnitude {largest:.3g}, too large to train on "
-                f"in float32 without standardization (the limit is {bound:.0e}). "
-                "Use standardize=True, or rescale X."
             )
 
     def _uses_early_stopping(self, n_samples):
@@ -390,7 +335,7 @@ class BaseGaussianVAE(BaseEstimator):
             return auto_batch_size(n_samples)
         return min(self.batch_size, n_samples)
 
-    def _initialise(self, X, has_missing):
+    def _initialize(self, X, has_missing):
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         init_seed = draw_seed(rng)
@@ -419,7 +364,7 @@ class BaseGaussianVAE(BaseEstimator):
             ),
             hidden_layer_sizes=tuple(self.hidden_layer_sizes),
             activation=self.activation,
-            variance=self.decoder_variance,
+            decoder_variance=self.decoder_variance,
             min_variance=self.min_variance,
             mask_input=mask_input,
         )
@@ -429,97 +374,7 @@ class BaseGaussianVAE(BaseEstimator):
             self.module_, self.learning_rate_init, self.alpha / max(n_samples, 1)
         )
 
-    def _finish_fit(self, X_train, masks):
-        """Fix the decoder variance on the training rows and set the attributes."""
-        mask, val_mask = masks or (None, None)
-        n_draws = int(np.clip(math.ceil(2**16 / X_train.shape[0]), 1, 16))
-        mean_squared, kl = posterior_statistics(
-            self.module_, X_train, self._score_seed, n_draws, mask
-        )
-        set_epoch_variance(self.module_, mean_squared)
-        self.kl_per_component_ = kl.cpu().numpy()
-        history = self._history
-        log_det = self._mean_log_scale_sum(mask)
-        self.n_iter_ = history.n_iter
-        self.loss_curve_ = [loss + log_det for loss in history.loss_curve]
-        if history.validation_scores:
-            val_log_det = self._mean_log_scale_sum(val_mask)
-            self.validation_scores_ = [
-                s - val_log_det for s in history.validation_scores
-            ]
-            self.best_validation_score_ = history.best_validation_score - val_log_det
-            self.best_loss_ = None
-        else:
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-            self.best_loss_ = history.best_loss + log_det
-        if self.module_.variance_mode == "heteroscedastic":
-            self.noise_variance_ = None
-        else:
-            variance = self.module_.variance.double().cpu().numpy()
-            with np.errstate(over="ignore", under="ignore"):  # scale_ ~ 1e±300
-                noise_variance = variance * self.scale_**2
-            self.noise_variance_ = np.minimum(noise_variance, np.finfo(np.float64).max)
-
-    def _unstandardize(self, X):
-        """Back to the units of X; beyond float64's range, its largest value."""
-        big = np.finfo(np.float64).max
-        with np.errstate(over="ignore"):
-            return np.clip(X * self.scale_ + self.mean_, -big, big)
-
-    def _log_scale_sum(self):
-        """log|det| of the standardizing map, in nats: sum(log scale_)."""
-        return float(np.log(self.scale_).sum())
-
-    def _mean_log_scale_sum(self, mask):
-        """Mean over rows of the log|det| of the map of their observed entries."""
-        if mask is None:
-            return self._log_scale_sum()
-        observed = (mask.sum(0, dtype=torch.float64) / mask.shape[0]).cpu().numpy()
-        return float(observed @ np.log(self.scale_))
-
     # ---------------------------------------------------------------- inference
-
-    def _to_tensor(self, X, dtype, order=None, stream=False):
-        """Standardize rows of X (optionally reordered) into a tensor on the device.
-
-        Returns the tensor, with missing entries set to 0, and the boolean mask
-        of observed entries, or None when no entry is missing. With
-        ``stream=True``, data too large for the device's free memory stay in
-        pinned host memory instead (their mask too), and training copies them
-        over a chunk of batches at a time.
-        """
-        pinned = stream and not fits_on_device(
-            X.shape[0] * X.shape[1] * dtype.itemsize, self.device_
-        )
-        out = torch.empty(X.shape, dtype=dtype, pin_memory=pinned)
-        out_np = out.numpy()
-        bound = STANDARDIZED_BOUND[out_np.dtype]
-        observed = None
-        with np.errstate(over="ignore"):  # overflow lands on the bound
-            for rows in _row_chunks(X):
-                chunk = X[rows] if order is None else X[order[rows]]
-                block = np.clip((chunk - self.mean_) / self.scale_, -bound, bound)
-                missing = np.isnan(block)
-                if missing.any():
-                    if observed is None:
-                        observed = np.ones(X.shape, dtype=bool)
-                    observed[rows] = ~missing
-                    block[missing] = 0.0
-                out_np[rows] = block
-        mask = None if observed is None else torch.from_numpy(observed)
-        if pinned:
-            return out, None if mask is None else mask.pin_memory()
-        return out.to(self.device_), None if mask is None else mask.to(self.device_)
-
-    def _inference_module(self):
-        """A copy of the fitted module in float64 (float32 on MPS) for scoring.
-
-        Scoring in float64 makes the densities as precise as scikit-learn's and
-        each row's result independent of the batch it is computed in. A copy per
-        call also keeps concurrent calls from different threads apart.
-        """
-        return copy.deepcopy(self.module_).to(inference_dtype(self.device_))
 
     def _validated(self, X):
         check_is_fitted(self)
@@ -531,79 +386,42 @@ class BaseGaussianVAE(BaseEstimator):
             ensure_all_finite="allow-nan",
         )
 
-    def _importance_draws(self, dtype):
-        """The standard-normal draws shared by every row scored.
-
-        A scrambled Sobol' sequence mapped through the normal quantile function:
-        quasi-random points cover the latent space more evenly than random
-        draws, which matters because every row shares them, so their error does
-        not average out over rows. Measured on held-out rows of real data, the
-        spread of the mean score over scramblings fell by up to 3x at 64 draws.
-        """
-        engine = torch.quasirandom.SobolEngine(
-            self.module_.n_components, scramble=True, seed=self._score_seed
+    def _importance_draws(self):
+        """The quasi-random draws of z shared by every row scored."""
+        return importance_draws(
+            self.module_.n_components,
+            self.n_importance_samples,
+            self._score_seed,
+            self.device_,
+            inference_dtype(self.device_),
         )
-        uniform = engine.draw(self.n_importance_samples, dtype=torch.float64)
-        # SobolEngine computes its first point, shift / 2**MAXBIT, in torch's
-        # default dtype; redo it in float64 so that global setting cannot
-        # change the scores.
-        uniform[0] = engine.shift.to(torch.float64) / 2**engine.MAXBIT
-        eps = torch.special.ndtri(uniform.clamp(1e-12, 1.0 - 1e-12))
-        return eps.to(device=self.device_, dtype=dtype)
 
-    @torch.no_grad()
-    def _map_rows(self, X, fn, width=1, standardize=True, extra=None):
-        """Apply ``fn(module, rows, mask, *extra_rows)`` to chunks of X.
+    def _map_rows(self, X, fn, width, extra=()):
+        """:func:`~skvae._inference.map_rows` on standardized rows of X."""
+        return map_rows(
+            self.module_,
+            X,
+            fn,
+            device=self.device_,
+            mean=self.mean_,
+            scale=self.scale_,
+            width=width,
+            extra=extra,
+        )
 
-        ``rows`` is a tensor in the inference dtype on the device (standardized,
-        missing entries zero, unless ``standardize=False``), ``mask`` its
-        observed entries (None if all are); ``extra`` is a tuple of arrays
-        whose matching rows are passed along as tensors. ``width`` is the
-        number of values each row expands to inside ``fn`` (draws times layer
-        width), which sets the chunk size so that memory stays bounded. The
-        results are concatenated as float64.
-        """
-        module = self._inference_module()
-        dtype = inference_dtype(self.device_)
-        rows = max(1, SCORE_CHUNK_ELEMENTS // max(width, 1))
-        out = []
-        for chunk in gen_batches(X.shape[0], rows):
-            if standardize:
-                x, mask = self._to_tensor(X[chunk], dtype)
-            else:
-                x = torch.as_tensor(X[chunk], dtype=dtype, device=self.device_)
-                mask = None
-            more = [
-                torch.as_tensor(a[chunk], dtype=dtype, device=self.device_)
-                for a in extra or ()
-            ]
-            out.append(fn(module, x, mask, *more).cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
-
-    def _importance_width(self):
-        widths = (self.module_.n_features, *tuple(self.hidden_layer_sizes))
-        return self.n_importance_samples * max(widths)
+    def _unstandardize(self, X):
+        return unstandardize(X, self.mean_, self.scale_)
 
     def _log_likelihood(self, X):
-        """IWAE estimate of log p(x_o) for validated X, in the units of X.
-
-        Only the observed entries x_o of each row count; a row with none gets
-        0, the log-probability of observing nothing.
-        """
-        eps = self._importance_draws(inference_dtype(self.device_))
-        log_px = self._map_rows(
+        """IWAE estimate of log p(x_o) for validated X, in the units of X."""
+        return log_likelihood(
+            self.module_,
             X,
-            lambda module, x, mask: log_mean_exp(
-                module.importance_log_weights(x, eps, mask), 1
-            ),
-            width=self._importance_width(),
+            mean=self.mean_,
+            scale=self.scale_,
+            draws=self._importance_draws(),
+            device=self.device_,
         )
-        missing = np.isnan(X)
-        if not missing.any():
-            return log_px - self._log_scale_sum()
-        log_px -= ~missing @ np.log(self.scale_)
-        log_px[missing.all(1)] = 0.0
-        return log_px
 
     def score_samples(self, X):
         """Log-likelihood of each row, in the units of X.
@@ -685,65 +503,7 @@ class BaseGaussianVAE(BaseEstimator):
         tags.input_tags.allow_nan = True
         return tags
 
-    # -------------------------------------------------------------- persistence
-
-    def save(self, path):
-        """Save the estimator to a file that cannot run code when loaded.
-
-        Read it back with :func:`skvae.load`. The file is one safetensors
-        file: the network weights and fitted arrays as raw tensors, and the
-        parameters (``get_params()``), the other fitted attributes, a format
-        version and a SHA-256 checksum as JSON. Loading parses JSON and copies
-        bytes, and builds only skvae's own estimator classes; it refuses a
-        truncated or modified file, an unknown format version and an unknown
-        class with a ``ValueError``. Weights are stored from the CPU and the
-        device is resolved again on load, so a model trained on a GPU loads on
-        a machine without one. Needs the ``safetensors`` package
-        (``pip install 'skvae[safetensors]'``).
-
-        How it compares with the other ways to persist an estimator:
-
-        - :mod:`pickle` and :mod:`joblib` keep working and store everything,
-          but **loading runs code named in the file**: load only files you
-          trust. They also tie the file to the Python classes it was written
-          with.
-        - :mod:`skops.io` (``skops.io.dump``/``skops.io.load``) writes a zip
-          of JSON and arrays and rebuilds only the types you approve: here
-          the estimator class and its ``TrainingHistory``, which
-          :func:`skops.io.get_untrusted_types` lists for you to pass as
-          ``trusted``. Safe too, once you accept those names, but a separate
-          package and a trust decision at each load.
-        - ``save``/:func:`skvae.load` need no trust decision: the file holds
-          data only, the format is versioned, and the checksum catches
-          corruption. The checksum is not a signature: someone who edits a
-          file can recompute it, but the most they can do is give you wrong
-          weights.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            File to write, conventionally ending in ``.safetensors``. An
-            existing file is replaced only once the new one is complete.
-
-        See Also
-        --------
-        skvae.load : Read the file back.
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> from skvae import GaussianVAE, load
-        >>> X = np.random.RandomState(0).normal(size=(50, 3))
-        >>> vae = GaussianVAE(max_iter=3, random_state=0).fit(X)
-        >>> path = os.path.join(tempfile.mkdtemp(), "vae.safetensors")
-        >>> vae.save(path)
-        >>> bool((load(path).transform(X) == vae.transform(X)).all())
-        True
-        """
-        from ._persistence import save
-
-        save(self, path)
+    # ----------------------------------------------------------------- pickling
 
     def __getstate__(self):
         # object.__getstate__ returns the live __dict__: copy before editing.
@@ -758,10 +518,14 @@ class BaseGaussianVAE(BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        self._set_state(state, stacklevel=4)
+
+    def _set_state(self, state, stacklevel):
+        """Restore a pickled state; a fallback to the CPU warns at ``stacklevel``."""
         super().__setstate__(state)
         if "module_" in state:
             self.module_ = self._module_from_state(state["module_"])
-            self._place_loaded_module(stacklevel=3)
+            self._place_loaded_module(stacklevel=stacklevel)
 
     def _module_from_state(self, state):
         """Rebuild the torch module from :func:`_module_state`'s output."""

@@ -8,6 +8,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._base import BaseGaussianVAE
 from ._device import draw_seed, make_generator
+from ._inference import inference_module, map_rows
 
 
 class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussianVAE):
@@ -289,8 +290,11 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         ((4, 2), True)
         """
         X = self._validated(X)
-        width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
-        Z = self._map_rows(X, lambda module, x, mask: module.encode(x, mask)[0], width)
+        Z = self._map_rows(
+            X,
+            lambda module, x, mask: module.encode(x, mask)[0],
+            self.module_.widest_layer,
+        )
         Z[np.isnan(X).all(1)] = 0.0
         return Z
 
@@ -325,9 +329,12 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
                 f"X has {Z.shape[1]} features, but inverse_transform expects "
                 f"{n_components} (n_components)."
             )
-        width = max((self.module_.n_features, *tuple(self.hidden_layer_sizes)))
-        mean = self._map_rows(
-            Z, lambda module, z, _: module.decode(z)[0], width, standardize=False
+        mean = map_rows(
+            self.module_,
+            Z,
+            lambda module, z, _: module.decode(z)[0],
+            device=self.device_,
+            width=self.module_.widest_layer,
         )
         return self._unstandardize(mean)
 
@@ -374,7 +381,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             self.random_state if random_state is None else random_state
         )
         generator = make_generator(draw_seed(rng), torch.device("cpu"))
-        module = self._inference_module()
+        module = inference_module(self.module_, self.device_)
         dtype = next(module.parameters()).dtype
         shape = (int(n_samples), module.n_components + module.n_features)
         draws = torch.randn(shape, generator=generator, dtype=torch.float64)

@@ -1,12 +1,11 @@
 """VAEImputer: fill missing entries with a Gaussian VAE trained on incomplete data."""
 
 import numpy as np
-from sklearn.base import OneToOneFeatureMixin, TransformerMixin, _fit_context
+from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 from sklearn.impute import MissingIndicator
 from sklearn.utils import check_random_state
 
 from ._base import BaseGaussianVAE
-from ._device import inference_dtype
 
 
 class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
@@ -253,58 +252,14 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         self.add_indicator = add_indicator
         self.sample_posterior = sample_posterior
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Fit the model to the observed entries of X.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data; NaN marks a missing entry.
-        y : Ignored
-            Not used, present for API consistency by convention.
-
-        Returns
-        -------
-        self : object
-            Fitted estimator.
-        """
-        if not self._fit(X, incremental=False):
-            self._warn_not_converged()
-        self._fit_indicator(X)
-        return self
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None):
-        """Run one epoch over X; see :meth:`skvae.GaussianVAE.partial_fit`.
-
-        The missing indicator, with ``add_indicator=True``, is fitted on the
-        first call.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            A chunk of training data; NaN marks a missing entry.
-        y : Ignored
-            Not used, present for API consistency by convention.
-
-        Returns
-        -------
-        self : object
-            The updated estimator.
-        """
-        first = not hasattr(self, "module_")
-        self._fit(X, incremental=True)
-        if first:
-            self._fit_indicator(X)
-        return self
-
-    def _fit_indicator(self, X):
-        # On the validated array, as in transform: names are checked by self.
-        self.indicator_ = None
-        if self.add_indicator:
-            X = self._validated(X)
-            self.indicator_ = MissingIndicator(error_on_new=False).fit(X)
+    def _fit_validated(self, X, incremental):
+        converged = super()._fit_validated(X, incremental)
+        # Fitted with the model by fit, on the first call only by partial_fit.
+        if not incremental or not hasattr(self, "indicator_"):
+            self.indicator_ = None
+            if self.add_indicator:
+                self.indicator_ = MissingIndicator(error_on_new=False).fit(X)
+        return converged
 
     def transform(self, X):
         """Fill the missing entries of X.
@@ -336,8 +291,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     def _impute(self, X):
         """Conditional means or draws in standardized units, one row of X each."""
-        eps = self._importance_draws(inference_dtype(self.device_))
-        width = self._importance_width()
+        eps = self._importance_draws()
+        width = self.n_importance_samples * self.module_.widest_layer
         if not self.sample_posterior:
             return self._map_rows(
                 X,

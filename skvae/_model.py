@@ -63,7 +63,7 @@ class VAEModule(nn.Module):
         gives a linear encoder and decoder (a linear VAE, whose optimum is
         probabilistic PCA or factor analysis).
     activation : {"identity", "logistic", "tanh", "relu"}
-    variance : {"feature", "shared", "heteroscedastic"} or float
+    decoder_variance : {"feature", "shared", "heteroscedastic"} or float
         How the decoder variance is obtained: closed-form per feature, one
         closed-form value for all features, a network head var(z), or fixed.
     min_variance : float
@@ -80,7 +80,7 @@ class VAEModule(nn.Module):
         n_components,
         hidden_layer_sizes,
         activation,
-        variance,
+        decoder_variance,
         min_variance,
         mask_input=False,
     ):
@@ -88,7 +88,9 @@ class VAEModule(nn.Module):
         hidden = tuple(hidden_layer_sizes)
         self.n_features = n_features
         self.n_components = n_components
-        self.variance_mode = variance if isinstance(variance, str) else "fixed"
+        self.variance_mode = (
+            decoder_variance if isinstance(decoder_variance, str) else "fixed"
+        )
         self.min_variance = float(min_variance)
         # A heteroscedastic decoder first trains its mean under the closed-form
         # per-feature variance (warm-up), then switches its variance head on.
@@ -107,13 +109,22 @@ class VAEModule(nn.Module):
             self.decoder_log_variance = nn.Linear(
                 decoder_width, n_features, dtype=PARAMETER_DTYPE
             )
-        initial = 1.0 if self.variance_mode != "fixed" else float(variance)
+        initial = 1.0 if self.variance_mode != "fixed" else float(decoder_variance)
         self.register_buffer(
             "variance",
             torch.full(
                 (n_features,), max(initial, self.min_variance), dtype=PARAMETER_DTYPE
             ),
         )
+
+    @property
+    def widest_layer(self):
+        """The largest of the data's and the hidden layers' widths.
+
+        Sets how many rows fit in a chunk of bounded memory when scoring.
+        """
+        hidden = [m.out_features for m in self.encoder_body if isinstance(m, nn.Linear)]
+        return max([self.n_features, *hidden])
 
     @property
     def closed_form_variance(self):

@@ -1,6 +1,8 @@
-"""The epoch loop: batching, optimiser, KL warm-up, early stopping, recovery.
+"""Training: batching, optimiser, KL warm-up, early stopping, recovery.
 
-The loop keeps the data on the device and synchronises with it once per
+:func:`fit_module` is the entry point: the estimator hands it the module,
+the optimiser and the standardized training data as tensors, with its
+settings, and gets back what it stores. The loop keeps the data on the device and synchronises with it once per
 epoch, never per step: per-step host round trips (``loss.item()``) would
 stall a GPU and cost the overhead-bound CPU step dearly.
 """
@@ -30,12 +32,50 @@ STREAM_CHUNK = 2**17
 # data by inflating the variance instead of fitting the mean (Detlefsen et al.
 # 2019; Seitzer et al. 2022).
 HETEROSCEDASTIC_WARMUP = 20
+# After training, the stored decoder variance is the posterior mean squared
+# residual over the training rows, from enough draws of z per row for about
+# POSTERIOR_SAMPLES residuals per feature (1 to MAX_POSTERIOR_DRAWS per row).
+POSTERIOR_SAMPLES = 2**16
+MAX_POSTERIOR_DRAWS = 16
+
+
+def auto_batch_size(n_samples):
+    """Batch size for ``batch_size="auto"``: about n/32, a power of two in [32, 1024].
+
+    Small data sets then still get some 30 optimiser steps per epoch, while
+    large ones use batches big enough to keep the device busy.
+    """
+    size = 2 ** round(math.log2(max(n_samples, 1) / 32))
+    return int(min(max(size, 32), 1024, n_samples))
+
+
+@dataclass
+class TrainingData:
+    """Standardized training data on the device (or pinned on the host).
+
+    ``mask`` and ``val_mask`` are the observed entries of ``X`` and ``X_val``
+    (None for complete data); ``X_val`` is the validation data of early
+    stopping, None without it.
+    """
+
+    X: torch.Tensor
+    mask: torch.Tensor | None = None
+    X_val: torch.Tensor | None = None
+    val_mask: torch.Tensor | None = None
 
 
 @dataclass
 class TrainingConfig:
-    """What the loop needs from the estimator's parameters."""
+    """What the loop needs from the estimator's parameters.
 
+    ``n_epochs`` is the most this call runs (``max_iter`` for ``fit``, 1 for
+    ``partial_fit``); ``seed`` seeds the epochs' batches and draws, and
+    ``statistics_seed`` the draws of the final variance.
+    """
+
+    n_epochs: int
+    seed: int
+    statistics_seed: int
     batch_size: int
     max_iter: int
     beta: float
@@ -44,6 +84,16 @@ class TrainingConfig:
     n_iter_no_change: int
     tol: float
     verbose: int
+
+
+@dataclass
+class FitResult:
+    """What a call of :func:`fit_module` hands back to the estimator."""
+
+    converged: bool
+    kl_per_component: np.ndarray
+    observed_fraction: np.ndarray | None
+    validation_observed_fraction: np.ndarray | None
 
 
 @dataclass
@@ -238,6 +288,46 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
     return (squared_sum / (count * n_draws)).float(), kl_sum / n_samples
 
 
+def _observed_fraction(mask):
+    """Fraction of rows in which each feature is observed; None without a mask."""
+    if mask is None:
+        return None
+    return (mask.sum(0, dtype=torch.float64) / mask.shape[0]).cpu().numpy()
+
+
+def fit_module(module, optimizer, data, config, history):
+    """Train ``module`` on :class:`TrainingData` and fix its decoder variance.
+
+    Runs :func:`train`, then sets the stored decoder variance to its
+    closed-form value over the training rows, from draws seeded by
+    ``config.statistics_seed``, so that every later score is deterministic.
+
+    Returns
+    -------
+    FitResult
+        Whether the stopping rule fired, the mean KL per latent dimension
+        over the training rows, and, for data with missing entries, the
+        fraction of rows in which each feature is observed in ``data.X`` and
+        ``data.X_val`` (None for complete data).
+    """
+    converged = train(module, optimizer, data, config, history)
+    history.best_state = None
+    n_rows = data.X.shape[0]
+    n_draws = int(
+        np.clip(math.ceil(POSTERIOR_SAMPLES / n_rows), 1, MAX_POSTERIOR_DRAWS)
+    )
+    mean_squared, kl = posterior_statistics(
+        module, data.X, config.statistics_seed, n_draws, data.mask
+    )
+    set_epoch_variance(module, mean_squared)
+    return FitResult(
+        converged=converged,
+        kl_per_component=kl.cpu().numpy(),
+        observed_fraction=_observed_fraction(data.mask),
+        validation_observed_fraction=_observed_fraction(data.val_mask),
+    )
+
+
 def _clone(state):
     """A copy of a (nested) state dict: 10x faster than ``copy.deepcopy``."""
     if isinstance(state, torch.Tensor):
@@ -259,11 +349,10 @@ def _all_finite(loss, module):
     return bool(torch.stack(flags).all())
 
 
-def train(module, optimizer, X, X_val, n_epochs, config, history, seed, masks=None):
-    """Run up to ``n_epochs`` epochs, updating ``history`` in place.
+def train(module, optimizer, data, config, history):
+    """Run up to ``config.n_epochs`` epochs on :class:`TrainingData`.
 
-    ``masks``, where given, is the pair of observed-entry masks of ``X`` and
-    ``X_val`` (None for complete data).
+    Updates ``history`` in place.
 
     Stops early when the training loss (or, with early stopping, the
     validation ELBO) has not improved by ``tol`` for more than
@@ -276,7 +365,8 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed, masks=No
         Whether the stopping rule fired before ``n_epochs`` ran out.
     """
     device = module.variance.device
-    mask, val_mask = masks or (None, None)
+    X, mask, X_val, val_mask = data.X, data.mask, data.X_val, data.val_mask
+    seed = config.seed
     val_eps = None
     if X_val is not None:
         val_eps = torch.randn(
@@ -287,7 +377,7 @@ def train(module, optimizer, X, X_val, n_epochs, config, history, seed, masks=No
             device=device,
         )
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
-    for _ in range(n_epochs):
+    for _ in range(config.n_epochs):
         epoch = history.n_iter
         if (
             module.variance_mode == "heteroscedastic"

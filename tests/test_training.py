@@ -9,6 +9,7 @@ from skvae._model import VAEModule
 from skvae._training import (
     MAX_RECOVERIES,
     TrainingConfig,
+    TrainingData,
     TrainingHistory,
     epoch_generator,
     kl_weight,
@@ -25,6 +26,9 @@ def setup(n=256, seed=0):
     noise = torch.randn(n, 3, generator=generator) * torch.tensor([0.5, 0.5, 0.01])
     X = z @ torch.tensor([[1.0, 0.5, 1.0], [0.0, 1.0, -1.0]]) + noise
     config = TrainingConfig(
+        n_epochs=150,
+        seed=0,
+        statistics_seed=0,
         batch_size=32,
         max_iter=150,
         beta=1.0,
@@ -35,6 +39,16 @@ def setup(n=256, seed=0):
         verbose=0,
     )
     return module, make_optimizer(module, 1e-2, 0.0), X, config
+
+
+def one_epoch(module, optimizer, X, config):
+    train(
+        module,
+        optimizer,
+        TrainingData(X),
+        dataclasses.replace(config, n_epochs=1),
+        TrainingHistory(),
+    )
 
 
 def test_kl_weight_ramps_linearly_to_beta():
@@ -53,7 +67,7 @@ def test_epoch_generators_are_reproducible_and_distinct():
 def test_training_lowers_the_loss_and_sets_the_closed_form_variance():
     module, optimizer, X, config = setup()
     history = TrainingHistory()
-    converged = train(module, optimizer, X, None, 150, config, history, seed=0)
+    converged = train(module, optimizer, TrainingData(X), config, history)
     assert converged and history.n_iter == len(history.loss_curve) < 150
     assert history.loss_curve[-1] < history.loss_curve[0] - 0.5
     # The closed-form variance is what the decoder leaves unexplained.
@@ -84,7 +98,7 @@ def test_non_finite_epoch_is_rolled_back_with_a_smaller_step(monkeypatch):
 
     monkeypatch.setattr(_training, "run_epoch", flaky)
     with pytest.warns(RuntimeWarning, match="rerun with learning rate 0.005"):
-        train(module, optimizer, X, None, 1, config, TrainingHistory(), seed=0)
+        one_epoch(module, optimizer, X, config)
     assert calls == [1e-2, 5e-3]
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
@@ -98,7 +112,7 @@ def test_persistent_divergence_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(_training, "run_epoch", always_nan)
     with pytest.warns(RuntimeWarning):
         with pytest.raises(ValueError, match="Lower learning_rate_init"):
-            train(module, optimizer, X, None, 1, config, TrainingHistory(), seed=0)
+            one_epoch(module, optimizer, X, config)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(
         1e-2 / 2 ** (MAX_RECOVERIES + 1)
     )
@@ -108,7 +122,13 @@ def test_early_stopping_keeps_the_best_validation_state():
     module, optimizer, X, config = setup(n=512)
     config.early_stopping, config.n_iter_no_change = True, 2
     history = TrainingHistory()
-    stopped = train(module, optimizer, X[:400], X[400:], 300, config, history, seed=0)
+    stopped = train(
+        module,
+        optimizer,
+        TrainingData(X[:400], X_val=X[400:]),
+        dataclasses.replace(config, n_epochs=300),
+        history,
+    )
     assert stopped and history.n_iter < 300
     best = int(np.argmax(history.validation_scores))
     assert history.best_validation_score == history.validation_scores[best]
@@ -119,7 +139,13 @@ def test_stopping_rule_starts_after_the_kl_warm_up():
     module, optimizer, X, config = setup()
     config = dataclasses.replace(config, kl_warmup=8, beta=4.0)
     history = TrainingHistory()
-    train(module, optimizer, X, None, 7, config, history, seed=0)
+    train(
+        module,
+        optimizer,
+        TrainingData(X),
+        dataclasses.replace(config, n_epochs=7),
+        history,
+    )
     # The KL weight grows through the warm-up, so the loss does too; the rule
     # must compare later epochs with the loss at the end of the warm-up.
     assert history.loss_curve[-1] > min(history.loss_curve)

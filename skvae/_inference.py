@@ -1,0 +1,122 @@
+"""From numpy to the device and back: the inference machinery on rows of X.
+
+Functions with explicit inputs (a fitted module, the standardization, the
+device), used by the estimators and by the benchmarks. Rows are processed in
+chunks whose size bounds memory, on a float64 copy of the module, so that a
+row's result does not depend on the rows scored with it.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.utils import gen_batches
+
+from ._device import fits_on_device, inference_dtype
+from ._likelihood import log_mean_exp
+from ._units import log_jacobian, standardize_into
+
+# Elements per tensor when scoring in chunks (rows x draws x width).
+SCORE_CHUNK_ELEMENTS = 2**22
+
+
+def to_tensor(X, mean, scale, dtype, device, order=None, stream=False):
+    """Standardize rows of X (optionally reordered) into a tensor on ``device``.
+
+    Returns the tensor, with missing entries set to 0, and the boolean mask
+    of observed entries, or None when no entry is missing. With
+    ``stream=True``, data too large for the device's free memory stay in
+    pinned host memory instead (their mask too), and training copies them
+    over a chunk of batches at a time.
+    """
+    pinned = stream and not fits_on_device(
+        X.shape[0] * X.shape[1] * dtype.itemsize, device
+    )
+    out = torch.empty(X.shape, dtype=dtype, pin_memory=pinned)
+    observed = standardize_into(out.numpy(), X, mean, scale, order)
+    mask = None if observed is None else torch.from_numpy(observed)
+    if pinned:
+        return out, None if mask is None else mask.pin_memory()
+    return out.to(device), None if mask is None else mask.to(device)
+
+
+def inference_module(module, device):
+    """A copy of ``module`` in float64 (float32 on MPS) for scoring.
+
+    Scoring in float64 makes the densities as precise as scikit-learn's and
+    each row's result independent of the batch it is computed in. A copy per
+    call also keeps concurrent calls from different threads apart.
+    """
+    return copy.deepcopy(module).to(inference_dtype(device))
+
+
+def importance_draws(n_components, n_draws, seed, device, dtype):
+    """Standard-normal draws of shape (n_draws, n_components), shared by every row.
+
+    A scrambled Sobol' sequence mapped through the normal quantile function:
+    quasi-random points cover the latent space more evenly than random
+    draws, which matters because every row shares them, so their error does
+    not average out over rows. Measured on held-out rows of real data, the
+    spread of the mean score over scramblings fell by up to 3x at 64 draws.
+    """
+    engine = torch.quasirandom.SobolEngine(n_components, scramble=True, seed=seed)
+    uniform = engine.draw(n_draws, dtype=torch.float64)
+    # SobolEngine computes its first point, shift / 2**MAXBIT, in torch's
+    # default dtype; redo it in float64 so that global setting cannot
+    # change the scores.
+    uniform[0] = engine.shift.to(torch.float64) / 2**engine.MAXBIT
+    eps = torch.special.ndtri(uniform.clamp(1e-12, 1.0 - 1e-12))
+    return eps.to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def map_rows(module, X, fn, *, device, mean=None, scale=None, width=1, extra=()):
+    """Apply ``fn(module_copy, rows, mask, *extra_rows)`` to chunks of rows of X.
+
+    ``rows`` is a tensor in the inference dtype on ``device``, standardized
+    with ``mean`` and ``scale`` (missing entries zero, ``mask`` the observed
+    entries, or None if all are); with ``mean=None`` the rows are passed as
+    they are. ``extra`` is a tuple of arrays whose matching rows are passed
+    along as tensors. ``width`` is the number of values each row expands to
+    inside ``fn`` (draws times layer width), which sets the chunk size so
+    that memory stays bounded. The results are concatenated as float64.
+    """
+    module = inference_module(module, device)
+    dtype = inference_dtype(device)
+    rows = max(1, SCORE_CHUNK_ELEMENTS // max(width, 1))
+    out = []
+    for chunk in gen_batches(X.shape[0], rows):
+        if mean is None:
+            x = torch.as_tensor(X[chunk], dtype=dtype, device=device)
+            mask = None
+        else:
+            x, mask = to_tensor(X[chunk], mean, scale, dtype, device)
+        more = [torch.as_tensor(a[chunk], dtype=dtype, device=device) for a in extra]
+        out.append(fn(module, x, mask, *more).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def log_likelihood(module, X, *, mean, scale, draws, device):
+    """IWAE estimate of log p(x_o) for each row of X, in the units of X.
+
+    ``draws`` are the standard-normal draws of :func:`importance_draws`. Only
+    the observed entries x_o of each row count; a row with none gets 0, the
+    log-probability of observing nothing.
+    """
+    log_px = map_rows(
+        module,
+        X,
+        lambda module, x, mask: log_mean_exp(
+            module.importance_log_weights(x, draws, mask), 1
+        ),
+        device=device,
+        mean=mean,
+        scale=scale,
+        width=draws.shape[0] * module.widest_layer,
+    )
+    missing = np.isnan(X)
+    if not missing.any():
+        return log_px - log_jacobian(scale)
+    log_px -= ~missing @ np.log(scale)
+    log_px[missing.all(1)] = 0.0
+    return log_px

@@ -1,0 +1,127 @@
+"""Units: the standardization of the data and its log-Jacobian, on numpy arrays.
+
+The model works on standardized data; everything the user sees is in the
+units of X. This module holds the map between the two, free of overflow for
+any finite X, and processes X in chunks of rows so that its temporaries stay
+small whatever the size of X.
+"""
+
+import numpy as np
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import gen_batches
+
+# Elements processed at a time (rows x features), to bound the float64
+# temporaries of the standardization whatever the width of X.
+CHUNK_ELEMENTS = 2**20
+# Standardized values are clipped to these magnitudes. Far beyond any training
+# row, this keeps squared residuals finite (float32 in training, float64 in
+# scoring), so such rows score finite and very low, while ordinary data and the
+# exact scaling equivariance of the scores are untouched.
+STANDARDIZED_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e100}
+
+
+def row_chunks(X):
+    """Slices of rows of X holding about ``CHUNK_ELEMENTS`` values each."""
+    return gen_batches(X.shape[0], max(1, CHUNK_ELEMENTS // max(X.shape[1], 1)))
+
+
+def count_observed(X):
+    """Observed (non-NaN) entries per feature, counted in chunks of rows."""
+    counts = np.zeros(X.shape[1], dtype=np.int64)
+    for rows in row_chunks(X):
+        counts += (~np.isnan(X[rows])).sum(0)
+    return counts
+
+
+def check_observed_features(observed):
+    """Raise if a feature has no observed value: nothing can be learned of it."""
+    empty = np.flatnonzero(observed == 0)
+    if empty.size:
+        raise ValueError(
+            f"Features {empty.tolist()} of X have no observed value (all NaN); "
+            "their scale and decoder variance cannot be estimated. Drop them, or "
+            "fill them first, e.g. with SimpleImputer(keep_empty_features=True)."
+        )
+
+
+def check_unstandardized_range(X):
+    """Raise if X is too large to train on in float32 without standardizing."""
+    bound = STANDARDIZED_BOUND[np.dtype(np.float32)]
+    largest = float(np.nanmax(np.abs(X), initial=0.0))
+    if largest > bound:
+        raise ValueError(
+            f"X has values of magnitude {largest:.3g}, too large to train on "
+            f"in float32 without standardization (the limit is {bound:.0e}). "
+            "Use standardize=True, or rescale X."
+        )
+
+
+def standardization(X):
+    """Per-feature mean and scale of X, free of overflow for any finite X.
+
+    Each feature is first divided by the power of two just above its largest
+    magnitude (exact, so the statistics are exactly equivariant under scaling
+    by powers of two and never overflow). A constant feature, whose spread is
+    zero, is scaled by its magnitude rounded down to a power of two. Missing
+    entries (NaN) are ignored. Works in chunks of rows, as
+    :meth:`~sklearn.preprocessing.StandardScaler.partial_fit` does.
+    """
+    largest = np.zeros(X.shape[1])
+    for rows in row_chunks(X):
+        chunk = np.abs(X[rows])
+        np.fmax(largest, np.nanmax(chunk, axis=0, initial=0.0), out=largest)
+    exponent = np.frexp(largest)[1]
+    scaler = StandardScaler()
+    for rows in row_chunks(X):
+        scaler.partial_fit(np.ldexp(X[rows], -exponent))
+    # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
+    scale = np.where(scaler.scale_ == 1.0, 0.5, scaler.scale_)
+    return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
+
+
+def standardize_into(out, X, mean, scale, order=None):
+    """Write the standardized rows of X (in ``order``, if given) into ``out``.
+
+    Values are clipped to ``STANDARDIZED_BOUND`` of ``out``'s dtype and
+    missing entries set to 0, the mean of standardized data. Returns the
+    boolean mask of observed entries, or None when no entry is missing.
+    """
+    bound = STANDARDIZED_BOUND[out.dtype]
+    observed = None
+    with np.errstate(over="ignore"):  # overflow lands on the bound
+        for rows in row_chunks(X):
+            chunk = X[rows] if order is None else X[order[rows]]
+            block = np.clip((chunk - mean) / scale, -bound, bound)
+            missing = np.isnan(block)
+            if missing.any():
+                if observed is None:
+                    observed = np.ones(X.shape, dtype=bool)
+                observed[rows] = ~missing
+                block[missing] = 0.0
+            out[rows] = block
+    return observed
+
+
+def unstandardize(X, mean, scale):
+    """Back to the units of the data; beyond float64's range, its largest value."""
+    big = np.finfo(np.float64).max
+    with np.errstate(over="ignore"):
+        return np.clip(X * scale + mean, -big, big)
+
+
+def log_jacobian(scale, observed_fraction=None):
+    """Mean log|det| of the standardizing map of a row, in nats.
+
+    ``sum(log scale)`` for a complete row; with ``observed_fraction`` (per
+    feature, the fraction of rows in which it is observed), the mean over rows
+    of the log|det| of the map of their observed entries.
+    """
+    if observed_fraction is None:
+        return float(np.log(scale).sum())
+    return float(observed_fraction @ np.log(scale))
+
+
+def variance_in_units(variance, scale):
+    """A variance in internal units, in the units of the data, capped at float64's max."""
+    with np.errstate(over="ignore", under="ignore"):  # scale ~ 1e±300
+        return np.minimum(variance * scale**2, np.finfo(np.float64).max)
