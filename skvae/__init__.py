@@ -3,8 +3,14 @@
 from ._estimator import GaussianVAE
 from ._imputer import VAEImputer
 from ._outlier import VAEOutlierDetector
-from ._persistence import load
+from ._persistence import load, save
+from ._version import __version__
 
-__version__ = "0.1.0"
-
-__all__ = ["GaussianVAE", "VAEImputer", "VAEOutlierDetector", "load", "__version__"]
+__all__ = [
+    "GaussianVAE",
+    "VAEImputer",
+    "VAEOutlierDetector",
+    "load",
+    "save",
+    "__version__",
+]

@@ -8,7 +8,9 @@ Reading it parses JSON and copies bytes, nothing else: unlike pickle, a file
 from someone else cannot run code. Classes are looked up in an explicit
 allowlist, never imported by name.
 
-What is stored is the estimator's pickled state (``__getstate__``: the module
+This module is a layer on top of the estimators: it imports them, and
+nothing in the package below it imports it. What is stored is the
+estimator's pickled state (``__getstate__``: the module
 as CPU arrays, no optimiser), encoded by type rather than by name, so a new
 estimator with more fitted attributes needs only its entry in ``_ESTIMATORS``.
 """
@@ -22,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 import torch
 from sklearn.impute import MissingIndicator
 
@@ -29,6 +33,7 @@ from ._estimator import GaussianVAE
 from ._imputer import VAEImputer
 from ._outlier import VAEOutlierDetector
 from ._training import TrainingHistory
+from ._version import __version__
 
 FORMAT_NAME = "skvae"
 FORMAT_VERSION = "1"
@@ -50,22 +55,10 @@ _ATTRIBUTE_NAME = re.compile(r"^(_[a-z][a-z0-9_]*|[a-z][a-z0-9_]*_)$", re.IGNORE
 _NUMERIC_KINDS = "biuf"
 
 
-def _safetensors():
-    try:
-        import safetensors.numpy
-    except ImportError as exc:
-        raise ImportError(
-            "save and skvae.load need the safetensors package: "
-            "pip install safetensors (or pip install 'skvae[safetensors]'). "
-            "pickle and joblib work without it."
-        ) from exc
-    return safetensors
-
-
 # -------------------------------------------------------------------- encoding
 
 
-class _Encoder:
+class _ToJSON:
     """Turns attribute values into JSON, moving arrays to a tensor table."""
 
     def __init__(self):
@@ -117,8 +110,8 @@ class _Encoder:
         )
 
 
-class _Decoder:
-    """The inverse of :class:`_Encoder`, refusing anything it did not write."""
+class _FromJSON:
+    """The inverse of :class:`_ToJSON`, refusing anything it did not write."""
 
     def __init__(self, tensors):
         self.tensors = tensors
@@ -187,19 +180,56 @@ def _checksum(metadata, tensors):
 
 
 def save(estimator, path):
-    """Save a skvae estimator to ``path`` in a format that cannot run code.
+    """Save a skvae estimator to a file that cannot run code when loaded.
 
-    The estimator's ``save`` method calls this; see
-    :meth:`skvae.GaussianVAE.save` for the format and how it compares with
-    pickle, joblib and skops.
+    Read it back with :func:`skvae.load`. The file is one safetensors file:
+    the network weights and fitted arrays as raw tensors, and the parameters
+    (``get_params()``), the other fitted attributes, a format version and a
+    SHA-256 checksum as JSON. Loading parses JSON and copies bytes, and builds
+    only skvae's own estimator classes; it refuses a truncated or modified
+    file, an unknown format version and an unknown class with a
+    ``ValueError``. Weights are stored from the CPU and the device is resolved
+    again on load, so a model trained on a GPU loads on a machine without one.
+
+    How it compares with the other ways to persist an estimator:
+
+    - :mod:`pickle` and :mod:`joblib` keep working and store everything, but
+      **loading runs code named in the file**: load only files you trust.
+      They also tie the file to the Python classes it was written with.
+    - :mod:`skops.io` (``skops.io.dump``/``skops.io.load``) writes a zip of
+      JSON and arrays and rebuilds only the types you approve: here the
+      estimator class and its ``TrainingHistory``, which
+      :func:`skops.io.get_untrusted_types` lists for you to pass as
+      ``trusted``. Safe too, once you accept those names, but a separate
+      package and a trust decision at each load.
+    - :func:`skvae.save`/:func:`skvae.load` need no trust decision: the file
+      holds data only, the format is versioned, and the checksum catches
+      corruption. The checksum is not a signature: someone who edits a file
+      can recompute it, but the most they can do is give you wrong weights.
 
     Parameters
     ----------
-    estimator : GaussianVAE or another skvae estimator
+    estimator : GaussianVAE, VAEOutlierDetector or VAEImputer
         The estimator, fitted or not.
     path : str or os.PathLike
-        Where to write. An existing file is replaced only once the new one is
-        complete.
+        File to write, conventionally ending in ``.safetensors``. An existing
+        file is replaced only once the new one is complete.
+
+    See Also
+    --------
+    skvae.load : Read the file back.
+
+    Examples
+    --------
+    An unfitted estimator keeps its parameters; a fitted one its weights too
+    (see :func:`skvae.load`).
+
+    >>> import os, tempfile
+    >>> import skvae
+    >>> path = os.path.join(tempfile.mkdtemp(), "unfitted.safetensors")
+    >>> skvae.save(skvae.GaussianVAE(n_components=3), path)
+    >>> skvae.load(path).n_components
+    3
     """
     name = type(estimator).__name__
     if _ESTIMATORS.get(name) is not type(estimator):
@@ -207,14 +237,11 @@ def save(estimator, path):
             f"save stores skvae's own estimators ({', '.join(_ESTIMATORS)}), "
             f"not {name}; use pickle or joblib for other objects."
         )
-    safetensors = _safetensors()
-    from . import __version__
-
     params = estimator.get_params(deep=False)
     # The pickled state: the module as CPU arrays, no optimiser, no device.
     state = estimator.__getstate__()
     attributes = {k: v for k, v in state.items() if k not in params}
-    encoder = _Encoder()
+    encoder = _ToJSON()
     payload = {
         "params": encoder.encode(params, "params"),
         "attributes": encoder.encode(attributes, "attributes"),
@@ -240,7 +267,7 @@ def save(estimator, path):
 
 
 def load(path):
-    """Load an estimator written by its ``save`` method.
+    """Load an estimator written by :func:`skvae.save`.
 
     Only JSON and raw arrays are read, so loading a file from someone else
     cannot run code (unlike :func:`pickle.load` and :func:`joblib.load`). The
@@ -250,8 +277,7 @@ def load(path):
     Parameters
     ----------
     path : str or os.PathLike
-        A file written by :meth:`GaussianVAE.save` (or another skvae
-        estimator's ``save``).
+        A file written by :func:`skvae.save`.
 
     Returns
     -------
@@ -272,12 +298,11 @@ def load(path):
     >>> X = np.random.RandomState(0).normal(size=(50, 3))
     >>> vae = skvae.GaussianVAE(max_iter=3, random_state=0).fit(X)
     >>> path = os.path.join(tempfile.mkdtemp(), "vae.safetensors")
-    >>> vae.save(path)
+    >>> skvae.save(vae, path)
     >>> restored = skvae.load(path)
     >>> bool((restored.score_samples(X) == vae.score_samples(X)).all())
     True
     """
-    safetensors = _safetensors()
     try:
         with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
             metadata = f.metadata() or {}
@@ -315,7 +340,7 @@ def load(path):
 
 def _rebuild(cls, payload, tensors):
     estimator = cls()
-    decoder = _Decoder(tensors)
+    decoder = _FromJSON(tensors)
     estimator.set_params(**decoder.decode(payload["params"]))
     estimator._validate_params()
     attributes = decoder.decode(payload["attributes"])
@@ -325,6 +350,7 @@ def _rebuild(cls, payload, tensors):
             raise ValueError(f"attribute name {name!r} is not allowed.")
     if decoder.used != set(tensors):
         raise ValueError(f"unused tensors {sorted(set(tensors) - decoder.used)}.")
-    # As unpickling does: rebuilds the module and places it on a device.
-    estimator.__setstate__(attributes)
+    # As unpickling does: rebuilds the module and places it on a device; a
+    # fallback to the CPU warns at the line that called load.
+    estimator._set_state(attributes, stacklevel=5)
     return estimator

@@ -10,7 +10,8 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from skvae import GaussianVAE, _base, _training
+import skvae
+from skvae import GaussianVAE, _inference, _training
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -56,9 +57,8 @@ def test_gpu_model_loads_and_scores_on_a_machine_without_one(
         model_file = tmp_path / "model.pkl"
         model_file.write_bytes(pickle.dumps(cuda_model))
     else:
-        pytest.importorskip("safetensors")
         model_file = tmp_path / "model.safetensors"
-        cuda_model.save(model_file)
+        skvae.save(cuda_model, model_file)
     np.save(data_file, ppca.X_test)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run(
@@ -111,7 +111,7 @@ def test_data_too_large_for_the_gpu_are_streamed_with_the_same_result(
         devices.append(X.device.type)
         return real_device_batches(X, batches, device)
 
-    monkeypatch.setattr(_base, "fits_on_device", lambda nbytes, device: False)
+    monkeypatch.setattr(_inference, "fits_on_device", lambda nbytes, device: False)
     monkeypatch.setattr(_training, "_device_batches", spy)
     monkeypatch.setattr(_training, "STREAM_CHUNK", 100)  # several chunks an epoch
     streamed = GaussianVAE(**params, device="cuda").fit(ppca.X_train)
