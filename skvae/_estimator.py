@@ -229,6 +229,55 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     (3,)
     """
 
+    def __init__(
+        self,
+        n_components=2,
+        *,
+        hidden_layer_sizes=(64, 64),
+        activation="relu",
+        decoder_variance="feature",
+        min_variance=1e-4,
+        beta=1.0,
+        kl_warmup=0,
+        standardize=True,
+        batch_size="auto",
+        max_iter=200,
+        learning_rate_init=1e-3,
+        alpha=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        n_importance_samples=64,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        super().__init__(
+            n_components=n_components,
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            decoder_variance=decoder_variance,
+            min_variance=min_variance,
+            beta=beta,
+            kl_warmup=kl_warmup,
+            standardize=standardize,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            learning_rate_init=learning_rate_init,
+            alpha=alpha,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            n_importance_samples=n_importance_samples,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+        )
+
     @property
     def _n_features_out(self):
         """Number of output features, for ``get_feature_names_out``."""

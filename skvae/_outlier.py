@@ -295,7 +295,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         support_fraction=0.75,
     ):
         super().__init__(
-            n_components,
+            n_components=n_components,
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
             decoder_variance=decoder_variance,
