@@ -7,6 +7,7 @@ training loop in ``_training.py``.
 """
 
 import warnings
+from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
@@ -40,8 +41,17 @@ from ._units import (
 )
 
 
-class BaseGaussianVAE(BaseEstimator):
-    """Fitting and scoring machinery; see :class:`skvae.GaussianVAE` for the docs."""
+class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
+    """Base class of the Gaussian VAE estimators: fitting and scoring.
+
+    Abstract, as scikit-learn's ``BaseMixture`` and
+    ``BaseMultilayerPerceptron`` are: its ``__init__`` takes every parameter,
+    without defaults. Each public estimator declares its own signature, with
+    its defaults, beside the docstring that documents it in full
+    (:class:`skvae.GaussianVAE`, :class:`skvae.VAEOutlierDetector`,
+    :class:`skvae.VAEImputer`); ``tests/test_docstrings.py`` keeps the shared
+    parameter docs identical.
+    """
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
@@ -73,30 +83,31 @@ class BaseGaussianVAE(BaseEstimator):
         "warm_start": ["boolean"],
     }
 
+    @abstractmethod
     def __init__(
         self,
-        n_components=2,
         *,
-        hidden_layer_sizes=(64, 64),
-        activation="relu",
-        decoder_variance="feature",
-        min_variance=1e-4,
-        beta=1.0,
-        kl_warmup=0,
-        standardize=True,
-        batch_size="auto",
-        max_iter=200,
-        learning_rate_init=1e-3,
-        alpha=0.0,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        tol=1e-4,
-        n_importance_samples=64,
-        device="auto",
-        random_state=None,
-        verbose=0,
-        warm_start=False,
+        n_components,
+        hidden_layer_sizes,
+        activation,
+        decoder_variance,
+        min_variance,
+        beta,
+        kl_warmup,
+        standardize,
+        batch_size,
+        max_iter,
+        learning_rate_init,
+        alpha,
+        early_stopping,
+        validation_fraction,
+        n_iter_no_change,
+        tol,
+        n_importance_samples,
+        device,
+        random_state,
+        verbose,
+        warm_start,
     ):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes

@@ -62,17 +62,19 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
           The mean is first trained for a warm-up under the per-feature
           variance, since variance networks trained from the start tend to fit
           the noise instead of the mean (Detlefsen et al. 2019).
-        - a positive float: a fixed variance, in the model's internal units.
-          This is the usual "MSE + weight * KL" VAE; kept so the difference can
-          be seen, not recommended.
+        - a positive float: a fixed variance, in the model's internal units
+          (see ``min_variance``). This is the usual "MSE + weight * KL" VAE;
+          kept so the difference can be seen, not recommended.
 
         After training, the per-feature or shared variance is computed once on
         the whole training set, so scoring is deterministic.
 
     min_variance : float, default=1e-4
-        Floor on every decoder variance, in the model's internal units (a
-        fraction of each feature's variance when ``standardize=True``). The
-        Gaussian likelihood is unbounded as a variance goes to zero.
+        Floor on every decoder variance, in the model's internal units: the
+        floor in the units of X is ``min_variance * scale_ ** 2``, a fraction
+        of each feature's variance with ``standardize=True`` (see ``scale_``)
+        and ``min_variance`` itself with ``standardize=False``. The Gaussian
+        likelihood is unbounded as a variance goes to zero.
 
     beta : float, default=1.0
         Weight of the KL term. 1 gives the true ELBO; other values give the
@@ -84,18 +86,20 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         ``beta / kl_warmup`` to ``beta``; can help against posterior collapse.
 
     standardize : bool, default=True
-        Whether to standardize each feature internally (a constant feature is
-        scaled by its magnitude, a power of two, as its spread is zero).
-        Outputs are in the units of X either way.
+        Whether to standardize each feature internally, by the mean and
+        standard deviation of its observed entries (see ``mean_`` and
+        ``scale_``); the network then works in standardized units. Outputs
+        are in the units of X either way.
 
     batch_size : int or "auto", default="auto"
-        Rows per optimiser step (capped at the number of training rows).
-        ``"auto"`` uses ``2 ** round(log2(n_samples / 32))`` clipped to
-        [32, 1024]: small data sets still get about 32 steps per epoch, while
-        large ones use batches big enough to amortise the per-step overhead
-        that dominates a network of this size (throughput on a CPU grows
-        about tenfold from batch 64 to 4096), without the many extra epochs
-        that still larger batches need to reach the same held-out likelihood.
+        Rows per optimiser step (capped at the number of training rows; the
+        value used is ``batch_size_``). ``"auto"`` uses
+        ``2 ** round(log2(n_samples / 32))`` clipped to [32, 1024]: small data
+        sets still get about 32 steps per epoch, while large ones use batches
+        big enough to amortise the per-step overhead that dominates a network
+        of this size, without the many extra epochs that still larger batches
+        need to reach the same held-out likelihood. The measurements behind
+        the rule are in :doc:`/guide/scaling`.
 
     max_iter : int, default=200
         Maximum number of epochs.
@@ -112,8 +116,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         their ELBO stops improving, restoring the best weights. Off by default,
         as in ``MLPRegressor``: on heavy-tailed data a few held-out rows can
         dominate the mean validation ELBO early in training and stop it far too
-        soon; measured on ten real data sets, training on the training loss
-        alone gave the better held-out log-likelihood.
+        soon; on the benchmark data sets, training on the training loss alone
+        gave the better held-out log-likelihood (see :doc:`/benchmarks`).
+
     validation_fraction : float, default=0.1
         Proportion of rows held out for early stopping.
 
@@ -136,9 +141,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         :class:`torch.device` are accepted; an unavailable device is an error.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds the weights, batches, draws and the validation split. An int
-        gives identical results on the CPU for identical data. Torch's global
-        random state is never touched.
+        Seeds the initial weights, the order of the batches, the importance
+        draws, the validation split, and any random draw the fitted estimator
+        makes without a seed of its own. An int gives identical results on the
+        CPU for identical data. Torch's global random state is never touched.
 
     verbose : int, default=0
         Print one line per epoch with the training loss and validation ELBO.
@@ -156,12 +162,17 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         The device resolved from ``device``.
 
     mean_ : ndarray of shape (n_features,)
-        Per-feature mean used for standardization (zeros if
-        ``standardize=False``).
+        Per-feature mean of the observed entries of the data the model was
+        initialised on (by :meth:`fit`, or by the first call to
+        :meth:`partial_fit`), used for standardization; zeros with
+        ``standardize=False``.
 
     scale_ : ndarray of shape (n_features,)
-        Per-feature scale used for standardization (ones if
-        ``standardize=False``).
+        Per-feature scale used for standardization: the standard deviation of
+        the observed entries, computed with ``mean_``, except for a constant
+        feature, whose spread is zero: it is scaled by its magnitude rounded
+        down to a power of two (0.5 if it is all zeros). Ones with
+        ``standardize=False``.
 
     noise_variance_ : ndarray of shape (n_features,) or None
         Decoder variance in the units of X; None for a heteroscedastic decoder,
@@ -169,21 +180,29 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     kl_per_component_ : ndarray of shape (n_components,)
         Mean KL divergence of each latent dimension over the training rows, in
-        nats. A dimension near zero has collapsed onto the prior and is unused.
+        nats (``n_features`` of them when ``n_components`` is None). A
+        dimension near zero has collapsed onto the prior and is unused.
+
+    batch_size_ : int
+        Number of rows per optimiser step, resolved from ``batch_size``.
 
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run since the model was initialised: a :meth:`fit`
+        with ``warm_start=True`` and each :meth:`partial_fit` add to it.
 
     loss_curve_ : list of float
-        Training objective (negative ELBO, per row, in the units of X) after
-        each epoch.
+        Training objective after each epoch, one entry per epoch of
+        ``n_iter_``: the negative ELBO of the observed entries, per row, in
+        the units of X.
 
     best_loss_ : float or None
-        Lowest training loss reached; None with early stopping.
+        Lowest training loss (as in ``loss_curve_``) since the stopping rule
+        last started afresh, at the start of a :meth:`fit`; None with early
+        stopping.
 
     validation_scores_ : list of float or None
-        ELBO per row of the validation set after each epoch; None without
-        early stopping.
+        ELBO per row of the validation set, in the units of X, after each
+        epoch; None without early stopping.
 
     best_validation_score_ : float or None
         Best validation ELBO; None without early stopping.
@@ -229,6 +248,55 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     >>> vae.score_samples(X[:3]).shape
     (3,)
     """
+
+    def __init__(
+        self,
+        n_components=2,
+        *,
+        hidden_layer_sizes=(64, 64),
+        activation="relu",
+        decoder_variance="feature",
+        min_variance=1e-4,
+        beta=1.0,
+        kl_warmup=0,
+        standardize=True,
+        batch_size="auto",
+        max_iter=200,
+        learning_rate_init=1e-3,
+        alpha=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        n_importance_samples=64,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        super().__init__(
+            n_components=n_components,
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            decoder_variance=decoder_variance,
+            min_variance=min_variance,
+            beta=beta,
+            kl_warmup=kl_warmup,
+            standardize=standardize,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            learning_rate_init=learning_rate_init,
+            alpha=alpha,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            n_importance_samples=n_importance_samples,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+        )
 
     @property
     def _n_features_out(self):

@@ -33,30 +33,64 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         feature, as :class:`~sklearn.decomposition.PCA` keeps all components.
 
     hidden_layer_sizes : array-like of int, default=(64, 64)
-        Hidden layer widths of the encoder; the decoder mirrors them.
+        Hidden layer widths of the encoder; the decoder mirrors them. An empty
+        tuple gives a linear encoder and decoder (a linear VAE, whose maximum
+        likelihood solution is probabilistic PCA or factor analysis).
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
-        How the decoder variance is set; see :class:`skvae.GaussianVAE`.
+        How the decoder's variance sigma^2 is set.
+
+        - ``"feature"``: one variance per feature (as in factor analysis), set
+          to its closed-form optimum, the mean squared residual (Rybkin et al.
+          2021).
+        - ``"shared"``: one variance for all features (as in probabilistic
+          PCA), closed-form likewise.
+        - ``"heteroscedastic"``: sigma^2(z) from a head of the decoder network.
+          The mean is first trained for a warm-up under the per-feature
+          variance, since variance networks trained from the start tend to fit
+          the noise instead of the mean (Detlefsen et al. 2019).
+        - a positive float: a fixed variance, in the model's internal units
+          (see ``min_variance``). This is the usual "MSE + weight * KL" VAE;
+          kept so the difference can be seen, not recommended.
+
+        After training, the per-feature or shared variance is computed once on
+        the whole training set, so scoring is deterministic.
 
     min_variance : float, default=1e-4
-        Floor on every decoder variance, in standardized units.
+        Floor on every decoder variance, in the model's internal units: the
+        floor in the units of X is ``min_variance * scale_ ** 2``, a fraction
+        of each feature's variance with ``standardize=True`` (see ``scale_``)
+        and ``min_variance`` itself with ``standardize=False``. The Gaussian
+        likelihood is unbounded as a variance goes to zero.
 
     beta : float, default=1.0
-        Weight of the KL term (1 gives the true ELBO).
+        Weight of the KL term. 1 gives the true ELBO; other values give the
+        beta-VAE objective, which is no longer a bound on the log-likelihood
+        (``score_samples`` still estimates the fitted model's log p(x)).
 
     kl_warmup : int, default=0
-        Epochs over which the KL weight rises linearly to ``beta``.
+        Number of epochs over which the KL weight rises linearly from
+        ``beta / kl_warmup`` to ``beta``; can help against posterior collapse.
 
     standardize : bool, default=True
-        Whether to standardize each feature internally (statistics of the
-        observed entries).
+        Whether to standardize each feature internally, by the mean and
+        standard deviation of its observed entries (see ``mean_`` and
+        ``scale_``); the network then works in standardized units. Outputs
+        are in the units of X either way.
 
     batch_size : int or "auto", default="auto"
-        Rows per optimiser step.
+        Rows per optimiser step (capped at the number of training rows; the
+        value used is ``batch_size_``). ``"auto"`` uses
+        ``2 ** round(log2(n_samples / 32))`` clipped to [32, 1024]: small data
+        sets still get about 32 steps per epoch, while large ones use batches
+        big enough to amortise the per-step overhead that dominates a network
+        of this size, without the many extra epochs that still larger batches
+        need to reach the same held-out likelihood. The measurements behind
+        the rule are in :doc:`/guide/scaling`.
 
     max_iter : int, default=200
         Maximum number of epochs.
@@ -65,10 +99,16 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         Adam's step size.
 
     alpha : float, default=0.0
-        L2 penalty on the network weights.
+        L2 penalty on the network weights: ``alpha / 2 * ||W||^2`` is added to
+        the summed negative ELBO (a Gaussian prior on the weights).
 
     early_stopping : bool, default=False
-        Whether to stop on the ELBO of held-out rows.
+        Whether to hold out ``validation_fraction`` of the rows and stop when
+        their ELBO stops improving, restoring the best weights. Off by default,
+        as in ``MLPRegressor``: on heavy-tailed data a few held-out rows can
+        dominate the mean validation ELBO early in training and stop it far too
+        soon; on the benchmark data sets, training on the training loss alone
+        gave the better held-out log-likelihood (see :doc:`/benchmarks`).
 
     validation_fraction : float, default=0.1
         Proportion of rows held out for early stopping.
@@ -77,24 +117,36 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         Epochs without an improvement of at least ``tol`` before stopping.
 
     tol : float, default=1e-4
-        Improvement, in nats per row, that counts.
+        Improvement, in nats per row, that counts: of the training loss, or of
+        the validation ELBO with early stopping.
 
     n_importance_samples : int, default=64
-        Importance draws per row, for the imputations and for
-        :meth:`score_samples`. The draws are the same for every row, so
-        imputations are deterministic.
+        Draws from q(z|x) per row in :meth:`score_samples`. The draws are the
+        same for every row (quasi-random, fixed at fit time), so scores are
+        deterministic; more draws tighten the bound and lower its noise, at a
+        cost linear in their number.
+
+        The imputations of :meth:`transform` are estimated with the same
+        draws, so they are deterministic too (unless
+        ``sample_posterior=True``).
 
     device : str or torch.device, default="auto"
-        Where to train and impute: ``"auto"`` picks CUDA, then MPS, then CPU.
+        Where to train and score: ``"auto"`` picks CUDA, then MPS, then the
+        CPU. ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a
+        :class:`torch.device` are accepted; an unavailable device is an error.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds training and, with ``sample_posterior=True``, the draws.
+        Seeds the initial weights, the order of the batches, the importance
+        draws, the validation split, and any random draw the fitted estimator
+        makes without a seed of its own. An int gives identical results on the
+        CPU for identical data. Torch's global random state is never touched.
 
     verbose : int, default=0
-        Print one line per epoch.
+        Print one line per epoch with the training loss and validation ELBO.
 
     warm_start : bool, default=False
-        Continue training from the fitted weights on the next :meth:`fit`.
+        Continue training from the fitted weights on the next call to
+        :meth:`fit` instead of starting afresh.
 
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` is stacked onto
@@ -117,28 +169,47 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         The device resolved from ``device``.
 
     mean_ : ndarray of shape (n_features,)
-        Per-feature mean of the observed entries, used for standardization.
+        Per-feature mean of the observed entries of the data the model was
+        initialised on (by :meth:`fit`, or by the first call to
+        :meth:`partial_fit`), used for standardization; zeros with
+        ``standardize=False``.
 
     scale_ : ndarray of shape (n_features,)
-        Per-feature standard deviation of the observed entries.
+        Per-feature scale used for standardization: the standard deviation of
+        the observed entries, computed with ``mean_``, except for a constant
+        feature, whose spread is zero: it is scaled by its magnitude rounded
+        down to a power of two (0.5 if it is all zeros). Ones with
+        ``standardize=False``.
 
     noise_variance_ : ndarray of shape (n_features,) or None
-        Decoder variance in the units of X; None for a heteroscedastic decoder.
+        Decoder variance in the units of X; None for a heteroscedastic decoder,
+        whose variance depends on z.
 
     kl_per_component_ : ndarray of shape (n_components,)
-        Mean KL divergence of each latent dimension over the training rows.
+        Mean KL divergence of each latent dimension over the training rows, in
+        nats (``n_features`` of them when ``n_components`` is None). A
+        dimension near zero has collapsed onto the prior and is unused.
+
+    batch_size_ : int
+        Number of rows per optimiser step, resolved from ``batch_size``.
 
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run since the model was initialised: a :meth:`fit`
+        with ``warm_start=True`` and each :meth:`partial_fit` add to it.
 
     loss_curve_ : list of float
-        Training objective (negative masked ELBO per row) after each epoch.
+        Training objective after each epoch, one entry per epoch of
+        ``n_iter_``: the negative ELBO of the observed entries, per row, in
+        the units of X.
 
     best_loss_ : float or None
-        Lowest training loss reached; None with early stopping.
+        Lowest training loss (as in ``loss_curve_``) since the stopping rule
+        last started afresh, at the start of a :meth:`fit`; None with early
+        stopping.
 
     validation_scores_ : list of float or None
-        Validation ELBO per epoch; None without early stopping.
+        ELBO per row of the validation set, in the units of X, after each
+        epoch; None without early stopping.
 
     best_validation_score_ : float or None
         Best validation ELBO; None without early stopping.
