@@ -25,21 +25,8 @@ run in parts (``--detectors`` picks some) and then tabulated (``--no-run``).
 import time
 import warnings
 
+import _common as harness
 import numpy as np
-from _common import (
-    argument_parser,
-    command,
-    data_names,
-    header,
-    load,
-    mean_sd,
-    publish,
-    pyod_version,
-    resumable_runs,
-    table_head,
-    table_row,
-    torch_threads,
-)
 from sklearn.covariance import EllipticEnvelope
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -103,9 +90,9 @@ def outlyingness(name, X, seed):
 
 
 def evaluate(data_name, name, seed):
-    X, y = load(data_name)
+    X, y = harness.load(data_name)
     tic = time.perf_counter()
-    with warnings.catch_warnings(), torch_threads(1):
+    with warnings.catch_warnings(), harness.torch_threads(1):
         # Convergence, duplicate-row and ill-conditioning warnings of the
         # baselines are expected on these data and would flood the output.
         warnings.simplefilter("ignore")
@@ -119,7 +106,7 @@ def evaluate(data_name, name, seed):
     return data_name, name, seed, auc, ap, seconds, flagged
 
 
-def table(metric, results, names, data_names, seeds):
+def table(metric, results, names, datasets, seeds):
     """Markdown table of one metric: rows are data sets, columns detectors.
 
     ``results[data_name, name]`` maps each seed to its metrics. A column with
@@ -127,34 +114,36 @@ def table(metric, results, names, data_names, seeds):
     """
     columns = ["data set"]
     for name in names:
-        n_seeds = min(len(results.get((d, name), {})) for d in data_names)
+        n_seeds = min(len(results.get((d, name), {})) for d in datasets)
         columns.append(name if n_seeds == seeds else f"{name} ({n_seeds} seeds)")
-    lines = table_head(columns)
-    for data_name in data_names:
+    lines = harness.table_head(columns)
+    for data_name in datasets:
         cells = [
-            mean_sd(
+            harness.mean_sd(
                 [run[metric] for run in results.get((data_name, name), {}).values()]
             )
             for name in names
         ]
-        lines.append(table_row([data_name, *cells]))
+        lines.append(harness.table_row([data_name, *cells]))
     means = []
     for name in names:
         # Mean over data sets for each seed run on all of them; spread over seeds.
         complete = set.intersection(
-            *(set(results.get((d, name), {})) for d in data_names)
+            *(set(results.get((d, name), {})) for d in datasets)
         )
         per_seed = [
-            np.mean([results[d, name][seed][metric] for d in data_names])
+            np.mean([results[d, name][seed][metric] for d in datasets])
             for seed in sorted(complete)
         ]
-        means.append(f"**{mean_sd(per_seed)}**")
-    lines.append(table_row(["**mean**", *means]))
+        means.append(f"**{harness.mean_sd(per_seed)}**")
+    lines.append(harness.table_row(["**mean**", *means]))
     return lines
 
 
 def main(argv=None):
-    parser = argument_parser(__doc__, docs_section="anomaly", runs="", data=True)
+    parser = harness.argument_parser(
+        __doc__, docs_section="anomaly", runs="", data=True
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS)
     parser.add_argument(
@@ -162,17 +151,17 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    has_pyod = pyod_version() is not None
+    has_pyod = harness.pyod_version() is not None
     names = args.detectors or [n for n in DETECTORS if has_pyod or n != "PyOD VAE"]
-    datasets = data_names(args.data)
-    lines = [command(argv), "", *header()]
+    datasets = harness.data_names(args.data)
+    lines = [harness.command(argv), "", *harness.header()]
     jobs = [
         (d, name, seed)
         for seed in range(args.seeds)
         for d in datasets
         for name in names
     ]
-    outputs = resumable_runs(
+    outputs = harness.resumable_runs(
         evaluate, jobs, args.runs, args.n_jobs, run=not args.no_run
     )
     results = {}
@@ -210,16 +199,18 @@ def main(argv=None):
             "fence on the training log-likelihoods): fraction of rows flagged "
             "against the true fraction of anomalies.",
             "",
-            *table_head(["data set", "flagged", "anomalies"]),
+            *harness.table_head(["data set", "flagged", "anomalies"]),
         ]
         for data_name in datasets:
             flagged = [
                 run["flagged"]
                 for run in results.get((data_name, "VAEOutlierDetector"), {}).values()
             ]
-            anomalies = np.mean(load(data_name)[1])
+            anomalies = np.mean(harness.load(data_name)[1])
             lines.append(
-                table_row([data_name, f"{np.mean(flagged):.3f}", f"{anomalies:.3f}"])
+                harness.table_row(
+                    [data_name, f"{np.mean(flagged):.3f}", f"{anomalies:.3f}"]
+                )
             )
     lines += [
         "",
@@ -231,7 +222,7 @@ def main(argv=None):
         )
         + ".",
     ]
-    publish(lines, "anomaly", args.write_docs)
+    harness.publish(lines, "anomaly", args.write_docs)
 
 
 if __name__ == "__main__":
