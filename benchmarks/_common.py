@@ -67,14 +67,15 @@ def load(name):
 # ------------------------------------------------------ command and header
 
 
-def argument_parser(doc, docs_section=None, runs=None, data=False):
+def argument_parser(doc, docs_section=None, runs=None, data=False, seeds=None):
     """The parser of a script whose module docstring is ``doc``.
 
     With ``docs_section``, ``--write-docs`` replaces that section of
     docs/benchmarks.md. With ``runs`` (a default file name, or ``""`` for
     none), ``--runs FILE`` keeps the finished runs and ``--n-jobs`` runs them
     in parallel. With ``data``, ``--data NAME ...`` picks data sets of
-    DATA_DIR (all by default).
+    DATA_DIR (all by default). With ``seeds``, ``--seeds`` (that many by
+    default) sets the number of seeds.
     """
     parser = argparse.ArgumentParser(
         description=doc.splitlines()[0],
@@ -95,6 +96,8 @@ def argument_parser(doc, docs_section=None, runs=None, data=False):
             help="JSON-lines file of finished runs; those in it are not run again",
         )
         parser.add_argument("--n-jobs", type=int, default=1, help="parallel runs")
+    if seeds is not None:
+        parser.add_argument("--seeds", type=int, default=seeds)
     if data:
         parser.add_argument(
             "--data", nargs="+", metavar="NAME", help="data sets (default: all)"
@@ -241,6 +244,17 @@ def resumable_runs(run_one, jobs, runs=None, n_jobs=1, run=True):
         if file:
             file.close()
     return done
+
+
+def run_study(run_one, settings, args, run=True):
+    """The data sets and the results of ``run_one(data set, setting, seed)``.
+
+    Over the data sets (``args.data``), the settings and the seeds
+    (``args.seeds``), resumed from ``args.runs``; see :func:`resumable_runs`.
+    """
+    names = data_names(args.data)
+    jobs = [(d, s, seed) for seed in range(args.seeds) for s in settings for d in names]
+    return names, resumable_runs(run_one, jobs, args.runs, args.n_jobs, run)
 
 
 # -------------------------------------------------------- global settings

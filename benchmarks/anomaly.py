@@ -142,9 +142,8 @@ def table(metric, results, names, datasets, seeds):
 
 def main(argv=None):
     parser = harness.argument_parser(
-        __doc__, docs_section="anomaly", runs="", data=True
+        __doc__, docs_section="anomaly", runs="", data=True, seeds=5
     )
-    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS)
     parser.add_argument(
         "--no-run", action="store_true", help="only tabulate the runs in --runs"
@@ -153,17 +152,8 @@ def main(argv=None):
 
     has_pyod = harness.pyod_version() is not None
     names = args.detectors or [n for n in DETECTORS if has_pyod or n != "PyOD VAE"]
-    datasets = harness.data_names(args.data)
     lines = [harness.command(argv), "", *harness.header()]
-    jobs = [
-        (d, name, seed)
-        for seed in range(args.seeds)
-        for d in datasets
-        for name in names
-    ]
-    outputs = harness.resumable_runs(
-        evaluate, jobs, args.runs, args.n_jobs, run=not args.no_run
-    )
+    datasets, outputs = harness.run_study(evaluate, names, args, run=not args.no_run)
     results = {}
     for data_name, name, seed, auc, ap, seconds, flagged in outputs:
         results.setdefault((data_name, name), {})[seed] = {

@@ -112,12 +112,11 @@ def run_one(data_name, setting, seed):
 
 
 def main(argv=None):
-    parser = harness.argument_parser(__doc__, runs="anomaly_scores.jsonl", data=True)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser = harness.argument_parser(
+        __doc__, runs="anomaly_scores.jsonl", data=True, seeds=2
+    )
     args = parser.parse_args(argv)
-    names = harness.data_names(args.data)
-    jobs = [(d, s, seed) for seed in range(args.seeds) for s in SETTINGS for d in names]
-    results = harness.resumable_runs(run_one, jobs, args.runs, args.n_jobs)
+    names, results = harness.run_study(run_one, SETTINGS, args)
     metrics = {}  # (setting, score) -> data set -> list of (auc, ap)
     for data_name, setting, _, out in results:
         for score, values in out.items():

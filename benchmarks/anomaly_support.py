@@ -91,15 +91,13 @@ def run_one(data_name, setting, seed):
 
 
 def main(argv=None):
-    parser = harness.argument_parser(__doc__, runs="anomaly_support.jsonl", data=True)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser = harness.argument_parser(
+        __doc__, runs="anomaly_support.jsonl", data=True, seeds=2
+    )
     args = parser.parse_args(argv)
-    names = harness.data_names(args.data)
-    jobs = [(d, s, seed) for seed in range(args.seeds) for s in SETTINGS for d in names]
+    names, results = harness.run_study(run_one, SETTINGS, args)
     metrics = {}  # setting -> data set -> list of (auc, ap)
-    for data_name, setting, _, auc, ap in harness.resumable_runs(
-        run_one, jobs, args.runs, args.n_jobs
-    ):
+    for data_name, setting, _, auc, ap in results:
         metrics.setdefault(setting, {}).setdefault(data_name, []).append((auc, ap))
     rows = []
     for setting in SETTINGS:

@@ -142,8 +142,9 @@ def table(results, names, shapes, rate):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = harness.argument_parser(__doc__, docs_section="imputation", runs="")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser = harness.argument_parser(
+        __doc__, docs_section="imputation", runs="", seeds=5
+    )
     parser.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     parser.add_argument("--max-rows", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")

@@ -79,8 +79,9 @@ def held_out(make, X, seed):
 
 
 def main(argv=None):
-    parser = harness.argument_parser(__doc__, docs_section="likelihood", runs="")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = harness.argument_parser(
+        __doc__, docs_section="likelihood", runs="", seeds=3
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
 
