@@ -7,35 +7,26 @@ parameters throughout, no per-data-set tuning; LocalOutlierFactor and
 OneClassSVM, which depend on the units of each feature, get standardized
 inputs (the VAE standardizes internally, IsolationForest is unit-free, and
 PyOD's VAE standardizes by default). PyOD's VAE runs when pyod is installed
-(``pip install skvae[benchmark]``).
+(``pip install skvae[benchmark]``). Each run uses one torch thread.
 
 Prints markdown tables (mean ± sd over seeds, per data set and the mean over
-data sets) and writes them into docs/benchmarks.md between the ``anomaly``
-markers.
+data sets); ``--write-docs`` writes them into docs/benchmarks.md between the
+``anomaly`` markers.
 
-    python benchmarks/anomaly.py [--seeds 5] [--n-jobs 1] [--no-write]
-                                 [--runs FILE] [--detectors NAME ...]
+    OMP_NUM_THREADS=1 python benchmarks/anomaly.py [--seeds 5] [--n-jobs 1]
+        [--runs FILE] [--detectors NAME ...] [--data NAME ...] [--no-run]
+        [--write-docs]
 
 With ``--runs FILE``, each run is appended to a JSON-lines file as it ends and
 runs already there are not repeated, so a long benchmark can be resumed or
-run in parts (``--detectors`` picks some) and then tabulated.
+run in parts (``--detectors`` picks some) and then tabulated (``--no-run``).
 """
 
-import argparse
-import importlib.util
-import json
-import os
-import platform
-import re
-import sys
 import time
 import warnings
-from pathlib import Path
 
+import _common as harness
 import numpy as np
-import sklearn
-import torch
-from joblib import Parallel, delayed
 from sklearn.covariance import EllipticEnvelope
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -46,15 +37,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-import skvae
 from skvae import VAEOutlierDetector
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(
-    os.environ.get("SKVAE_DATA_DIR", ROOT / ".." / "shared" / "data" / "anomaly")
-)
-DOCS = ROOT / "docs" / "benchmarks.md"
-HAS_PYOD = importlib.util.find_spec("pyod") is not None
 # "one fit": support_fraction=1.0, the model fitted once on all rows (no
 # support steps), the default before support steps were measured.
 ONE_FIT = "VAEOutlierDetector, one fit"
@@ -106,11 +90,9 @@ def outlyingness(name, X, seed):
 
 
 def evaluate(data_name, name, seed):
-    data = np.load(DATA_DIR / f"{data_name}.npz")
-    X, y = data["X"], data["y"]
-    torch.set_num_threads(1)
+    X, y = harness.load(data_name)
     tic = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), harness.torch_threads(1):
         # Convergence, duplicate-row and ill-conditioning warnings of the
         # baselines are expected on these data and would flood the output.
         warnings.simplefilter("ignore")
@@ -124,85 +106,54 @@ def evaluate(data_name, name, seed):
     return data_name, name, seed, auc, ap, seconds, flagged
 
 
-def cell(values):
-    if not len(values):
-        return "–"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
-def table(metric, results, names, data_names, seeds):
+def table(metric, results, names, datasets, seeds):
     """Markdown table of one metric: rows are data sets, columns detectors.
 
     ``results[data_name, name]`` maps each seed to its metrics. A column with
     fewer seeds than asked for says how many it has.
     """
-    header = []
+    columns = ["data set"]
     for name in names:
-        n_seeds = min(len(results.get((d, name), {})) for d in data_names)
-        header.append(name if n_seeds == seeds else f"{name} ({n_seeds} seeds)")
-    lines = [
-        "| data set | " + " | ".join(header) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for data_name in data_names:
+        n_seeds = min(len(results.get((d, name), {})) for d in datasets)
+        columns.append(name if n_seeds == seeds else f"{name} ({n_seeds} seeds)")
+    lines = harness.table_head(columns)
+    for data_name in datasets:
         cells = [
-            cell([run[metric] for run in results.get((data_name, name), {}).values()])
+            harness.mean_sd(
+                [run[metric] for run in results.get((data_name, name), {}).values()]
+            )
             for name in names
         ]
-        lines.append(f"| {data_name} | " + " | ".join(cells) + " |")
+        lines.append(harness.table_row([data_name, *cells]))
     means = []
     for name in names:
         # Mean over data sets for each seed run on all of them; spread over seeds.
         complete = set.intersection(
-            *(set(results.get((d, name), {})) for d in data_names)
+            *(set(results.get((d, name), {})) for d in datasets)
         )
         per_seed = [
-            np.mean([results[d, name][seed][metric] for d in data_names])
+            np.mean([results[d, name][seed][metric] for d in datasets])
             for seed in sorted(complete)
         ]
-        means.append(f"**{cell(per_seed)}**")
-    lines.append("| **mean** | " + " | ".join(means) + " |")
+        means.append(f"**{harness.mean_sd(per_seed)}**")
+    lines.append(harness.table_row(["**mean**", *means]))
     return lines
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--n-jobs", type=int, default=1)
-    parser.add_argument(
-        "--no-write", action="store_true", help="do not update docs/benchmarks.md"
+    parser = harness.argument_parser(
+        __doc__, docs_section="anomaly", runs="", data=True, seeds=5
     )
-    parser.add_argument("--runs", type=Path, help="JSON-lines file of runs")
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS)
     parser.add_argument(
         "--no-run", action="store_true", help="only tabulate the runs in --runs"
     )
     args = parser.parse_args(argv)
 
-    names = args.detectors or [n for n in DETECTORS if HAS_PYOD or n != "PyOD VAE"]
-    data_names = sorted(p.stem for p in DATA_DIR.glob("*.npz"))
-    if not data_names:
-        sys.exit(f"No .npz data sets in {DATA_DIR}; set SKVAE_DATA_DIR.")
-    outputs = []
-    if args.runs and args.runs.exists():
-        outputs = [json.loads(line) for line in args.runs.read_text().splitlines()]
-    outputs = [o for o in outputs if o[1] in names and o[2] < args.seeds]
-    done = {tuple(o[:3]) for o in outputs}
-    jobs = [
-        (d, name, seed)
-        for seed in range(args.seeds)
-        for d in data_names
-        for name in names
-        if (d, name, seed) not in done and not args.no_run
-    ]
-    runs = Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")(
-        delayed(evaluate)(*job) for job in jobs
-    )
-    for output in runs:
-        outputs.append(output)
-        if args.runs:
-            with args.runs.open("a") as file:
-                file.write(json.dumps(output) + "\n")
+    has_pyod = harness.pyod_version() is not None
+    names = args.detectors or [n for n in DETECTORS if has_pyod or n != "PyOD VAE"]
+    lines = [harness.command(argv), "", *harness.header()]
+    datasets, outputs = harness.run_study(evaluate, names, args, run=not args.no_run)
     results = {}
     for data_name, name, seed, auc, ap, seconds, flagged in outputs:
         results.setdefault((data_name, name), {})[seed] = {
@@ -212,27 +163,12 @@ def main(argv=None):
             "flagged": flagged,
         }
 
-    versions = (
-        f"skvae {skvae.__version__}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}"
-    )
-    if HAS_PYOD:
-        import pyod
-
-        versions += f", pyod {pyod.__version__}"
-    command = " ".join(["python benchmarks/anomaly.py", *(argv or sys.argv[1:])])
-    lines = [
-        f"Command: `OMP_NUM_THREADS=1 {command}`"
-        + (
+    if args.no_run:
+        lines[0] += (
             " (tabulates the runs recorded in that file by earlier, resumable "
             "invocations with the same --runs)"
-            if args.no_run
-            else ""
-        ),
-        "",
-        f"Versions: {versions}, Python {platform.python_version()}; "
-        f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, CPU only.",
-        "",
+        )
+    lines += [
         "Unsupervised protocol: fit on all rows without labels, score all rows. "
         "Default parameters, no tuning; LocalOutlierFactor and OneClassSVM get "
         "standardized inputs. Mean ± sd over "
@@ -240,11 +176,11 @@ def main(argv=None):
         "",
         "ROC AUC:",
         "",
-        *table("auc", results, names, data_names, args.seeds),
+        *table("auc", results, names, datasets, args.seeds),
         "",
         "Average precision:",
         "",
-        *table("ap", results, names, data_names, args.seeds),
+        *table("ap", results, names, datasets, args.seeds),
     ]
     if "VAEOutlierDetector" in names:
         lines += [
@@ -253,37 +189,30 @@ def main(argv=None):
             "fence on the training log-likelihoods): fraction of rows flagged "
             "against the true fraction of anomalies.",
             "",
-            "| data set | flagged | anomalies |",
-            "|---|---|---|",
+            *harness.table_head(["data set", "flagged", "anomalies"]),
         ]
-        for data_name in data_names:
-            y = np.load(DATA_DIR / f"{data_name}.npz")["y"]
+        for data_name in datasets:
             flagged = [
                 run["flagged"]
                 for run in results.get((data_name, "VAEOutlierDetector"), {}).values()
             ]
-            lines.append(f"| {data_name} | {np.mean(flagged):.3f} | {np.mean(y):.3f} |")
+            anomalies = np.mean(harness.load(data_name)[1])
+            lines.append(
+                harness.table_row(
+                    [data_name, f"{np.mean(flagged):.3f}", f"{anomalies:.3f}"]
+                )
+            )
     lines += [
         "",
         "Fit + score seconds per run, mean over data sets and seeds (one "
         "thread each; wall clock, so only comparable within one run): "
         + ", ".join(
-            f"{name} {np.mean([r['seconds'] for d in data_names for r in results.get((d, name), {}).values()]):.1f}"
+            f"{name} {np.mean([r['seconds'] for d in datasets for r in results.get((d, name), {}).values()]):.1f}"
             for name in names
         )
         + ".",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        document = DOCS.read_text()
-        document = re.sub(
-            r"(<!-- BEGIN anomaly -->\n).*?(<!-- END anomaly -->)",
-            lambda m: m.group(1) + text + "\n" + m.group(2),
-            document,
-            flags=re.DOTALL,
-        )
-        DOCS.write_text(document)
+    harness.publish(lines, "anomaly", args.write_docs)
 
 
 if __name__ == "__main__":

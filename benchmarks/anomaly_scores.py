@@ -6,34 +6,35 @@ stopping, beta, latent size), fits on all rows of each data set in
 and ranks all rows by four scores, higher meaning more normal:
 
 - ``iwae``: the importance-weighted log-likelihood (``score_samples``);
-- ``elbo``: the evidence lower bound, with the same draws;
+- ``elbo``: the evidence lower bound, with importance draws of the same kind
+  and number as ``score_samples`` (seeded by the run's seed);
 - ``recon_logprob``: E_q[log p(x|z)], An & Cho's reconstruction probability;
 - ``recon_error``: minus the squared error of the decoder mean at the
   posterior mean, in standardized units (a plain autoencoder score).
 
-Prints mean ROC AUC and average precision over the data sets and seeds. Each
-run is appended to a JSON-lines file as it ends; rerunning with the same file
-skips the runs already there.
+The last three need the fitted network itself: the script evaluates them with
+``skvae._inference.map_rows`` on the public fitted attributes (``module_``,
+``mean_``, ``scale_``, ``device_``). Prints mean ROC AUC and average precision
+over the data sets and seeds (one torch thread per run). Each run is appended
+to a JSON-lines file as it ends; rerunning with the same file skips the runs
+already there. The user guide's table (docs/guide/outlier_detection.rst) comes
+from this script.
 
-    python benchmarks/anomaly_scores.py [--seeds 2] [--n-jobs 1] [--runs FILE]
+    OMP_NUM_THREADS=1 python benchmarks/anomaly_scores.py [--seeds 2] [--n-jobs 1]
+        [--runs anomaly_scores.jsonl] [--data NAME ...]
 """
 
-import argparse
-import os
-import platform
-import sys
 import warnings
-from pathlib import Path
 
+import _common as harness
 import numpy as np
-import sklearn
 import torch
-from _anomaly_runs import DATA_DIR, data_names, resumable_runs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from skvae import GaussianVAE
 from skvae._device import inference_dtype
+from skvae._inference import importance_draws, map_rows
 from skvae._likelihood import gaussian_log_prob
 
 SETTINGS = {
@@ -52,12 +53,17 @@ SETTINGS = {
 SCORES = ("iwae", "elbo", "recon_logprob", "recon_error")
 
 
-def all_scores(vae, X):
+def all_scores(vae, X, seed):
     """The four scores of each row of X under a fitted GaussianVAE."""
-    dtype = inference_dtype(vae.device_)
-    eps = vae._importance_draws(dtype)
+    eps = importance_draws(
+        vae.module_.n_components,
+        vae.n_importance_samples,
+        seed,
+        vae.device_,
+        inference_dtype(vae.device_),
+    )
 
-    # _map_rows passes the observed-entry mask too: None, as these data sets
+    # map_rows passes the observed-entry mask too: None, as these data sets
     # have no missing values.
     def per_row(module, x, mask):
         mean, std = module.encode(x)
@@ -68,7 +74,19 @@ def all_scores(vae, X):
         error = -((x - module.decode(mean)[0]) ** 2).sum(-1)
         return torch.stack([elbo, recon, error], 1)
 
-    elbo, recon, error = vae._map_rows(X, per_row, vae._importance_width()).T
+    # Values per row inside per_row: draws times the widest layer.
+    width = vae.n_importance_samples * max(
+        (vae.n_features_in_, *vae.hidden_layer_sizes)
+    )
+    elbo, recon, error = map_rows(
+        vae.module_,
+        X,
+        per_row,
+        device=vae.device_,
+        mean=vae.mean_,
+        scale=vae.scale_,
+        width=width,
+    ).T
     return {
         "iwae": vae.score_samples(X),
         "elbo": elbo,
@@ -78,14 +96,13 @@ def all_scores(vae, X):
 
 
 def run_one(data_name, setting, seed):
-    data = np.load(DATA_DIR / f"{data_name}.npz")
-    X, y = data["X"], data["y"]
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
+    X, y = harness.load(data_name)
+    with warnings.catch_warnings(), harness.torch_threads(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         vae = GaussianVAE(random_state=seed, device="cpu", **SETTINGS[setting]).fit(X)
+        scores = all_scores(vae, X, seed)
     out = {}
-    for name, score in all_scores(vae, X).items():
+    for name, score in scores.items():
         outlyingness = -score
         out[name] = (
             roc_auc_score(y, outlyingness),
@@ -95,53 +112,45 @@ def run_one(data_name, setting, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--n-jobs", type=int, default=1)
-    parser.add_argument("--runs", type=Path, default=Path("anomaly_scores.jsonl"))
+    parser = harness.argument_parser(
+        __doc__, runs="anomaly_scores.jsonl", data=True, seeds=2
+    )
     args = parser.parse_args(argv)
-    names = data_names()
-    done = resumable_runs(run_one, SETTINGS, names, args.seeds, args.runs, args.n_jobs)
-    results = [r for r in done if r[1] in SETTINGS and r[2] < args.seeds]
-    settings = [s for s in SETTINGS if any(r[1] == s for r in results)]
-    table = {}  # (setting, score) -> dataset -> list of (auc, ap)
+    names, results = harness.run_study(run_one, SETTINGS, args)
+    metrics = {}  # (setting, score) -> data set -> list of (auc, ap)
     for data_name, setting, _, out in results:
-        for score, metrics in out.items():
-            table.setdefault((setting, score), {}).setdefault(data_name, []).append(
-                metrics
+        for score, values in out.items():
+            metrics.setdefault((setting, score), {}).setdefault(data_name, []).append(
+                values
             )
-    print(
-        f"Command: `python benchmarks/anomaly_scores.py {' '.join(argv or sys.argv[1:])}`"
-    )
-    print(
-        f"Versions: torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
-        f"numpy {np.__version__}; {platform.machine()}, {os.cpu_count()} cores."
-    )
-    print()
-    print(
-        f"Mean over {len(names)} data sets and {args.seeds} seeds: ROC AUC / "
-        "average precision."
-    )
-    print()
-    print("| setting | " + " | ".join(SCORES) + " |")
-    print("|---" * (len(SCORES) + 1) + "|")
+    settings = [s for s in SETTINGS if any((s, score) in metrics for score in SCORES)]
+    rows = []
     for setting in settings:
         cells = []
         for score in SCORES:
-            per_data = table[(setting, score)]
-            auc = np.mean([np.mean([m[0] for m in v]) for v in per_data.values()])
-            ap = np.mean([np.mean([m[1] for m in v]) for v in per_data.values()])
+            per_data = metrics[setting, score].values()
+            auc, ap = np.mean([np.mean(v, axis=0) for v in per_data], axis=0)
             cells.append(f"{auc:.3f} / {ap:.3f}")
-        print(f"| {setting} | " + " | ".join(cells) + " |")
-    print()
-    print("ROC AUC per data set, iwae score:")
-    print()
-    print("| setting | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
-    for setting in settings:
-        per_data = table[(setting, "iwae")]
-        cells = [f"{np.mean([m[0] for m in per_data[d]]):.3f}" for d in names]
-        print(f"| {setting} | " + " | ".join(cells) + " |")
+        rows.append([setting, *cells])
+    per_data_rows = [
+        [s, *(f"{np.mean(metrics[s, 'iwae'][d], axis=0)[0]:.3f}" for d in names)]
+        for s in settings
+    ]
+    harness.publish(
+        [
+            harness.command(argv),
+            "",
+            *harness.header(),
+            f"Mean over {len(names)} data sets and {args.seeds} seeds: ROC AUC / "
+            "average precision.",
+            "",
+            *harness.table(["setting", *SCORES], rows),
+            "",
+            "ROC AUC per data set, iwae score:",
+            "",
+            *harness.table(["setting", *names], per_data_rows),
+        ]
+    )
 
 
 if __name__ == "__main__":

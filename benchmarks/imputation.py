@@ -6,27 +6,25 @@ from the incomplete data alone (fit_transform), and the RMSE on the removed
 entries is measured in standardized units (each feature divided by its
 standard deviation in the complete data), so that data sets compare. Prints
 one markdown table per missing rate (mean RMSE over seeds, best in bold),
-with the command, versions and machine; ``--write`` puts it into
-docs/benchmarks.md between the ``imputation`` markers.
+with the command, versions and machine; ``--write-docs`` puts it into
+docs/benchmarks.md between the ``imputation`` markers (``--append``: after
+the tables already there).
 
-    python benchmarks/imputation.py [--seeds 5] [--rates 0.1 0.3 0.5]
-        [--max-rows 2000] [--quick] [--vae JSON ...] [--cache FILE]
-        [--write [--append]]
+    OMP_NUM_THREADS=1 python benchmarks/imputation.py [--seeds 5]
+        [--rates 0.1 0.3 0.5] [--max-rows 2000] [--quick] [--vae JSON ...]
+        [--runs FILE] [--n-jobs 1] [--write-docs [--append]]
+
+With ``--runs FILE``, each finished cell (data set, imputer, rate, seed) is
+appended to a JSON-lines file, and cells already there are not run again.
 """
 
-import argparse
 import json
-import os
-import platform
-import re
 import sys
 import time
 import warnings
-from pathlib import Path
 
+import _common as harness
 import numpy as np
-import sklearn
-import torch
 from sklearn.datasets import (
     fetch_california_housing,
     load_breast_cancer,
@@ -38,12 +36,6 @@ from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 
 from skvae import VAEImputer
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(
-    os.environ.get("SKVAE_DATA_DIR", ROOT / ".." / "shared" / "data" / "anomaly")
-)
-DOCS = ROOT / "docs" / "benchmarks.md"
 
 
 def datasets(quick, max_rows):
@@ -59,8 +51,9 @@ def datasets(quick, max_rows):
         print("california housing not cached: skipped", file=sys.stderr)
     else:
         yield "california", _subsample(california, max_rows)
-    for path in sorted(DATA_DIR.glob("*.npz")):
-        yield path.stem, _subsample(np.load(path)["X"].astype(np.float64), max_rows)
+    for name in harness.data_names():
+        X = harness.load(name)[0].astype(np.float64)
+        yield name, _subsample(X, max_rows)
 
 
 def _subsample(X, max_rows):
@@ -103,6 +96,7 @@ def rmse(X, X_missing, X_imputed):
 
 
 def run_cell(make, X, rate, seed):
+    """RMSE and seconds of one imputer on X with ``rate`` of it removed."""
     X_missing = remove_completely_at_random(X, rate, seed)
     tic = time.perf_counter()
     with warnings.catch_warnings():
@@ -111,32 +105,21 @@ def run_cell(make, X, rate, seed):
     return rmse(X, X_missing, X_imputed), time.perf_counter() - tic
 
 
+def bold_best(values):
+    """Cells to three decimals, the lowest in bold."""
+    best = min(values)
+    return [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in values]
+
+
 def table(results, names, shapes, rate):
-    lines = [
-        f"Missing completely at random: {rate:.0%} of the entries.",
-        "",
-        "| data set (n x D) | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    means = {n: [] for n in names}
+    """Mean RMSE per data set and imputer at one missing rate, as lines."""
+    rows, means = [], {n: [] for n in names}
     for data_name, (n, d) in shapes.items():
-        row = {name: np.mean(results[data_name][name][rate]["rmse"]) for name in names}
-        best = min(row.values())
-        cells = []
-        for name in names:
-            means[name].append(row[name])
-            text = f"{row[name]:.3f}"
-            cells.append(f"**{text}**" if row[name] == best else text)
-        lines.append(f"| {data_name} ({n}x{d}) | " + " | ".join(cells) + " |")
-    overall = {name: np.mean(v) for name, v in means.items()}
-    best = min(overall.values())
-    lines.append(
-        "| **mean** | "
-        + " | ".join(
-            f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in overall.values()
-        )
-        + " |"
-    )
+        row = [np.mean(results[data_name][name][rate]["rmse"]) for name in names]
+        for name, value in zip(names, row, strict=True):
+            means[name].append(value)
+        rows.append([f"{data_name} ({n}x{d})", *bold_best(row)])
+    rows.append(["**mean**", *bold_best([np.mean(v) for v in means.values()])])
     ranks = np.mean(
         [
             np.argsort(np.argsort([means[n][i] for n in names])) + 1
@@ -144,23 +127,24 @@ def table(results, names, shapes, rate):
         ],
         axis=0,
     )
-    lines.append("| mean rank | " + " | ".join(f"{r:.1f}" for r in ranks) + " |")
+    rows.append(["mean rank", *(f"{r:.1f}" for r in ranks)])
     seconds = [
         np.mean([np.mean(results[d][n][rate]["seconds"]) for d in shapes])
         for n in names
     ]
-    lines.append(
-        "| seconds per fit_transform | "
-        + " | ".join(f"{s:.1f}" for s in seconds)
-        + " |"
-    )
-    return lines
+    rows.append(["seconds per fit_transform", *(f"{s:.1f}" for s in seconds)])
+    return [
+        f"Missing completely at random: {rate:.0%} of the entries.",
+        "",
+        *harness.table(["data set (n x D)", *names], rows),
+    ]
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser = harness.argument_parser(
+        __doc__, docs_section="imputation", runs="", seeds=5
+    )
     parser.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     parser.add_argument("--max-rows", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
@@ -171,47 +155,44 @@ def main(argv=None):
         help="VAEImputer keyword arguments as JSON; repeat for more columns "
         "(default: one column with the defaults)",
     )
-    parser.add_argument("--cache", type=Path, help="JSON file of finished cells")
-    parser.add_argument("--write", action="store_true", help="update docs")
     parser.add_argument(
-        "--append", action="store_true", help="with --write, add to the section"
+        "--append", action="store_true", help="with --write-docs, add to the section"
     )
     args = parser.parse_args(argv)
 
     makers = imputers(args.vae or [{}])
     names = list(makers)
-    cache = {}
-    if args.cache and args.cache.exists():
-        cache = json.loads(args.cache.read_text())
-    results, shapes = {}, {}
-    for data_name, X in datasets(args.quick, args.max_rows):
-        shapes[data_name] = X.shape
-        results[data_name] = {}
-        for name in names:
-            results[data_name][name] = {}
-            for rate in args.rates:
-                cell = {"rmse": [], "seconds": []}
-                for seed in range(args.seeds):
-                    key = f"{data_name}|{name}|{rate}|{seed}"
-                    if key not in cache:
-                        cache[key] = run_cell(makers[name], X, rate, seed)
-                        if args.cache:  # atomic: a killed run keeps its cells
-                            partial = args.cache.with_suffix(".tmp")
-                            partial.write_text(json.dumps(cache))
-                            partial.replace(args.cache)
-                    cell["rmse"].append(cache[key][0])
-                    cell["seconds"].append(cache[key][1])
-                results[data_name][name][rate] = cell
-        print(f"done {data_name}", file=sys.stderr, flush=True)
+    data = dict(datasets(args.quick, args.max_rows))
+
+    def run_one(data_name, name, rate, seed):
+        return (
+            data_name,
+            name,
+            rate,
+            seed,
+            *run_cell(makers[name], data[data_name], rate, seed),
+        )
+
+    jobs = [
+        (d, name, rate, seed)
+        for d in data
+        for name in names
+        for rate in args.rates
+        for seed in range(args.seeds)
+    ]
+    results = {d: {name: {} for name in names} for d in data}
+    for d, name, rate, _, error, seconds in harness.resumable_runs(
+        run_one, jobs, args.runs, args.n_jobs
+    ):
+        cell = results[d][name].setdefault(rate, {"rmse": [], "seconds": []})
+        cell["rmse"].append(error)
+        cell["seconds"].append(seconds)
+    shapes = {d: X.shape for d, X in data.items()}
 
     lines = [
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/imputation.py {' '.join(argv)}`",
+        harness.command(argv),
         "",
-        f"Versions: skvae {sys.modules['skvae'].__version__}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, Python "
-        f"{platform.python_version()}; {platform.machine()} CPU "
-        f"({os.cpu_count()} cores, shared), device cpu.",
-        "",
+        *harness.header(),
         "RMSE on the removed entries in standardized units (each feature divided "
         "by its standard deviation in the complete data), mean over "
         f"{args.seeds} seeds; each imputer is fitted on the incomplete data alone "
@@ -221,15 +202,9 @@ def main(argv=None):
     ]
     for rate in args.rates:
         lines += [""] + table(results, names, shapes, rate)
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        docs = DOCS.read_text()
-        pattern = r"(<!-- BEGIN imputation -->\n)(.*?)(\n<!-- END imputation -->)"
-        if args.append:
-            text = re.search(pattern, docs, flags=re.S)[2] + "\n\n" + text
-        docs = re.sub(pattern, lambda m: m[1] + text + m[3], docs, flags=re.S)
-        DOCS.write_text(docs)
+    if args.append:
+        lines = [harness.read_docs("imputation"), "", *lines]
+    harness.publish(lines, "imputation", args.write_docs)
 
 
 if __name__ == "__main__":

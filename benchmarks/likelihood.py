@@ -5,23 +5,22 @@ of the rows of real data sets (in their raw units) and scored on the other
 25 %, over several seeds. Prints a markdown table of mean held-out
 log-likelihood per row (nats, in the data's own units, so comparable across
 models on one data set but not across data sets), and the mean gain over
-FactorAnalysis with the same number of components.
+FactorAnalysis with the same number of components; ``--write-docs`` puts it
+into docs/benchmarks.md between the ``likelihood`` markers.
 
-    python benchmarks/likelihood.py [--seeds 3] [--quick] [--output FILE]
+    python benchmarks/likelihood.py [--seeds 3] [--quick] [--runs FILE]
+        [--n-jobs 1] [--write-docs]
+
+With ``--runs FILE``, each finished fit (data set, model, seed) is appended to
+a JSON-lines file, and fits already there are not run again.
 """
 
-import argparse
 import itertools
-import os
-import platform
-import sys
 import time
 import warnings
-from pathlib import Path
 
+import _common as harness
 import numpy as np
-import sklearn
-import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.decomposition import PCA, FactorAnalysis
 from sklearn.exceptions import ConvergenceWarning
@@ -30,12 +29,6 @@ from sklearn.model_selection import train_test_split
 
 from skvae import GaussianVAE
 
-DATA_DIR = Path(
-    os.environ.get(
-        "SKVAE_DATA_DIR",
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "anomaly",
-    )
-)
 N_COMPONENTS = 2
 
 
@@ -45,8 +38,8 @@ def datasets(quick):
     yield "diabetes", load_diabetes(return_X_y=True, scaled=False)[0]
     if quick:
         return
-    for path in sorted(DATA_DIR.glob("*.npz")):
-        yield path.stem, np.load(path)["X"]
+    for name in harness.data_names():
+        yield name, harness.load(name)[0]
 
 
 def vae_settings(quick):
@@ -76,18 +69,20 @@ def baselines():
 
 
 def held_out(make, X, seed):
+    """Held-out log-likelihood per row of a 75/25 split, and the seconds it took."""
     X_train, X_test = train_test_split(X, test_size=0.25, random_state=seed)
+    tic = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = make(seed).fit(X_train)
-    return model.score(X_test)
+        score = make(seed).fit(X_train).score(X_test)
+    return score, time.perf_counter() - tic
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = harness.argument_parser(
+        __doc__, docs_section="likelihood", runs="", seeds=3
+    )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
 
     models = dict(baselines())
@@ -96,50 +91,45 @@ def main(argv=None):
             N_COMPONENTS, random_state=s, **kw
         )
     names = list(models)
-    rows, seconds = {}, dict.fromkeys(names, 0.0)
-    for data_name, X in datasets(args.quick):
-        rows[data_name] = {}
-        for name in names:
-            scores = []
-            for seed in range(args.seeds):
-                tic = time.perf_counter()
-                scores.append(held_out(models[name], X, seed))
-                seconds[name] += time.perf_counter() - tic
-            rows[data_name][name] = (np.mean(scores), np.std(scores))
-        print(f"done {data_name}", file=sys.stderr)
+    data = dict(datasets(args.quick))
+
+    def run_one(data_name, name, seed):
+        return data_name, name, seed, *held_out(models[name], data[data_name], seed)
+
+    jobs = [
+        (d, name, seed) for d in data for name in names for seed in range(args.seeds)
+    ]
+    scores = {(d, name): [] for d in data for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    for d, name, _, score, fit_seconds in harness.resumable_runs(
+        run_one, jobs, args.runs, args.n_jobs
+    ):
+        scores[d, name].append(score)
+        seconds[name] += fit_seconds
+    mean = {key: np.mean(values) for key, values in scores.items()}
 
     reference = f"FactorAnalysis({N_COMPONENTS})"
+    rows = [
+        [
+            f"{d} ({X.shape[0]}x{X.shape[1]})",
+            *(f"{mean[d, n]:.2f} ± {np.std(scores[d, n]):.2f}" for n in names),
+        ]
+        for d, X in data.items()
+    ]
+    gains = [np.mean([mean[d, n] - mean[d, reference] for d in data]) for n in names]
+    rows.append(["mean gain over FA", *(f"{g:+.2f}" for g in gains)])
+    rows.append(["fit+score seconds", *(f"{seconds[n]:.0f}" for n in names)])
     lines = [
-        f"Command: `python benchmarks/likelihood.py {' '.join(argv or sys.argv[1:])}`",
-        f"Versions: skvae {sys.modules['skvae'].__version__}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
+        harness.command(argv),
         "",
+        *harness.header(),
         f"Held-out log-likelihood per row (nats; mean ± sd over {args.seeds} "
-        "seeds of a 75/25 split). Last row: mean gain over "
-        f"{reference} per row.",
+        "seeds of a 75/25 split). Last rows: mean gain over "
+        f"{reference} per row, and the seconds of all fits of each model.",
         "",
-        "| data set (n x D) | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
+        *harness.table(["data set (n x D)", *names], rows),
     ]
-    for data_name, X in datasets(args.quick):
-        cells = [f"{m:.2f} ± {s:.2f}" for m, s in rows[data_name].values()]
-        lines.append(
-            f"| {data_name} ({X.shape[0]}x{X.shape[1]}) | " + " | ".join(cells) + " |"
-        )
-    gains = [
-        np.mean([rows[d][n][0] - rows[d][reference][0] for d in rows]) for n in names
-    ]
-    lines.append(
-        "| mean gain over FA | " + " | ".join(f"{g:+.2f}" for g in gains) + " |"
-    )
-    lines.append(
-        "| fit+score seconds | " + " | ".join(f"{seconds[n]:.0f}" for n in names) + " |"
-    )
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    harness.publish(lines, "likelihood", args.write_docs)
 
 
 if __name__ == "__main__":
