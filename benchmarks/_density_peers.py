@@ -28,6 +28,7 @@ CLASSICAL = (
     "FactorAnalysis (CV)",
 )
 FLOW = "NSF flow"
+FLOW_MAX_FEATURES = 100  # wider data is too slow for the flow on a CPU
 PEERS = (*CLASSICAL, FLOW)
 
 MAX_MIXTURE_COMPONENTS = 16

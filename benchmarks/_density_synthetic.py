@@ -30,8 +30,8 @@ def make_synthetic(q=2, n_features=12, n_train=4000, n_test=2000, noise=0.15, se
     """(X_train, X_test, params) drawn from the model above, seeded by ``seed``."""
     rng = np.random.default_rng(seed)
     params = {
-        "A": rng.normal(0, 1.5 / math.sqrt(HIDDEN), (n_features, HIDDEN)),
-        "B": rng.normal(0, 1.0, (HIDDEN, q)),
+        "A": rng.normal(0, 3 / math.sqrt(HIDDEN), (n_features, HIDDEN)),
+        "B": rng.normal(0, 2, (HIDDEN, q)),
         "c": rng.normal(0, 0.5, HIDDEN),
         "C": rng.normal(0, 0.5, (n_features, q)),
         "scale": 10 ** rng.uniform(-2, 3, n_features),
