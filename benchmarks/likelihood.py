@@ -1,135 +1,288 @@
-"""Held-out log-likelihood of GaussianVAE settings against linear-Gaussian baselines.
+"""Held-out log-likelihood on tabular data: GaussianVAE against tuned density peers.
 
-Chooses GaussianVAE's defaults by measurement: each setting is fitted on 75 %
-of the rows of real data sets (in their raw units) and scored on the other
-25 %, over several seeds. Prints a markdown table of mean held-out
-log-likelihood per row (nats, in the data's own units, so comparable across
-models on one data set but not across data sets), and the mean gain over
-FactorAnalysis with the same number of components; ``--write-docs`` puts it
-into docs/benchmarks.md between the ``likelihood`` markers.
+Data: scikit-learn's breast cancer, wine (``wine_sklearn``) and diabetes, in
+raw units, and every data set in ``../shared/data/anomaly`` (labels ignored).
+Columns constant over a data set are dropped; every column with fewer distinct
+values than half the rows is dequantized before the split, by adding uniform
+noise on [0, gap) where gap is its smallest gap between distinct values (seeded
+per data set, the same for every seed), so that no model wins by putting
+spikes on repeated values. Each seed splits the rows 75/25, keeps at most
+8,000 training and 4,000 test rows, and scores the held-out log-likelihood
+per row, in nats and in the data's own (dequantized) units. Three seeds by
+default, two for campaign and magicgamma.
 
-    python benchmarks/likelihood.py [--seeds 3] [--quick] [--runs FILE]
-        [--n-jobs 1] [--write-docs]
+Models: the peers of ``_density_peers.py`` (a full Gaussian; GaussianMixture
+with components by BIC; KernelDensity and FactorAnalysis tuned by 3-fold CV;
+zuko's neural spline flow with a held-out stopping rule, skipped on data
+wider than 100 columns), each fitted on standardized data and scored with the
+log-Jacobian; ``GaussianVAE()``, fitted on the raw data, plus named settings
+(``--vae NAME=JSON``); and, with ``--main-src PATH``, ``GaussianVAE (main)``:
+the default of another checkout, fitted in a child process that imports skvae
+from PATH, for a side-by-side fit time. Each run uses ``--torch-threads``
+torch threads (1). ``--curves`` also trains the default in chunks of
+``--chunk`` epochs with ``warm_start=True`` and reports the fit seconds it
+takes to come within 0.1 nats/row of the final score of a default fit.
 
-With ``--runs FILE``, each finished fit (data set, model, seed) is appended to
-a JSON-lines file, and fits already there are not run again.
+``--synthetic`` runs the same models on data with a known density instead
+(``_density_synthetic.py``: q latent variables mapped smoothly into 12
+features of mixed scales, isotropic noise; the true log-density by
+quadrature, on two grids to show it has converged) and reports each model's
+gap to the truth.
+
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py --runs likelihood.jsonl
+        --n-jobs 8 --main-src ../skvae-main --curves --write-docs
+    OMP_NUM_THREADS=1 python benchmarks/likelihood.py --synthetic
+        --runs likelihood.jsonl --n-jobs 8 --main-src ../skvae-main --write-docs
+
+(``../skvae-main``: a checkout of the main branch to compare with, e.g.
+``git worktree add ../skvae-main main``.) ``--data`` and ``--models`` pick
+data sets and models; ``--no-run`` only tabulates the runs in ``--runs``,
+where each finished (data set, model, seed) is kept as one JSON line and is
+not run again. ``--write-docs`` writes the ``likelihood`` (or
+``likelihood-synthetic``) block of docs/benchmarks.md.
 """
 
-import itertools
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import _common as harness
+import _density_peers as peers
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
-from sklearn.decomposition import PCA, FactorAnalysis
+from _density_data import (
+    FEW_SEEDS,
+    SKLEARN,
+    prepared,
+    real_split,
+    synthetic_data,
+)
+from _density_report import (
+    CURVE,
+    DEFAULT,
+    MAIN,
+    failures,
+    real_report,
+    synthetic_report,
+)
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import train_test_split
 
 from skvae import GaussianVAE
 
-N_COMPONENTS = 2
+
+def synthetic_name(args):
+    return f"synthetic-q{args.latent}-n{args.synthetic_rows[0]}"
 
 
-def datasets(quick):
-    yield "breast_cancer", load_breast_cancer(return_X_y=True)[0]
-    yield "wine", load_wine(return_X_y=True)[0]
-    yield "diabetes", load_diabetes(return_X_y=True, scaled=False)[0]
-    if quick:
-        return
-    for name in harness.data_names():
-        yield name, harness.load(name)[0]
+def n_seeds(name, args):
+    return min(args.seeds, FEW_SEEDS.get(name, args.seeds))
 
 
-def vae_settings(quick):
-    """Name -> GaussianVAE keyword arguments (defaults unless named)."""
-    settings = {
-        "default": {},
-        "shared": {"decoder_variance": "shared"},
-        "heteroscedastic": {"decoder_variance": "heteroscedastic"},
-        "min_variance=1e-2": {"min_variance": 1e-2},
-        "min_variance=1e-6": {"min_variance": 1e-6},
-        "tanh": {"activation": "tanh"},
-        "early stopping": {"early_stopping": True},
-    }
-    if quick:
-        settings = dict(itertools.islice(settings.items(), 3))
-    return settings
+# ---------------------------------------------------------------- models
 
-
-def baselines():
-    return {
-        f"FactorAnalysis({N_COMPONENTS})": lambda s: FactorAnalysis(
-            N_COMPONENTS, random_state=s
-        ),
-        f"PCA({N_COMPONENTS})": lambda s: PCA(N_COMPONENTS),
-        "GaussianMixture(1, full)": lambda s: GaussianMixture(1, random_state=s),
-    }
-
-
-def held_out(make, X, seed):
-    """Held-out log-likelihood per row of a 75/25 split, and the seconds it took."""
-    X_train, X_test = train_test_split(X, test_size=0.25, random_state=seed)
+# The default of another checkout, in a process of its own: argv is the
+# checkout, a .npz file of train and test rows, the seed, the device, threads.
+# Warmed up as in warm_up below.
+MAIN_CHILD = """
+import json, sys, time, warnings
+src, path, seed, device, threads = sys.argv[1:]
+sys.path.insert(0, src)
+import numpy as np, torch
+import skvae
+torch.set_num_threads(int(threads))
+data = np.load(path)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    skvae.GaussianVAE(max_iter=1, device=device).fit(data["train"][:64])
     tic = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        score = make(seed).fit(X_train).score(X_test)
-    return score, time.perf_counter() - tic
+    model = skvae.GaussianVAE(random_state=int(seed), device=device)
+    model.fit(data["train"])
+    seconds = time.perf_counter() - tic
+    score = float(model.score(data["test"]))
+print(json.dumps({"score": score, "seconds": seconds, "n_iter": model.n_iter_,
+                  "skvae": skvae.__file__}))
+"""
+
+
+def warm_up(X_train, args):
+    """A one-epoch fit on a few rows, so that no timed fit pays first-call costs.
+
+    Done before every timed VAE fit, here and in MAIN_CHILD alike: a fresh
+    process would otherwise pay them in the first fit it times.
+    """
+    GaussianVAE(max_iter=1, device=args.device).fit(X_train[:64])
+
+
+def fit_main(X_train, X_test, seed, args):
+    """Score and fit seconds of the default GaussianVAE of ``args.main_src``."""
+    src = args.main_src.resolve()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "data.npz", train=X_train, test=X_test)
+        argv = [src, "data.npz", seed, args.device, args.torch_threads]
+        child = subprocess.run(
+            [sys.executable, "-c", MAIN_CHILD, *map(str, argv)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
+    if child.returncode:
+        raise RuntimeError(child.stderr.strip().splitlines()[-1])
+    result = json.loads(child.stdout.splitlines()[-1])
+    if not Path(result["skvae"]).resolve().is_relative_to(src):
+        raise RuntimeError(f"skvae came from {result['skvae']}, not {src}")
+    return result["score"], result["seconds"], {"n_iter": result["n_iter"]}
+
+
+def fit_score(model, X_train, X_test, seed, args):
+    """(held-out score per row, fit seconds, info) of ``model`` on one split."""
+    if model == MAIN:
+        return fit_main(X_train, X_test, seed, args)
+    tic = time.perf_counter()
+    if model in peers.PEERS:
+        flow = {"max_epochs": args.flow_max_epochs, "max_seconds": args.flow_seconds}
+        settings = flow if model == peers.FLOW else {}
+        score_samples, info = peers.fit_peer(model, X_train, seed, **settings)
+    else:
+        vae = GaussianVAE(random_state=seed, device=args.device, **args.vae[model])
+        warm_up(X_train, args)
+        tic = time.perf_counter()
+        score_samples, info = vae.fit(X_train).score_samples, {}
+        info["n_iter"] = vae.n_iter_
+    seconds = time.perf_counter() - tic
+    return float(np.mean(score_samples(X_test))), seconds, info
+
+
+def curve(X_train, X_test, seed, args):
+    """The default VAE trained in chunks: [epochs, fit seconds, score] per chunk.
+
+    Each chunk is a ``fit`` of ``args.chunk`` epochs with ``warm_start=True``;
+    it ends once a chunk converges or the default's epoch budget is used.
+    """
+    vae = GaussianVAE(random_state=seed, device=args.device, warm_start=True)
+    budget = vae.max_iter
+    vae.set_params(max_iter=args.chunk)
+    warm_up(X_train, args)
+    points, seconds, converged = [], 0.0, False
+    while not converged and (not points or points[-1][0] < budget):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            tic = time.perf_counter()
+            vae.fit(X_train)
+            seconds += time.perf_counter() - tic
+        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        points.append([vae.n_iter_, seconds, vae.score(X_test)])
+    return points[-1][2], seconds, {"points": points, "converged": converged}
+
+
+def run_one(data, model, seed, args):
+    """One JSON line: data set, model, seed, score (None if it failed), seconds, info."""
+    if data.startswith("synthetic"):
+        X_train, X_test, _ = synthetic_data(args.latent, *args.synthetic_rows)
+    else:
+        X_train, X_test = real_split(data, seed)
+    try:
+        with warnings.catch_warnings(), harness.torch_threads(args.torch_threads):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit = curve if model == CURVE else functools.partial(fit_score, model)
+            score, seconds, info = fit(X_train, X_test, seed, args)
+    except Exception as error:  # recorded, so that one failure ends no benchmark
+        score, seconds, info = None, None, {"error": f"{type(error).__name__}: {error}"}
+    info["n_train"] = len(X_train)
+    return [data, model, seed, score, seconds, info]
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv):
+    parser = harness.argument_parser(
+        __doc__, docs_section="likelihood", runs="", data=True, seeds=3
+    )
+    add = parser.add_argument
+    add("--models", nargs="+", metavar="NAME", help="models (default: all)")
+    add(
+        "--vae",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a GaussianVAE setting, e.g. 'linear={\"hidden_layer_sizes\": []}'",
+    )
+    add("--main-src", type=Path, help="a checkout whose default GaussianVAE to add")
+    add("--curves", action="store_true", help="time to quality of the default")
+    add("--chunk", type=int, default=5, help="epochs per chunk of --curves")
+    add("--synthetic", action="store_true", help="the synthetic benchmark instead")
+    add("--latent", type=int, default=2, help="latent variables of --synthetic")
+    add("--synthetic-rows", type=int, nargs=2, default=[4000, 2000])
+    add("--grids", type=int, nargs=2, default=[401, 801], help="points per axis")
+    add("--flow-max-epochs", type=int, default=peers.FLOW_SETTINGS["max_epochs"])
+    add("--flow-seconds", type=float, default=peers.FLOW_SETTINGS["max_seconds"])
+    add("--device", default="cpu", help="of the VAEs")
+    add("--torch-threads", type=int, default=1)
+    add("--no-run", action="store_true", help="only tabulate the runs in --runs")
+    args = parser.parse_args(argv)
+    named = dict(setting.split("=", 1) for setting in args.vae)
+    args.vae = {DEFAULT: {}} | {
+        f"{DEFAULT} {name}": json.loads(kwargs) for name, kwargs in named.items()
+    }
+    return parser, args
 
 
 def main(argv=None):
-    parser = harness.argument_parser(
-        __doc__, docs_section="likelihood", runs="", seeds=3
-    )
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    parser, args = parse_args(argv)
+    models = [*peers.PEERS, *args.vae, *([MAIN] if args.main_src else [])]
+    if args.curves and not args.synthetic:
+        models.append(CURVE)
+    if args.models:
+        unknown = set(args.models) - set(models)
+        if unknown:
+            parser.error(f"unknown models {sorted(unknown)}; known: {models}")
+        models = [m for m in models if m in args.models]
+    if args.synthetic:
+        names = [synthetic_name(args)]
+    else:
+        known = [*SKLEARN, *harness.data_names()]
+        if set(args.data or ()) - set(known):
+            parser.error(f"unknown data sets; known: {known}")
+        names = [d for d in known if d in (args.data or known)]
 
-    models = dict(baselines())
-    for name, kwargs in vae_settings(args.quick).items():
-        models[f"VAE {name}"] = lambda s, kw=kwargs: GaussianVAE(
-            N_COMPONENTS, random_state=s, **kw
+    def wanted(data, model):
+        wide = (
+            not args.synthetic and prepared(data)[0].shape[1] > peers.FLOW_MAX_FEATURES
         )
-    names = list(models)
-    data = dict(datasets(args.quick))
+        return not (model == peers.FLOW and wide)
 
-    def run_one(data_name, name, seed):
-        return data_name, name, seed, *held_out(models[name], data[data_name], seed)
-
+    seeds = {d: args.seeds if args.synthetic else n_seeds(d, args) for d in names}
     jobs = [
-        (d, name, seed) for d in data for name in names for seed in range(args.seeds)
+        (d, m, seed)
+        for seed in range(args.seeds)
+        for m in models
+        for d in names
+        if seed < seeds[d] and wanted(d, m)
     ]
-    scores = {(d, name): [] for d in data for name in names}
-    seconds = dict.fromkeys(names, 0.0)
-    for d, name, _, score, fit_seconds in harness.resumable_runs(
-        run_one, jobs, args.runs, args.n_jobs
-    ):
-        scores[d, name].append(score)
-        seconds[name] += fit_seconds
-    mean = {key: np.mean(values) for key, values in scores.items()}
-
-    reference = f"FactorAnalysis({N_COMPONENTS})"
-    rows = [
-        [
-            f"{d} ({X.shape[0]}x{X.shape[1]})",
-            *(f"{mean[d, n]:.2f} ± {np.std(scores[d, n]):.2f}" for n in names),
-        ]
-        for d, X in data.items()
-    ]
-    gains = [np.mean([mean[d, n] - mean[d, reference] for d in data]) for n in names]
-    rows.append(["mean gain over FA", *(f"{g:+.2f}" for g in gains)])
-    rows.append(["fit+score seconds", *(f"{seconds[n]:.0f}" for n in names)])
-    lines = [
-        harness.command(argv),
-        "",
-        *harness.header(),
-        f"Held-out log-likelihood per row (nats; mean ± sd over {args.seeds} "
-        "seeds of a 75/25 split). Last rows: mean gain over "
-        f"{reference} per row, and the seconds of all fits of each model.",
-        "",
-        *harness.table(["data set (n x D)", *names], rows),
-    ]
-    harness.publish(lines, "likelihood", args.write_docs)
+    results = harness.resumable_runs(
+        functools.partial(run_one, args=args),
+        jobs,
+        args.runs,
+        args.n_jobs,
+        run=not args.no_run,
+    )
+    if args.synthetic:
+        report = synthetic_report(names[0], models, results, args)
+    else:
+        report = real_report(names, models, results, args)
+    failed = failures(results)
+    lines = [harness.command(argv), "", *harness.header(args.device), *report]
+    if failed:
+        lines += ["", "Runs that failed:", "", *failed]
+    section = "likelihood-synthetic" if args.synthetic else "likelihood"
+    harness.publish(lines, section, args.write_docs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""The data of benchmarks/likelihood.py: cleaned, dequantized, split, cached.
+
+Not a script: imported by benchmarks/likelihood.py (in a module of its own so
+that the cached loaders reach the parallel workers by reference).
+"""
+
+import functools
+import zlib
+
+import _common as harness
+import _density_synthetic as synthetic
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.model_selection import train_test_split
+
+SKLEARN = {
+    "breast_cancer": load_breast_cancer,
+    "diabetes": functools.partial(load_diabetes, scaled=False),
+    "wine_sklearn": load_wine,
+}
+MAX_TRAIN, MAX_TEST = 8000, 4000
+FEW_SEEDS = {"campaign": 2, "magicgamma": 2}  # the two largest data sets
+
+
+@functools.cache
+def prepared(name):
+    """The rows of data set ``name``, cleaned and dequantized, and what was done."""
+    if name in SKLEARN:
+        X = SKLEARN[name](return_X_y=True)[0]
+    else:
+        X = harness.load(name)[0]
+    constant = np.ptp(X, axis=0) == 0
+    X = X[:, ~constant].astype(float)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    dequantized = 0
+    for column in X.T:
+        values = np.unique(column)
+        if len(values) < len(X) / 2:
+            column += rng.uniform(0, np.diff(values).min(), len(X))
+            dequantized += 1
+    return X, {"dropped": int(constant.sum()), "dequantized": dequantized}
+
+
+def real_split(name, seed):
+    """A 75/25 split of the prepared rows, capped at MAX_TRAIN and MAX_TEST rows."""
+    X_train, X_test = train_test_split(
+        prepared(name)[0], test_size=0.25, random_state=seed
+    )
+    rng = np.random.default_rng(seed)
+    if len(X_train) > MAX_TRAIN:
+        X_train = X_train[rng.choice(len(X_train), MAX_TRAIN, replace=False)]
+    if len(X_test) > MAX_TEST:
+        X_test = X_test[rng.choice(len(X_test), MAX_TEST, replace=False)]
+    return X_train, X_test
+
+
+@functools.cache
+def synthetic_data(q, n_train, n_test):
+    """(X_train, X_test, params) of the synthetic data, the same for every seed."""
+    return synthetic.make_synthetic(q=q, n_train=n_train, n_test=n_test)
