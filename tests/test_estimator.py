@@ -1,5 +1,5 @@
 import contextlib
-import os
+import copy
 import pickle
 import re
 import warnings
@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.decomposition import PCA
@@ -20,9 +21,6 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skvae import GaussianVAE
 from skvae._device import resolve_device
-
-# SKVAE_TEST_DEVICE=cuda runs these tests on a GPU.
-DEVICE = os.environ.get("SKVAE_TEST_DEVICE", "cpu")
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
