@@ -451,7 +451,7 @@ def test_warm_start_fit_runs_the_stopping_rule_afresh():
         max_iter=300,
         warm_start=True,
         random_state=0,
-        device="cpu",
+        device=DEVICE,
     ).fit(X)
     first = vae.n_iter_
     vae.fit(X[:100] * 2.0)
@@ -528,8 +528,7 @@ def test_pickle_keeps_weights_on_the_cpu_and_leaves_the_model_alone(fitted):
 
 
 def test_unavailable_device_on_load_falls_back_to_the_cpu(fitted, monkeypatch):
-    blob = pickle.dumps(fitted.set_params(device="cuda"))
-    fitted.set_params(device=DEVICE)
+    blob = pickle.dumps(copy.deepcopy(fitted).set_params(device="cuda"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="loaded on the CPU"):
         restored = pickle.loads(blob)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DEVICE
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -12,7 +13,9 @@ SMALL = dict(hidden_layer_sizes=(16,), max_iter=40, n_importance_samples=16)
 
 
 def make_detector(**params):
-    return VAEOutlierDetector(**{**SMALL, "random_state": 0, "device": "cpu", **params})
+    return VAEOutlierDetector(
+        **{**SMALL, "random_state": 0, "device": DEVICE, **params}
+    )
 
 
 def correlated_gaussian(n_samples=300, seed=0):
@@ -213,7 +216,7 @@ def test_support_fraction_one_is_a_single_fit_on_all_rows():
     X = correlated_gaussian(n_samples=200)
     detector = make_detector(support_fraction=1.0, n_components=2).fit(X)
     vae = GaussianVAE(
-        n_components=2, **{**SMALL, "random_state": 0, "device": "cpu"}
+        n_components=2, **{**SMALL, "random_state": 0, "device": DEVICE}
     ).fit(X)
     assert detector.n_iter_ == vae.n_iter_
     np.testing.assert_array_equal(detector.score_samples(X), vae.score_samples(X))
@@ -253,7 +256,7 @@ def test_default_model_is_a_full_covariance_gaussian():
         tol=1e-6,
         n_iter_no_change=30,
         random_state=0,
-        device="cpu",
+        device=DEVICE,
     ).fit(X)
     assert detector.module_.n_components == X.shape[1]
     # The maximum-likelihood Gaussian's log-density, by hand: the features'
