@@ -139,6 +139,7 @@ def test_conditional_mean_of_the_linear_gaussian_model():
     assert_allclose(imputed[:, m], expected, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_posterior_predictive_draws_have_the_conditional_moments():
     o, m = [0, 2], [1, 3]
     module, marginal, eps = linear_vae_with_missing(o)
@@ -193,6 +194,7 @@ def test_variance_statistics_count_observed_entries_only():
 # -------------------------------------------------------------- the estimator
 
 
+@pytest.mark.slow
 def test_marginal_likelihood_of_rows_with_missing_entries(ppca):
     """Trained on incomplete data, scores match the closed-form marginal."""
     X_train = remove_at_random(ppca.X_train, 0.2, 0)

@@ -37,6 +37,7 @@ def test_planted_outliers_in_gaussian_data_are_ranked_first():
     assert set(np.argsort(scores)[:3]) == {0, 1, 2}
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_planted_outliers_in_non_gaussian_data_are_ranked_first():
     # A parabola: the planted rows lie inside the bounding box, off the curve,
@@ -242,6 +243,7 @@ def test_bad_support_fraction_is_a_clear_error(support_fraction):
         make_detector(support_fraction=support_fraction).fit(X)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_default_model_is_a_full_covariance_gaussian():
     # No hidden layer and one latent dimension per feature: the density of a

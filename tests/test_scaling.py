@@ -14,6 +14,7 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
+@pytest.mark.slow
 def test_grid_search_on_a_dask_cluster_matches_the_local_search(ppca):
     search = GridSearchCV(
         GaussianVAE(hidden_layer_sizes=(8,), max_iter=5, random_state=0, device=DEVICE),
