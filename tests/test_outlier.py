@@ -26,6 +26,16 @@ def correlated_gaussian(n_samples=300, seed=0):
     return X * [1.0, 100.0, 0.01] + [5.0, -300.0, 0.0]
 
 
+@pytest.fixture(scope="module")
+def fitted_detectors():
+    """make_detector(contamination=c) fitted on correlated_gaussian(), by c.
+
+    Shared by several tests: do not change them.
+    """
+    X = correlated_gaussian()
+    return {c: make_detector(contamination=c).fit(X) for c in ("auto", 0.1)}
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_planted_outliers_in_gaussian_data_are_ranked_first():
     X = correlated_gaussian()
@@ -92,9 +102,9 @@ def test_auto_threshold_is_tukeys_fence_on_training_scores():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("contamination", ["auto", 0.1])
-def test_sign_conventions_match_scikit_learn(contamination):
+def test_sign_conventions_match_scikit_learn(fitted_detectors, contamination):
     X = correlated_gaussian()
-    detector = make_detector(contamination=contamination).fit(X)
+    detector = fitted_detectors[contamination]
     X_new = np.vstack([X[:50], X[:5] * 3])
     decision = detector.decision_function(X_new)
     scores = detector.score_samples(X_new)
@@ -111,10 +121,10 @@ def test_sign_conventions_match_scikit_learn(contamination):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("contamination", ["auto", 0.1])
-def test_scaling_x_shifts_scores_by_minus_d_log_c(contamination):
+def test_scaling_x_shifts_scores_by_minus_d_log_c(fitted_detectors, contamination):
     X = correlated_gaussian()
     c = 8.0
-    base = make_detector(contamination=contamination).fit(X)
+    base = fitted_detectors[contamination]
     scaled = make_detector(contamination=contamination).fit(c * X)
     shift = -X.shape[1] * np.log(c)
     np.testing.assert_allclose(
