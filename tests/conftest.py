@@ -18,11 +18,6 @@ def pytest_configure(config):
     )
 
 
-@pytest.fixture
-def device():
-    return DEVICE
-
-
 @pytest.fixture(autouse=True)
 def _same_torch_rng_for_every_test():
     """Every test starts from the same global torch RNG and leaves it as it was.
