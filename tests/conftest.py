@@ -1,6 +1,33 @@
+import os
+
 import numpy as np
 import pytest
+import torch
 from scipy import stats
+
+from skvae import GaussianVAE
+from skvae._model import STD_FLOOR, VAEModule
+
+# SKVAE_TEST_DEVICE=cuda runs the tests on a GPU (the CPU by default).
+DEVICE = os.environ.get("SKVAE_TEST_DEVICE", "cpu")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", 'slow: a test of a second or more; deselect with -m "not slow"'
+    )
+
+
+@pytest.fixture(autouse=True)
+def _same_torch_rng_for_every_test():
+    """Every test starts from the same global torch RNG and leaves it as it was.
+
+    Modules built without a seed (``nn.Linear`` draws its initial weights from
+    the global RNG) then get the same weights whichever tests ran before.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)
+        yield
 
 
 class PPCAData:
@@ -26,3 +53,52 @@ class PPCAData:
 @pytest.fixture(scope="session")
 def ppca():
     return PPCAData()
+
+
+@pytest.fixture(scope="session")
+def default_vae(ppca):
+    """GaussianVAE's defaults (200 epochs of a 64-64 MLP) fitted on ``ppca``.
+
+    Shared by every test that needs this fit: do not change it (``clone`` or
+    ``copy.deepcopy`` it first).
+    """
+    return GaussianVAE(n_components=2, random_state=0, device=DEVICE).fit(
+        ppca.X_train
+    )
+
+
+def remove_at_random(X, fraction, seed):
+    """A copy of X with about ``fraction`` of its entries set to NaN (MCAR)."""
+    X = X.copy()
+    X[np.random.default_rng(seed).random(X.shape) < fraction] = np.nan
+    return X
+
+
+# Dimensions and noise variance of the exact linear VAE below.
+N_FEATURES, N_COMPONENTS, NOISE = 4, 2, 0.3
+
+
+def exact_linear_gaussian_vae():
+    """A linear VAE whose encoder is the exact posterior of its decoder.
+
+    With orthogonal decoder columns the posterior covariance is diagonal, so
+    the encoder can represent it exactly; then every importance weight equals
+    p(x), whatever the draw. The module is float64, on ``DEVICE``.
+    """
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(N_FEATURES, N_COMPONENTS)))
+    W = q * np.array([2.0, 0.5])
+    b = rng.normal(size=N_FEATURES)
+    M = W.T @ W + NOISE * np.eye(N_COMPONENTS)
+    A = np.linalg.solve(M, W.T)
+    post_std = np.sqrt(NOISE / np.diag(M))
+    module = VAEModule(N_FEATURES, N_COMPONENTS, (), "identity", NOISE, 1e-6).double()
+    with torch.no_grad():
+        module.variance.fill_(NOISE)  # built in float32; exact in float64
+        module.encoder_head.weight.copy_(torch.tensor(np.vstack([A, np.zeros_like(A)])))
+        raw_std = np.log(np.expm1(post_std - STD_FLOOR))  # inverse softplus
+        module.encoder_head.bias.copy_(torch.tensor(np.concatenate([-A @ b, raw_std])))
+        module.decoder_mean.weight.copy_(torch.tensor(W))
+        module.decoder_mean.bias.copy_(torch.tensor(b))
+    marginal = stats.multivariate_normal(b, W @ W.T + NOISE * np.eye(N_FEATURES))
+    return module.to(DEVICE), marginal

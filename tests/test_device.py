@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
+from numpy.testing import assert_array_equal
 
 from skvae._device import (
     draw_seed,
@@ -58,11 +60,27 @@ def test_seeded_cpu_rng_restores_the_global_state():
     assert torch.equal(torch.rand(2), expected)
 
 
+def global_rng_states():
+    states = [torch.get_rng_state(), np.random.get_state()[1].copy()]  # noqa: NPY002
+    if torch.cuda.is_available():
+        states += torch.cuda.get_rng_state_all()
+    return states
+
+
 def test_generators_are_private_and_reproducible():
-    a = torch.randn(3, generator=make_generator(5, torch.device("cpu")))
-    b = torch.randn(3, generator=make_generator(5, torch.device("cpu")))
+    device = torch.device(DEVICE)
+    before = global_rng_states()
+    # Made before either draws: two generators of one seed share no state.
+    first, second = make_generator(5, device), make_generator(5, device)
+    a = torch.randn(3, generator=first, device=device)
+    b = torch.randn(3, generator=second, device=device)
     assert torch.equal(a, b)
     assert draw_seed(np.random.RandomState(0)) == draw_seed(np.random.RandomState(0))
+    # Private: seeding and drawing moved none of torch's or NumPy's global RNGs.
+    after = global_rng_states()
+    assert len(after) == len(before)
+    for state, expected in zip(after, before, strict=True):
+        assert_array_equal(np.asarray(state), np.asarray(expected))
 
 
 def test_inference_dtype():

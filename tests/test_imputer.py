@@ -1,16 +1,14 @@
 import copy
-import os
 
 import numpy as np
 import pytest
+from conftest import DEVICE, remove_at_random
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.impute import MissingIndicator
-from test_missing import remove_at_random
 
 from skvae import VAEImputer
 
-DEVICE = os.environ.get("SKVAE_TEST_DEVICE", "cpu")
 SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE)
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -14,11 +14,10 @@ from skvae._likelihood import (
     standard_normal_log_prob,
 )
 
-rng = np.random.default_rng(0)
-
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gaussian_log_prob_matches_scipy(dtype):
+    rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 4)) * 1e3
     mean = rng.normal(size=(7, 4)) * 1e3
     var = rng.uniform(0.1, 1e6, size=4)
@@ -29,6 +28,7 @@ def test_gaussian_log_prob_matches_scipy(dtype):
 
 
 def test_gaussian_log_prob_mask_is_the_marginal_of_the_observed_entries():
+    rng = np.random.default_rng(1)
     x, mean = rng.normal(size=(5, 6)), rng.normal(size=(5, 6))
     var = rng.uniform(0.5, 2.0, size=(5, 6))
     mask = rng.uniform(size=(5, 6)) < 0.6
@@ -40,6 +40,7 @@ def test_gaussian_log_prob_mask_is_the_marginal_of_the_observed_entries():
 
 
 def test_standard_normal_log_prob_matches_scipy():
+    rng = np.random.default_rng(2)
     z = rng.normal(size=(3, 5))
     assert_allclose(
         standard_normal_log_prob(torch.tensor(z)).numpy(),
@@ -49,6 +50,7 @@ def test_standard_normal_log_prob_matches_scipy():
 
 
 def test_kl_matches_torch_distributions():
+    rng = np.random.default_rng(3)
     mean = torch.tensor(rng.normal(size=(6, 3)) * 3)
     std = torch.tensor(rng.uniform(1e-3, 5.0, size=(6, 3)))
     expected = torch.distributions.kl_divergence(
@@ -66,6 +68,7 @@ def test_kl_is_zero_only_at_the_prior():
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_optimal_variance_maximises_the_gaussian_likelihood(shared):
+    rng = np.random.default_rng(4)
     residuals = torch.tensor(rng.normal(size=(200, 3)) * [0.1, 1.0, 10.0])
     squared = residuals**2
     var = optimal_variance(squared, shared=shared, min_variance=1e-8)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DEVICE
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -12,7 +13,9 @@ SMALL = dict(hidden_layer_sizes=(16,), max_iter=40, n_importance_samples=16)
 
 
 def make_detector(**params):
-    return VAEOutlierDetector(**{**SMALL, "random_state": 0, "device": "cpu", **params})
+    return VAEOutlierDetector(
+        **{**SMALL, "random_state": 0, "device": DEVICE, **params}
+    )
 
 
 def correlated_gaussian(n_samples=300, seed=0):
@@ -21,6 +24,16 @@ def correlated_gaussian(n_samples=300, seed=0):
     z = rng.normal(size=(n_samples, 1))
     X = np.hstack([z, 2 * z, -z]) + 0.2 * rng.normal(size=(n_samples, 3))
     return X * [1.0, 100.0, 0.01] + [5.0, -300.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def fitted_detectors():
+    """make_detector(contamination=c) fitted on correlated_gaussian(), by c.
+
+    Shared by several tests: do not change them.
+    """
+    X = correlated_gaussian()
+    return {c: make_detector(contamination=c).fit(X) for c in ("auto", 0.1)}
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -34,6 +47,7 @@ def test_planted_outliers_in_gaussian_data_are_ranked_first():
     assert set(np.argsort(scores)[:3]) == {0, 1, 2}
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_planted_outliers_in_non_gaussian_data_are_ranked_first():
     # A parabola: the planted rows lie inside the bounding box, off the curve,
@@ -88,9 +102,9 @@ def test_auto_threshold_is_tukeys_fence_on_training_scores():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("contamination", ["auto", 0.1])
-def test_sign_conventions_match_scikit_learn(contamination):
+def test_sign_conventions_match_scikit_learn(fitted_detectors, contamination):
     X = correlated_gaussian()
-    detector = make_detector(contamination=contamination).fit(X)
+    detector = fitted_detectors[contamination]
     X_new = np.vstack([X[:50], X[:5] * 3])
     decision = detector.decision_function(X_new)
     scores = detector.score_samples(X_new)
@@ -107,10 +121,10 @@ def test_sign_conventions_match_scikit_learn(contamination):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("contamination", ["auto", 0.1])
-def test_scaling_x_shifts_scores_by_minus_d_log_c(contamination):
+def test_scaling_x_shifts_scores_by_minus_d_log_c(fitted_detectors, contamination):
     X = correlated_gaussian()
     c = 8.0
-    base = make_detector(contamination=contamination).fit(X)
+    base = fitted_detectors[contamination]
     scaled = make_detector(contamination=contamination).fit(c * X)
     shift = -X.shape[1] * np.log(c)
     np.testing.assert_allclose(
@@ -213,7 +227,7 @@ def test_support_fraction_one_is_a_single_fit_on_all_rows():
     X = correlated_gaussian(n_samples=200)
     detector = make_detector(support_fraction=1.0, n_components=2).fit(X)
     vae = GaussianVAE(
-        n_components=2, **{**SMALL, "random_state": 0, "device": "cpu"}
+        n_components=2, **{**SMALL, "random_state": 0, "device": DEVICE}
     ).fit(X)
     assert detector.n_iter_ == vae.n_iter_
     np.testing.assert_array_equal(detector.score_samples(X), vae.score_samples(X))
@@ -239,6 +253,7 @@ def test_bad_support_fraction_is_a_clear_error(support_fraction):
         make_detector(support_fraction=support_fraction).fit(X)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_default_model_is_a_full_covariance_gaussian():
     # No hidden layer and one latent dimension per feature: the density of a
@@ -253,7 +268,7 @@ def test_default_model_is_a_full_covariance_gaussian():
         tol=1e-6,
         n_iter_no_change=30,
         random_state=0,
-        device="cpu",
+        device=DEVICE,
     ).fit(X)
     assert detector.module_.n_components == X.shape[1]
     # The maximum-likelihood Gaussian's log-density, by hand: the features'

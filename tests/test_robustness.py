@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skvae import GaussianVAE, _training
@@ -19,7 +20,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The loss became non-finite:RuntimeWarning"),
 ]
 
-TINY = dict(hidden_layer_sizes=(4,), max_iter=2, n_importance_samples=8, device="cpu")
+TINY = dict(hidden_layer_sizes=(4,), max_iter=2, n_importance_samples=8, device=DEVICE)
 # Each dtype with the decimal exponents its values may take.
 DTYPES = {
     "float64": (np.float64, -30, 30),
@@ -244,7 +245,7 @@ def test_training_stays_finite_with_a_huge_step_or_huge_outliers(
         max_iter=20,
         learning_rate_init=learning_rate,
         random_state=0,
-        device="cpu",
+        device=DEVICE,
     ).fit(X)
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
     assert np.isfinite(vae.loss_curve_).all()

@@ -2,6 +2,7 @@
 
 import joblib
 import pytest
+from conftest import DEVICE
 from numpy.testing import assert_allclose
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
@@ -13,9 +14,10 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
+@pytest.mark.slow
 def test_grid_search_on_a_dask_cluster_matches_the_local_search(ppca):
     search = GridSearchCV(
-        GaussianVAE(hidden_layer_sizes=(8,), max_iter=5, random_state=0),
+        GaussianVAE(hidden_layer_sizes=(8,), max_iter=5, random_state=0, device=DEVICE),
         {"n_components": [1, 2], "decoder_variance": ["feature", "shared"]},
         cv=2,
         n_jobs=-1,

@@ -1,7 +1,6 @@
 """The scikit-learn estimator contract, checked by scikit-learn itself."""
 
-import os
-
+from conftest import DEVICE
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import GaussianVAE, VAEImputer, VAEOutlierDetector
@@ -11,7 +10,7 @@ FAST = dict(
     hidden_layer_sizes=(8,),
     max_iter=5,
     n_importance_samples=8,
-    device=os.environ.get("SKVAE_TEST_DEVICE", "cpu"),
+    device=DEVICE,
 )
 
 

@@ -3,6 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 
 from skvae import _training
 from skvae._model import VAEModule
@@ -20,7 +21,7 @@ from skvae._training import (
 
 def setup(n=256, seed=0):
     torch.manual_seed(seed)
-    module = VAEModule(3, 2, (8,), "tanh", "feature", 1e-4)
+    module = VAEModule(3, 2, (8,), "tanh", "feature", 1e-4).to(DEVICE)
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(n, 2, generator=generator)
     noise = torch.randn(n, 3, generator=generator) * torch.tensor([0.5, 0.5, 0.01])
@@ -57,8 +58,9 @@ def test_kl_weight_ramps_linearly_to_beta():
 
 
 def test_epoch_generators_are_reproducible_and_distinct():
+    device = torch.device(DEVICE)
     draw = [
-        torch.rand(2, generator=epoch_generator(3, e, torch.device("cpu")))
+        torch.rand(2, generator=epoch_generator(3, e, device), device=device)
         for e in (0, 0, 1)
     ]
     assert torch.equal(draw[0], draw[1]) and not torch.equal(draw[0], draw[2])
@@ -71,7 +73,7 @@ def test_training_lowers_the_loss_and_sets_the_closed_form_variance():
     assert converged and history.n_iter == len(history.loss_curve) < 150
     assert history.loss_curve[-1] < history.loss_curve[0] - 0.5
     # The closed-form variance is what the decoder leaves unexplained.
-    assert (module.variance < 0.5 * X.var(0)).all()
+    assert (module.variance.cpu() < 0.5 * X.var(0)).all()
 
 
 def test_weight_decay_applies_to_weights_only():
@@ -107,7 +109,7 @@ def test_persistent_divergence_is_a_clear_error(monkeypatch):
     module, optimizer, X, config = setup()
 
     def always_nan(module, *args):
-        return torch.tensor(float("nan")), torch.ones(3)
+        return torch.tensor(float("nan")), torch.ones(3, device=module.variance.device)
 
     monkeypatch.setattr(_training, "run_epoch", always_nan)
     with pytest.warns(RuntimeWarning):
@@ -162,11 +164,11 @@ def test_epoch_variance_is_the_pooled_mean_squared_residual(variance):
     results = []
     for mask in (None, torch.ones(103, 3, dtype=torch.bool)):
         torch.manual_seed(0)
-        module = VAEModule(3, 2, (8,), "tanh", variance, 1e-4)
+        module = VAEModule(3, 2, (8,), "tanh", variance, 1e-4).to(DEVICE)
         optimizer = make_optimizer(module, 1e-2, 0.0)
         X = torch.randn(103, 3, generator=torch.Generator().manual_seed(1))
         X[:, 2] *= 10.0
-        generator = epoch_generator(0, 0, torch.device("cpu"))
+        generator = epoch_generator(0, 0, torch.device(DEVICE))
         loss, mean_squared = _training.run_epoch(
             module, optimizer, X, 30, 1.0, generator, mask
         )
