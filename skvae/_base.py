@@ -21,8 +21,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import draw_seed, inference_dtype, resolve_device, seeded_cpu_rng
 from ._inference import importance_draws, log_likelihood, map_rows, to_tensor
+from ._linear_start import (
+    START_ROWS,
+    mixture_prior,
+    probabilistic_pca,
+    start_log_likelihood,
+)
 from ._model import VAEModule
 from ._training import (
+    SIGNIFICANCE,
     TrainingConfig,
     TrainingData,
     TrainingHistory,
@@ -34,11 +41,18 @@ from ._units import (
     check_observed_features,
     check_unstandardized_range,
     count_observed,
+    fit_marginal_knots,
+    gaussianize,
     log_jacobian,
+    log_jacobian_rows,
     standardization,
     unstandardize,
     variance_in_units,
 )
+
+# Held-out rows needed to choose between the standardized and the
+# Gaussianized features (standardize="auto"); with fewer, standardized.
+MIN_CHOICE_ROWS = 10
 
 
 class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
@@ -55,8 +69,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "prior_components": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "init": [StrOptions({"linear", "random"})],
         "decoder_variance": [
             StrOptions({"feature", "shared", "heteroscedastic"}),
             Interval(Real, 0, None, closed="neither"),
@@ -64,7 +83,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         "min_variance": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
-        "standardize": ["boolean"],
+        "standardize": ["boolean", StrOptions({"marginal", "auto"})],
         "batch_size": [
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
@@ -88,8 +107,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self,
         *,
         n_components,
+        prior_components,
         hidden_layer_sizes,
         activation,
+        init,
         decoder_variance,
         min_variance,
         beta,
@@ -110,8 +131,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         warm_start,
     ):
         self.n_components = n_components
+        self.prior_components = prior_components
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.init = init
         self.decoder_variance = decoder_variance
         self.min_variance = min_variance
         self.beta = beta
@@ -270,7 +293,14 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             )
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
         tensor, mask = to_tensor(
-            X, self.mean_, self.scale_, torch.float32, self.device_, order, stream=True
+            X,
+            self.mean_,
+            self.scale_,
+            torch.float32,
+            self.device_,
+            order,
+            stream=True,
+            knots=self.marginal_knots_,
         )
         validation = slice(n_train, None) if early_stopping else None
         config = TrainingConfig(
@@ -293,19 +323,29 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             val_mask=None if mask is None or validation is None else mask[validation],
         )
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
-        self._store_fit(result, config)
+        if self.marginal_knots_ is None:
+            log_det = log_jacobian(self.scale_, result.observed_fraction)
+            val_log_det = log_jacobian(self.scale_, result.validation_observed_fraction)
+        else:
+            log_det, val_log_det = (
+                float(np.mean(self._log_jacobian_rows(X[rows]))) if len(rows) else 0.0
+                for rows in (order[:n_train], order[n_train:])
+            )
+        self._store_fit(result, config, log_det, val_log_det)
         return result.converged or incremental
 
-    def _store_fit(self, result, config):
-        """Set the fitted attributes, in the units of X, from a training result."""
+    def _store_fit(self, result, config, log_det, val_log_det):
+        """Set the fitted attributes, in the units of X, from a training result.
+
+        ``log_det`` and ``val_log_det`` are the mean log-Jacobians of the map
+        to internal units over the training and validation rows.
+        """
         history = self._history
         self.batch_size_ = config.batch_size
         self.kl_per_component_ = result.kl_per_component
         self.n_iter_ = history.n_iter
-        log_det = log_jacobian(self.scale_, result.observed_fraction)
         self.loss_curve_ = [loss + log_det for loss in history.loss_curve]
         if history.validation_scores:
-            val_log_det = log_jacobian(self.scale_, result.validation_observed_fraction)
             self.validation_scores_ = [
                 s - val_log_det for s in history.validation_scores
             ]
@@ -353,20 +393,101 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._train_seed, self._score_seed, self._split_seed = (
             draw_seed(rng) for _ in range(3)
         )
-        if self.standardize:
-            self.mean_, self.scale_ = standardization(X)
-        else:
+        if self.standardize is False:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
+        else:
+            self.mean_, self.scale_ = standardization(X)
+        self.marginal_knots_ = None
+        start = None
+        if self.standardize in ("marginal", "auto") or self.init == "linear":
+            start = self._choose_start(X, init_seed)
         # The encoder sees the mask only when the first training data has
         # missing entries, so that complete-data models stay as they were.
         with seeded_cpu_rng(init_seed):
-            module = self._build_module(X.shape[1], has_missing)
+            module = self._build_module(
+                X.shape[1],
+                has_missing,
+                self._prior_components(start),
+            )
+        if start is not None:
+            module.initialize_linear(start)
         self.module_ = module.to(self.device_)
         self._optimizer = self._make_optimizer(X.shape[0])
         self._history = TrainingHistory()
 
-    def _build_module(self, n_features, mask_input=False):
+    def _prior_components(self, start):
+        if start is not None:
+            return start.prior_components
+        return 1 if self.prior_components == "auto" else self.prior_components
+
+    def _choose_start(self, X, seed):
+        """Set ``marginal_knots_`` as ``standardize`` says; the linear start, if any.
+
+        The start is computed on the rows early stopping trains on (at most
+        ``START_ROWS`` of them, missing entries filled with the mean). With
+        ``standardize="auto"``, it is computed both on the standardized and
+        on the Gaussianized features, and the Gaussianizing map is kept only
+        if it gives the held-out rows a higher likelihood, in the units of X,
+        by more than ``SIGNIFICANCE`` standard errors of the per-row gain.
+        """
+        candidates = {"affine": None}
+        if self.standardize in ("marginal", "auto"):
+            candidates["marginal"] = None
+            if self.standardize == "marginal":
+                del candidates["affine"]
+        # The rows early stopping holds out, also held out here: the start
+        # competes with the trained weights on them.
+        train, held_out = np.arange(X.shape[0]), None
+        n_held_out = round(X.shape[0] * self.validation_fraction)
+        if (self.early_stopping or len(candidates) > 1) and n_held_out >= 1:
+            train, held_out = train_test_split(
+                train, test_size=self.validation_fraction, random_state=self._split_seed
+            )
+        if len(candidates) > 1 and (
+            held_out is None or held_out.size < MIN_CHOICE_ROWS
+        ):
+            del candidates["marginal"]
+        subset = np.random.default_rng(seed)
+        train = np.sort(subset.permutation(train)[:START_ROWS])
+        Z = (X[train] - self.mean_) / self.scale_
+        if held_out is not None:
+            held_out = np.sort(subset.permutation(held_out)[:START_ROWS])
+            Z_held_out = (X[held_out] - self.mean_) / self.scale_
+        if "marginal" in candidates:
+            candidates["marginal"] = fit_marginal_knots(Z)
+        results = {}
+        for name, knots in candidates.items():
+            internal = Z if knots is None else gaussianize(Z, knots)[0]
+            start = self._linear_start(np.nan_to_num(internal), seed)
+            score = None
+            if len(candidates) > 1:
+                held = Z_held_out if knots is None else gaussianize(Z_held_out, knots)
+                if knots is None:
+                    score = start_log_likelihood(start, np.nan_to_num(held))
+                else:
+                    score = start_log_likelihood(start, np.nan_to_num(held[0]))
+                    score = score + held[1].sum(1)
+            results[name] = (knots, start, score)
+        name = next(iter(results))
+        if len(results) > 1:
+            gain = results["marginal"][2] - results["affine"][2]
+            if gain.mean() > SIGNIFICANCE * gain.std() / np.sqrt(gain.size):
+                name = "marginal"
+            else:
+                name = "affine"
+        knots, start, _ = results[name]
+        self.marginal_knots_ = knots
+        return start if self.init == "linear" else None
+
+    def _linear_start(self, Z, seed):
+        n_components = Z.shape[1] if self.n_components is None else self.n_components
+        start = probabilistic_pca(Z, n_components, self.min_variance)
+        if self.prior_components == 1:
+            return start
+        return mixture_prior(start, Z, self.prior_components, seed, self.min_variance)
+
+    def _build_module(self, n_features, mask_input=False, prior_components=1):
         """A new, untrained torch module for ``n_features`` features, on the CPU."""
         return VAEModule(
             n_features=n_features,
@@ -378,6 +499,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             decoder_variance=self.decoder_variance,
             min_variance=self.min_variance,
             mask_input=mask_input,
+            linear_path=self.init == "linear",
+            prior_components=prior_components,
         )
 
     def _make_optimizer(self, n_samples):
@@ -416,12 +539,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             device=self.device_,
             mean=self.mean_,
             scale=self.scale_,
+            knots=self.marginal_knots_,
             width=width,
             extra=extra,
         )
 
     def _unstandardize(self, X):
-        return unstandardize(X, self.mean_, self.scale_)
+        return unstandardize(X, self.mean_, self.scale_, self.marginal_knots_)
+
+    def _log_jacobian_rows(self, X):
+        return log_jacobian_rows(X, self.mean_, self.scale_, self.marginal_knots_)
 
     def _log_likelihood(self, X):
         """IWAE estimate of log p(x_o) for validated X, in the units of X."""
@@ -432,6 +559,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             scale=self.scale_,
             draws=self._importance_draws(),
             device=self.device_,
+            knots=self.marginal_knots_,
         )
 
     def score_samples(self, X):
@@ -542,7 +670,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """Rebuild the torch module from :func:`_module_state`'s output."""
         flags = state["flags"]
         module = self._build_module(
-            int(flags["n_features"]), bool(flags.get("mask_input", False))
+            int(flags["n_features"]),
+            bool(flags.get("mask_input", False)),
+            int(flags.get("prior_components", 1)),
         )
         if set(flags) - set(vars(module)) or not all(
             isinstance(v, (bool, int, float, str)) for v in flags.values()

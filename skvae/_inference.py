@@ -14,14 +14,16 @@ from sklearn.utils import gen_batches
 
 from ._device import fits_on_device, inference_dtype
 from ._likelihood import log_mean_exp
-from ._units import log_jacobian, standardize_into
+from ._units import log_jacobian, log_jacobian_rows, standardize_into
 
 # Elements per tensor when scoring in chunks (rows x draws x width).
 SCORE_CHUNK_ELEMENTS = 2**22
 
 
-def to_tensor(X, mean, scale, dtype, device, order=None, stream=False):
+def to_tensor(X, mean, scale, dtype, device, order=None, stream=False, knots=None):
     """Standardize rows of X (optionally reordered) into a tensor on ``device``.
+
+    ``knots``, where given, Gaussianize the standardized features.
 
     Returns the tensor, with missing entries set to 0, and the boolean mask
     of observed entries, or None when no entry is missing. With
@@ -33,7 +35,7 @@ def to_tensor(X, mean, scale, dtype, device, order=None, stream=False):
         X.shape[0] * X.shape[1] * dtype.itemsize, device
     )
     out = torch.empty(X.shape, dtype=dtype, pin_memory=pinned)
-    observed = standardize_into(out.numpy(), X, mean, scale, order)
+    observed = standardize_into(out.numpy(), X, mean, scale, order, knots)
     mask = None if observed is None else torch.from_numpy(observed)
     if pinned:
         return out, None if mask is None else mask.pin_memory()
@@ -70,13 +72,15 @@ def importance_draws(n_components, n_draws, seed, device, dtype):
 
 
 @torch.no_grad()
-def map_rows(module, X, fn, *, device, mean=None, scale=None, width=1, extra=()):
+def map_rows(
+    module, X, fn, *, device, mean=None, scale=None, knots=None, width=1, extra=()
+):
     """Apply ``fn(module_copy, rows, mask, *extra_rows)`` to chunks of rows of X.
 
     ``rows`` is a tensor in the inference dtype on ``device``, standardized
     with ``mean`` and ``scale`` (missing entries zero, ``mask`` the observed
     entries, or None if all are); with ``mean=None`` the rows are passed as
-    they are. ``extra`` is a tuple of arrays whose matching rows are passed
+    they are; ``knots`` Gaussianize the standardized rows. ``extra`` is a tuple of arrays whose matching rows are passed
     along as tensors. ``width`` is the number of values each row expands to
     inside ``fn`` (draws times layer width), which sets the chunk size so
     that memory stays bounded. The results are concatenated as float64.
@@ -90,18 +94,20 @@ def map_rows(module, X, fn, *, device, mean=None, scale=None, width=1, extra=())
             x = torch.as_tensor(X[chunk], dtype=dtype, device=device)
             mask = None
         else:
-            x, mask = to_tensor(X[chunk], mean, scale, dtype, device)
+            x, mask = to_tensor(X[chunk], mean, scale, dtype, device, knots=knots)
         more = [torch.as_tensor(a[chunk], dtype=dtype, device=device) for a in extra]
         out.append(fn(module, x, mask, *more).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 
-def log_likelihood(module, X, *, mean, scale, draws, device):
+def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     """IWAE estimate of log p(x_o) for each row of X, in the units of X.
 
-    ``draws`` are the standard-normal draws of :func:`importance_draws`. Only
-    the observed entries x_o of each row count; a row with none gets 0, the
-    log-probability of observing nothing.
+    ``draws`` are the standard-normal draws of :func:`importance_draws`;
+    ``knots``, where given, Gaussianize the standardized features, and the
+    log-Jacobian of that map is included. Only the observed entries x_o of
+    each row count; a row with none gets 0, the log-probability of observing
+    nothing.
     """
     log_px = map_rows(
         module,
@@ -112,9 +118,14 @@ def log_likelihood(module, X, *, mean, scale, draws, device):
         device=device,
         mean=mean,
         scale=scale,
+        knots=knots,
         width=draws.shape[0] * module.widest_layer,
     )
     missing = np.isnan(X)
+    if knots is not None:
+        log_px -= log_jacobian_rows(X, mean, scale, knots)
+        log_px[missing.all(1)] = 0.0
+        return log_px
     if not missing.any():
         return log_px - log_jacobian(scale)
     log_px -= ~missing @ np.log(scale)

@@ -113,3 +113,52 @@ def optimal_variance(squared_residuals, shared, min_variance, mask=None):
 def log_mean_exp(log_weights, dim):
     """``log(mean(exp(log_weights)))`` along ``dim``, without overflow."""
     return torch.logsumexp(log_weights, dim) - math.log(log_weights.shape[dim])
+
+
+def mixture_log_prob(z, log_weights, means, cholesky):
+    r"""Log-density of a mixture of full-covariance Gaussians, at each row of z.
+
+    .. math::
+
+        \log \sum_k \pi_k\, \mathcal N(z \mid \mu_k, L_k L_k^\top),
+        \qquad
+        \log \mathcal N(z \mid \mu_k, L_k L_k^\top)
+        = -\tfrac12 \big(q \log 2\pi + \|L_k^{-1}(z - \mu_k)\|^2\big)
+          - \sum_j \log (L_k)_{jj}
+
+    Parameters
+    ----------
+    z : Tensor of shape (..., q)
+    log_weights : Tensor of shape (K,)
+        Normalised log mixture weights, ``log pi_k``.
+    means : Tensor of shape (K, q)
+    cholesky : Tensor of shape (K, q, q)
+        Lower-triangular Cholesky factors of the covariances, positive
+        diagonal.
+
+    Returns
+    -------
+    Tensor of shape z.shape[:-1]
+    """
+    q = means.shape[1]
+    flat = z.reshape(-1, q)
+    diff = (flat.unsqueeze(0) - means.unsqueeze(1)).transpose(1, 2)  # (K, q, N)
+    white = torch.linalg.solve_triangular(cholesky, diff, upper=False)
+    log_det = torch.log(torch.diagonal(cholesky, dim1=1, dim2=2)).sum(1)
+    log_component = -0.5 * ((white**2).sum(1) + q * LOG_2PI) - log_det.unsqueeze(1)
+    log_joint = log_component + log_weights.unsqueeze(1)
+    return torch.logsumexp(log_joint, 0).reshape(z.shape[:-1])
+
+
+def kl_between_normals(mean, std, prior_mean, prior_var):
+    r"""KL divergence from ``N(mean, std^2)`` to ``N(prior_mean, prior_var)``, per dimension.
+
+    .. math::
+
+        \mathrm{KL} = \tfrac12\Big(\frac{s^2 + (m - m_0)^2}{v_0}
+        - 1 - \log\frac{s^2}{v_0}\Big)
+
+    :func:`kl_to_standard_normal` is the case ``m_0 = 0, v_0 = 1``.
+    """
+    ratio = std**2 / prior_var
+    return 0.5 * (ratio + (mean - prior_mean) ** 2 / prior_var - 1.0 - torch.log(ratio))

@@ -12,7 +12,9 @@ from ._likelihood import (
     LOG_2PI,
     gaussian_log_prob,
     gaussian_log_prob_of_squares,
+    kl_between_normals,
     kl_to_standard_normal,
+    mixture_log_prob,
     optimal_variance,
     standard_normal_log_prob,
 )
@@ -52,6 +54,13 @@ def _mlp(sizes, activation):
 class VAEModule(nn.Module):
     """Gaussian VAE: q(z|x) = N(m(x), diag s(x)^2), p(x|z) = N(mu(z), diag var).
 
+    The prior p(z) is N(0, I), or a mixture of ``prior_components``
+    full-covariance Gaussians with learned weights, means and covariances.
+    With ``linear_path``, the encoder mean and the decoder mean each add a
+    linear map of their input to the network's output (``mu(z) = W z + b +
+    MLP(z)``), so that the module can start as a linear-Gaussian model
+    (:meth:`initialize_linear`) and training adds to it.
+
     Parameters
     ----------
     n_features : int
@@ -72,6 +81,12 @@ class VAEModule(nn.Module):
         Whether the encoder also sees the missingness mask (input width
         ``2 * n_features``). Without it, missing entries reach the encoder as
         zeros, which is still a valid, if poorer, importance proposal.
+    linear_path : bool, default=False
+        Whether the encoder and decoder means add a linear map of their input
+        to their hidden layers' output (no effect without hidden layers,
+        where both are linear already).
+    prior_components : int, default=1
+        Components of the mixture prior; 1 is the standard normal prior.
     """
 
     def __init__(
@@ -83,6 +98,8 @@ class VAEModule(nn.Module):
         decoder_variance,
         min_variance,
         mask_input=False,
+        linear_path=False,
+        prior_components=1,
     ):
         super().__init__()
         hidden = tuple(hidden_layer_sizes)
@@ -96,6 +113,8 @@ class VAEModule(nn.Module):
         # per-feature variance (warm-up), then switches its variance head on.
         self.variance_head_active = False
         self.mask_input = bool(mask_input)
+        self.linear_path = bool(linear_path) and bool(hidden)
+        self.prior_components = int(prior_components)
 
         n_inputs = 2 * n_features if self.mask_input else n_features
         self.encoder_body = _mlp((n_inputs, *hidden), activation)
@@ -109,6 +128,21 @@ class VAEModule(nn.Module):
             self.decoder_log_variance = nn.Linear(
                 decoder_width, n_features, dtype=PARAMETER_DTYPE
             )
+        if self.linear_path:
+            self.encoder_linear = nn.Linear(
+                n_inputs, n_components, dtype=PARAMETER_DTYPE
+            )
+            self.decoder_linear = nn.Linear(
+                n_components, n_features, dtype=PARAMETER_DTYPE
+            )
+        if self.prior_components > 1:
+            k, q = self.prior_components, n_components
+            self.prior_logits = nn.Parameter(torch.zeros(k, dtype=PARAMETER_DTYPE))
+            self.prior_means = nn.Parameter(torch.zeros(k, q, dtype=PARAMETER_DTYPE))
+            # Cholesky factors: the strict lower triangle of prior_tril, and
+            # exp(prior_log_diag) on the diagonal, positive by construction.
+            self.prior_tril = nn.Parameter(torch.zeros(k, q, q, dtype=PARAMETER_DTYPE))
+            self.prior_log_diag = nn.Parameter(torch.zeros(k, q, dtype=PARAMETER_DTYPE))
         initial = 1.0 if self.variance_mode != "fixed" else float(decoder_variance)
         self.register_buffer(
             "variance",
@@ -158,8 +192,10 @@ class VAEModule(nn.Module):
         if self.mask_input:
             observed = torch.ones_like(x) if mask is None else mask.to(x.dtype)
             x = torch.cat([x, observed], -1)
-        h = self.encoder_body(x.clamp(-INPUT_CLIP, INPUT_CLIP))
-        mean, raw_std = self.encoder_head(h).chunk(2, dim=-1)
+        x = x.clamp(-INPUT_CLIP, INPUT_CLIP)
+        mean, raw_std = self.encoder_head(self.encoder_body(x)).chunk(2, dim=-1)
+        if self.linear_path:
+            mean = mean + self.encoder_linear(x)
         return mean, nn.functional.softplus(raw_std) + STD_FLOOR
 
     def decode(self, z, clip=True):
@@ -173,6 +209,8 @@ class VAEModule(nn.Module):
             z = z.clamp(-INPUT_CLIP, INPUT_CLIP)
         h = self.decoder_body(z)
         mean = self.decoder_mean(h)
+        if self.linear_path:
+            mean = mean + self.decoder_linear(z)
         if self.variance_mode == "heteroscedastic" and self.variance_head_active:
             log_var = self.decoder_log_variance(h).clamp(*LOG_VARIANCE_BOUNDS)
             return mean, self.min_variance + torch.exp(log_var)
@@ -226,8 +264,110 @@ class VAEModule(nn.Module):
                 squared, self.variance_mode == "shared", self.min_variance, mask
             )
         log_px = gaussian_log_prob_of_squares(squared, var, mask)
-        kl = kl_to_standard_normal(mean, std)
+        if self.prior_components == 1:
+            kl = kl_to_standard_normal(mean, std)
+        else:
+            # No closed form under a mixture prior: the single-draw estimate
+            # log q(z|x) - log p(z) at the z of the reconstruction term.
+            z = mean + std * eps
+            log_q = -0.5 * (LOG_2PI + eps**2).sum(-1) - torch.log(std).sum(-1)
+            kl = (log_q - self.log_prior(z)).unsqueeze(-1)
         return log_px, kl, squared.detach(), var.detach()
+
+    def prior_cholesky(self):
+        """Cholesky factors of the mixture prior's covariances, (K, q, q)."""
+        return torch.tril(self.prior_tril, -1) + torch.diag_embed(
+            torch.exp(self.prior_log_diag)
+        )
+
+    def log_prior(self, z):
+        """log p(z), summed over the last dimension of z."""
+        if self.prior_components == 1:
+            return standard_normal_log_prob(z)
+        return mixture_log_prob(
+            z,
+            torch.log_softmax(self.prior_logits, 0),
+            self.prior_means,
+            self.prior_cholesky(),
+        )
+
+    def prior_moments(self):
+        """Mean and variance of each latent dimension under the prior."""
+        if self.prior_components == 1:
+            zero = torch.zeros(self.n_components, dtype=self.variance.dtype)
+            return zero.to(self.variance.device), (zero + 1.0).to(self.variance.device)
+        weights = torch.softmax(self.prior_logits, 0).unsqueeze(1)
+        variances = (self.prior_cholesky() ** 2).sum(-1)
+        mean = (weights * self.prior_means).sum(0)
+        second = (weights * (variances + self.prior_means**2)).sum(0)
+        return mean, second - mean**2
+
+    def kl_per_dimension(self, mean, std):
+        """KL of q(z_j|x) to the prior's marginal moments of z_j, per dimension.
+
+        The KL to the prior itself under the standard normal prior; under a
+        mixture prior, to the Gaussian with the same mean and variance, which
+        still shows a dimension the encoder does not use (near zero).
+        """
+        if self.prior_components == 1:
+            return kl_to_standard_normal(mean, std)
+        prior_mean, prior_var = self.prior_moments()
+        return kl_between_normals(mean, std, prior_mean, prior_var)
+
+    def sample_prior(self, normal, uniform):
+        """Draws from p(z) given standard-normal ``normal`` (n, q) and ``uniform`` (n,).
+
+        ``uniform`` picks the mixture component (by inverting the CDF of the
+        weights), ``normal`` the point within it.
+        """
+        if self.prior_components == 1:
+            return normal
+        cdf = torch.softmax(self.prior_logits, 0).cumsum(0)
+        k = torch.searchsorted(cdf, uniform.unsqueeze(1) * cdf[-1]).squeeze(1)
+        k = k.clamp(max=self.prior_components - 1)
+        scale = self.prior_cholesky()[k]
+        return self.prior_means[k] + (scale @ normal.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def initialize_linear(self, start):
+        """Start at a linear-Gaussian model: see :class:`LinearStart`.
+
+        The decoder mean becomes ``W z + b`` and the encoder's posterior
+        ``N(A x + c, diag s^2)``, the hidden layers' contributions to both
+        means zero; the decoder variance and, for a mixture prior, its
+        weights, means and covariances come from ``start`` too.
+        """
+        tensor = lambda a: torch.as_tensor(a, dtype=PARAMETER_DTYPE)  # noqa: E731
+        q = self.n_components
+        mean_head, std_head = self.encoder_head.weight[:q], self.encoder_head.weight[q:]
+        std_head.zero_()
+        target = tensor(start.posterior_std) - STD_FLOOR
+        # softplus^-1(y) = log(expm1(y)), for the std of the posterior.
+        self.encoder_head.bias[q:] = torch.log(torch.expm1(target.clamp(min=1e-6)))
+        if self.linear_path:
+            encoder, decoder = self.encoder_linear, self.decoder_linear
+            mean_head.zero_()
+            self.encoder_head.bias[:q] = 0.0
+            self.decoder_mean.weight.zero_()
+            self.decoder_mean.bias.zero_()
+        else:  # no hidden layer: the head and the output layer are the linear maps
+            encoder, decoder = None, self.decoder_mean
+            mean_head.copy_(torch.zeros_like(mean_head))
+            mean_head[:, : self.n_features] = tensor(start.encoder_weight)
+            self.encoder_head.bias[:q] = tensor(start.encoder_bias)
+        if encoder is not None:
+            encoder.weight.zero_()
+            encoder.weight[:, : self.n_features] = tensor(start.encoder_weight)
+            encoder.bias.copy_(tensor(start.encoder_bias))
+        decoder.weight.copy_(tensor(start.decoder_weight))
+        decoder.bias.copy_(tensor(start.decoder_bias))
+        self.variance.copy_(tensor(start.noise_variance).clamp(min=self.min_variance))
+        if self.prior_components > 1:
+            cholesky = tensor(start.prior_cholesky)
+            self.prior_logits.copy_(torch.log(tensor(start.prior_weights)))
+            self.prior_means.copy_(tensor(start.prior_means))
+            self.prior_tril.copy_(torch.tril(cholesky, -1))
+            self.prior_log_diag.copy_(torch.log(torch.diagonal(cholesky, 0, 1, 2)))
 
     def importance_log_weights(self, x, eps, mask=None):
         r"""Log importance weights log p(x, z_k) - log q(z_k | x) for each draw.
@@ -259,7 +399,7 @@ class VAEModule(nn.Module):
             x.unsqueeze(1), x_mean, var, None if mask is None else mask.unsqueeze(1)
         )
         log_q = -0.5 * (LOG_2PI + eps**2).sum(-1) - torch.log(std).sum(-1, keepdim=True)
-        return log_px + standard_normal_log_prob(z) - log_q, x_mean, var
+        return log_px + self.log_prior(z) - log_q, x_mean, var
 
     def conditional_mean(self, x, eps, mask):
         r"""E[x | x_o] by self-normalised importance sampling.

@@ -87,6 +87,16 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         data sets; see ``hidden_layer_sizes`` and
         :doc:`/guide/outlier_detection`.
 
+    prior_components : int or "auto", default=1
+        Number of Gaussian components of the prior p(z). 1 is the standard
+        normal prior N(0, I); more make p(z) a mixture of full-covariance
+        Gaussians with learned weights, means and covariances, so that the
+        model can follow clustered, multimodal or zero-inflated data.
+        ``"auto"`` chooses the number by BIC, from 1 to 16, on the latent
+        codes of the linear start (see ``init``); a mixture the decoder noise
+        cannot follow (a component narrower than ``min_variance`` allows)
+        falls back to 1.
+
     hidden_layer_sizes : array-like of int, default=()
         Hidden layer widths of the encoder; the decoder mirrors them. An empty
         tuple gives a linear encoder and decoder (a linear VAE, whose maximum
@@ -102,6 +112,22 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
+
+    init : {"linear", "random"}, default="random"
+        Where training starts.
+
+        - ``"linear"``: the encoder and decoder means each get a linear path
+          beside their hidden layers (the decoder mean is ``W z + b +
+          MLP(z)``), started at the closed-form probabilistic PCA solution
+          (Tipping and Bishop 1999; with as many latent dimensions as
+          features, the maximum-likelihood Gaussian) and, with a mixture
+          prior, at a Gaussian mixture fitted to its latent codes. The hidden
+          layers' contributions start at zero, so training adds to what the
+          Gaussian or the mixture achieves instead of starting from noise;
+          with early stopping, the start is kept unless training beats it on
+          the validation rows.
+        - ``"random"``: the network's usual random initialization, without a
+          linear path.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
@@ -139,11 +165,26 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         Number of epochs over which the KL weight rises linearly from
         ``beta / kl_warmup`` to ``beta``; can help against posterior collapse.
 
-    standardize : bool, default=True
-        Whether to standardize each feature internally, by the mean and
-        standard deviation of its observed entries (see ``mean_`` and
-        ``scale_``); the network then works in standardized units. Outputs
-        are in the units of X either way.
+    standardize : bool or {"marginal", "auto"}, default=True
+        How each feature is brought to the model's internal units. Outputs
+        are in the units of X whichever is chosen; the log-Jacobian of the map
+        is part of :meth:`score_samples`.
+
+        - ``True``: standardize, by the mean and standard deviation of the
+          feature's observed entries (see ``mean_`` and ``scale_``).
+        - ``False``: no change; the network works in the units of X.
+        - ``"marginal"``: standardize, then Gaussianize each feature through
+          a smooth increasing map that makes its distribution close to a
+          standard normal (a kernel estimate of its distribution function
+          followed by the normal quantile function, linear between knots at
+          its quantiles; see ``marginal_knots_``). Skewed, heavy-tailed,
+          discrete or zero-inflated features then reach the network with
+          Gaussian marginals (a Gaussian copula), and the network models
+          the dependence between them.
+        - ``"auto"``: ``"marginal"`` if it gives the linear start a higher
+          likelihood, in the units of X, on the held-out rows (a
+          ``validation_fraction`` of them) by more than two standard errors;
+          else ``True``.
 
     batch_size : int or "auto", default="auto"
         Rows per optimiser step (capped at the number of training rows; the
@@ -275,6 +316,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         down to a power of two (0.5 if it is all zeros). Ones with
         ``standardize=False``.
 
+    marginal_knots_ : list of ndarray or None
+        The Gaussianizing map of each feature (``standardize="marginal"``, or
+        ``"auto"`` where it was chosen): an array of shape (n_knots, 2) of
+        (standardized value, Gaussianized value) pairs, between which the map
+        is linear, and beyond which it continues the end segments. None when
+        the features are only standardized.
+
     noise_variance_ : ndarray of shape (n_features,) or None
         Decoder variance in the units of X; None for a heteroscedastic decoder,
         whose variance depends on z.
@@ -389,8 +437,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         self,
         n_components=None,
         *,
+        prior_components=1,
         hidden_layer_sizes=(),
         activation="relu",
+        init="random",
         decoder_variance="feature",
         min_variance=1e-4,
         beta=1.0,
@@ -414,8 +464,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     ):
         super().__init__(
             n_components=n_components,
+            prior_components=prior_components,
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
+            init=init,
             decoder_variance=decoder_variance,
             min_variance=min_variance,
             beta=beta,

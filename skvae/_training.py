@@ -32,6 +32,10 @@ STREAM_CHUNK = 2**17
 # data by inflating the variance instead of fitting the mean (Detlefsen et al.
 # 2019; Seitzer et al. 2022).
 HETEROSCEDASTIC_WARMUP = 20
+# With early stopping, trained weights replace the ones training started from
+# only if their validation ELBO is higher by this many standard errors of the
+# mean per-row gain.
+SIGNIFICANCE = 2.0
 # After training, the stored decoder variance is the posterior mean squared
 # residual over the training rows, from enough draws of z per row for about
 # POSTERIOR_SAMPLES residuals per feature (1 to MAX_POSTERIOR_DRAWS per row).
@@ -243,15 +247,15 @@ def set_epoch_variance(module, mean_squared):
 
 @torch.no_grad()
 def validation_elbo(module, X_val, eps, mask=None):
-    """Mean single-draw ELBO per row of the validation set, with fixed draws."""
-    total = 0.0
+    """Single-draw ELBO of each validation row, with fixed draws (float64, CPU)."""
+    out = []
     for start in range(0, X_val.shape[0], EVAL_CHUNK):
         rows = slice(start, start + EVAL_CHUNK)
         x = X_val[rows].to(eps.device)
         observed = None if mask is None else mask[rows].to(eps.device)
         log_px, kl, _, _ = module.training_terms(x, eps[rows], observed, False)
-        total += (log_px - kl.sum(-1)).sum().item()
-    return total / X_val.shape[0]
+        out.append((log_px - kl.sum(-1)).double().cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -356,8 +360,11 @@ def train(module, optimizer, data, config, history):
 
     Stops early when the training loss (or, with early stopping, the
     validation ELBO) has not improved by ``tol`` for more than
-    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does; with early stopping
-    the best weights are restored.
+    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. With early
+    stopping the weights with the best validation ELBO are restored, the
+    starting weights included; trained weights that beat the starting ones
+    by less than ``SIGNIFICANCE`` standard errors of the per-row gain are
+    not kept (:func:`_significant`).
 
     Returns
     -------
@@ -377,6 +384,16 @@ def train(module, optimizer, data, config, history):
             device=device,
         )
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
+    converged = True
+    initial = initial_state = None
+    if X_val is not None:
+        # The weights training starts from compete too: a fit started at a
+        # closed-form solution keeps it unless training does better.
+        rows = validation_elbo(module, X_val, val_eps, val_mask)
+        initial = best_rows = rows
+        if rows.mean().item() > history.best_validation_score:
+            history.best_validation_score = rows.mean().item()
+            history.best_state = initial_state = _clone(module.state_dict())
     for _ in range(config.n_epochs):
         epoch = history.n_iter
         if (
@@ -403,13 +420,15 @@ def train(module, optimizer, data, config, history):
         message = f"Epoch {history.n_iter}, loss = {loss:.6f}"
         counting = epoch + 1 >= warmup_end
         if X_val is not None:
-            score = validation_elbo(module, X_val, val_eps, val_mask)
+            rows = validation_elbo(module, X_val, val_eps, val_mask)
+            score = rows.mean().item()
             history.validation_scores.append(score)
             message += f", validation ELBO = {score:.6f}"
             improved = score > history.best_validation_score + config.tol
             if score > history.best_validation_score or not counting:
                 history.best_validation_score = score
                 history.best_state = _clone(module.state_dict())
+                best_rows = rows
         else:
             improved = loss < history.best_loss - config.tol
             # During a warm-up the objective itself changes (the KL weight
@@ -427,10 +446,28 @@ def train(module, optimizer, data, config, history):
                     f"No improvement of at least tol={config.tol} for "
                     f"{config.n_iter_no_change} consecutive epochs. Stopping."
                 )
-            if history.best_state is not None:
-                module.load_state_dict(history.best_state)
-            return True
-    return False
+            break
+    else:
+        converged = False
+    if X_val is not None:
+        if initial_state is not None and not _significant(best_rows - initial):
+            history.best_state = initial_state
+        if history.best_state is not None:
+            module.load_state_dict(history.best_state)
+    return converged
+
+
+def _significant(gain):
+    """Whether a mean gain over validation rows is clearly more than noise.
+
+    A paired comparison: the mean per-row gain must exceed
+    ``SIGNIFICANCE`` standard errors. On a few dozen validation rows the best
+    of many epochs is otherwise often better by chance alone.
+    """
+    if gain.numel() < 2:
+        return bool(gain.sum() > 0)
+    spread = gain.std().item() / math.sqrt(gain.numel())
+    return gain.mean().item() > SIGNIFICANCE * spread
 
 
 def _heteroscedastic_warmup(module, config):

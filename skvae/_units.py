@@ -7,6 +7,7 @@ small whatever the size of X.
 """
 
 import numpy as np
+from scipy.special import log_ndtr, logsumexp, ndtri_exp
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import gen_batches
 
@@ -79,12 +80,14 @@ def standardization(X):
     return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
 
 
-def standardize_into(out, X, mean, scale, order=None):
+def standardize_into(out, X, mean, scale, order=None, knots=None):
     """Write the standardized rows of X (in ``order``, if given) into ``out``.
 
-    Values are clipped to ``STANDARDIZED_BOUND`` of ``out``'s dtype and
-    missing entries set to 0, the mean of standardized data. Returns the
-    boolean mask of observed entries, or None when no entry is missing.
+    With ``knots`` (:func:`fit_marginal_knots`), each standardized feature is
+    then Gaussianized. Values are clipped to ``STANDARDIZED_BOUND`` of
+    ``out``'s dtype and missing entries set to 0, the mean of standardized
+    data. Returns the boolean mask of observed entries, or None when no entry
+    is missing.
     """
     bound = STANDARDIZED_BOUND[out.dtype]
     observed = None
@@ -92,6 +95,8 @@ def standardize_into(out, X, mean, scale, order=None):
         for rows in row_chunks(X):
             chunk = X[rows] if order is None else X[order[rows]]
             block = np.clip((chunk - mean) / scale, -bound, bound)
+            if knots is not None:
+                block = np.clip(gaussianize(block, knots)[0], -bound, bound)
             missing = np.isnan(block)
             if missing.any():
                 if observed is None:
@@ -102,9 +107,14 @@ def standardize_into(out, X, mean, scale, order=None):
     return observed
 
 
-def unstandardize(X, mean, scale):
-    """Back to the units of the data; beyond float64's range, its largest value."""
+def unstandardize(X, mean, scale, knots=None):
+    """Back to the units of the data; beyond float64's range, its largest value.
+
+    With ``knots``, X is first mapped back through the Gaussianizing map.
+    """
     big = np.finfo(np.float64).max
+    if knots is not None:
+        X = degaussianize(X, knots)
     with np.errstate(over="ignore"):
         return np.clip(X * scale + mean, -big, big)
 
@@ -121,7 +131,121 @@ def log_jacobian(scale, observed_fraction=None):
     return float(observed_fraction @ np.log(scale))
 
 
+def log_jacobian_rows(X, mean, scale, knots):
+    """Per row of X, the log|det| of its observed entries' map to internal units.
+
+    ``sum(log scale_d - log G_d'(z_d))`` over the observed entries d of the
+    row, z the standardized row and G the Gaussianizing map; the
+    log-density of a row in the units of X is the model's minus this.
+    """
+    out = np.zeros(X.shape[0])
+    for rows in row_chunks(X):
+        Z = (X[rows] - mean) / scale
+        _, log_slope = gaussianize(Z, knots)
+        observed = ~np.isnan(Z)
+        out[rows] = observed @ np.log(scale) - log_slope.sum(1)
+    return out
+
+
 def variance_in_units(variance, scale):
     """A variance in internal units, in the units of the data, capped at float64's max."""
     with np.errstate(over="ignore", under="ignore"):  # scale ~ 1e±300
         return np.minimum(variance * scale**2, np.finfo(np.float64).max)
+
+
+# The Gaussianizing transform (``standardize="marginal"``): each standardized
+# feature is mapped through a piecewise-linear, increasing function G with
+# G(z) ~ Phi^-1(F(z)), F a smoothed estimate of the feature's distribution.
+# Kernel centres per feature: the data's quantiles, at most this many.
+MARGINAL_CENTRES = 512
+# Weight of a standard normal in F, so that its tails are those of the
+# standardized Gaussian rather than of a narrow kernel.
+MARGINAL_BROAD_WEIGHT = 0.01
+# Knots reach this far beyond the data (standardized units, and bandwidths).
+MARGINAL_REACH, MARGINAL_REACH_BANDWIDTHS = 8.0, 6.0
+
+
+def fit_marginal_knots(Z):
+    """Knots ``(z, t)`` of G for each column of standardized Z (NaN ignored).
+
+    F is a mixture of a Gaussian kernel at each of up to ``MARGINAL_CENTRES``
+    quantiles of the observed values (bandwidth by Silverman's rule) and, with
+    weight ``MARGINAL_BROAD_WEIGHT``, of N(0, 1). The knots are the centres,
+    the midpoints between them and two points well beyond the data, and
+    ``t = Phi^-1(F(z))`` there, strictly increasing. A constant column gets
+    the identity. Returns a list of arrays of shape (n_knots, 2).
+    """
+    knots = []
+    for column in Z.T:
+        values = column[~np.isnan(column)]
+        spread = values.std()
+        if spread == 0:
+            knots.append(np.array([[-1.0, -1.0], [1.0, 1.0]]))
+            continue
+        n = values.size
+        levels = np.linspace(0.0, 1.0, min(MARGINAL_CENTRES, n))
+        centres, counts = np.unique(np.quantile(values, levels), return_counts=True)
+        iqr = np.subtract(*np.quantile(values, [0.75, 0.25]))
+        scale = min(spread, iqr / 1.349) if iqr > 0 else spread
+        bandwidth = 0.9 * scale * n ** (-0.2)
+        points = np.concatenate(
+            [
+                centres,
+                (centres[1:] + centres[:-1]) / 2,
+                [
+                    min(
+                        centres[0] - MARGINAL_REACH_BANDWIDTHS * bandwidth,
+                        -MARGINAL_REACH,
+                    ),
+                    max(
+                        centres[-1] + MARGINAL_REACH_BANDWIDTHS * bandwidth,
+                        MARGINAL_REACH,
+                    ),
+                ],
+            ]
+        )
+        points.sort()
+        log_weights = np.log(counts / counts.sum()) + np.log1p(-MARGINAL_BROAD_WEIGHT)
+        u = (points[:, None] - centres[None, :]) / bandwidth
+        terms = np.column_stack(
+            [
+                log_ndtr(u) + log_weights,
+                np.log(MARGINAL_BROAD_WEIGHT) + log_ndtr(points),
+            ]
+        )
+        upper = np.column_stack(
+            [
+                log_ndtr(-u) + log_weights,
+                np.log(MARGINAL_BROAD_WEIGHT) + log_ndtr(-points),
+            ]
+        )
+        log_cdf, log_sf = logsumexp(terms, 1), logsumexp(upper, 1)
+        t = np.where(log_cdf < log_sf, ndtri_exp(log_cdf), -ndtri_exp(log_sf))
+        keep = np.concatenate([[True], np.diff(t) > 0])  # strictly increasing
+        knots.append(np.column_stack([points[keep], t[keep]]))
+    return knots
+
+
+def _piecewise(values, xs, ys):
+    """The piecewise-linear map through (xs, ys), linear beyond both ends, and its log slope."""
+    slopes = np.diff(ys) / np.diff(xs)
+    segment = np.clip(np.searchsorted(xs, values, side="right") - 1, 0, len(slopes) - 1)
+    out = ys[segment] + slopes[segment] * (values - xs[segment])
+    return out, np.log(slopes)[segment]
+
+
+def gaussianize(Z, knots):
+    """G applied to each column of standardized Z, and log G' per entry (NaN kept)."""
+    T = np.empty_like(Z)
+    log_slope = np.zeros_like(Z)
+    for j, knot in enumerate(knots):
+        T[:, j], log_slope[:, j] = _piecewise(Z[:, j], knot[:, 0], knot[:, 1])
+    return T, np.where(np.isnan(Z), 0.0, log_slope)
+
+
+def degaussianize(T, knots):
+    """The inverse of :func:`gaussianize`'s map, column by column."""
+    Z = np.empty_like(T)
+    for j, knot in enumerate(knots):
+        Z[:, j] = _piecewise(T[:, j], knot[:, 1], knot[:, 0])[0]
+    return Z

@@ -62,9 +62,7 @@ def default_vae(ppca):
     Shared by every test that needs this fit: do not change it (``clone`` or
     ``copy.deepcopy`` it first).
     """
-    return GaussianVAE(n_components=2, random_state=0, device=DEVICE).fit(
-        ppca.X_train
-    )
+    return GaussianVAE(n_components=2, random_state=0, device=DEVICE).fit(ppca.X_train)
 
 
 def remove_at_random(X, fraction, seed):

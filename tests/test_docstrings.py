@@ -29,6 +29,7 @@ SHARED_ATTRS = [
     "device_",
     "mean_",
     "scale_",
+    "marginal_knots_",
     "noise_variance_",
     "kl_per_component_",
     "batch_size_",

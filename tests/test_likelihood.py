@@ -8,8 +8,10 @@ from scipy import stats
 
 from skvae._likelihood import (
     gaussian_log_prob,
+    kl_between_normals,
     kl_to_standard_normal,
     log_mean_exp,
+    mixture_log_prob,
     optimal_variance,
     standard_normal_log_prob,
 )
@@ -100,3 +102,53 @@ def test_optimal_variance_floor_mask_and_detach():
 def test_log_mean_exp_is_stable():
     w = torch.tensor([[-1e4, -1e4 + math.log(3.0)], [1e4, 1e4]], dtype=torch.float64)
     assert_allclose(log_mean_exp(w, 1).numpy(), [-1e4 + math.log(2.0), 1e4], rtol=1e-15)
+
+
+def test_mixture_log_prob_matches_scipy():
+    rng = np.random.default_rng(7)
+    k, q = 3, 4
+    weights = rng.dirichlet(np.ones(k))
+    means = rng.normal(size=(k, q)) * 3
+    factors = rng.normal(size=(k, q, q))
+    covariances = factors @ np.swapaxes(factors, 1, 2) + 0.1 * np.eye(q)
+    z = rng.normal(size=(5, 2, q)) * 4
+    expected = np.log(
+        sum(
+            w * stats.multivariate_normal(m, c).pdf(z)
+            for w, m, c in zip(weights, means, covariances, strict=True)
+        )
+    )
+    got = mixture_log_prob(
+        torch.tensor(z),
+        torch.tensor(np.log(weights)),
+        torch.tensor(means),
+        torch.linalg.cholesky(torch.tensor(covariances)),
+    )
+    assert got.shape == (5, 2)
+    assert_allclose(got.numpy(), expected, rtol=1e-10)
+
+
+def test_one_component_mixture_at_the_origin_is_the_standard_normal():
+    z = torch.tensor(np.random.default_rng(8).normal(size=(6, 3)))
+    got = mixture_log_prob(
+        z,
+        torch.zeros(1, dtype=z.dtype),
+        torch.zeros(1, 3, dtype=z.dtype),
+        torch.eye(3, dtype=z.dtype)[None],
+    )
+    assert_allclose(got.numpy(), standard_normal_log_prob(z).numpy(), rtol=1e-12)
+
+
+def test_kl_between_normals_matches_torch_distributions():
+    rng = np.random.default_rng(9)
+    mean, prior_mean = (torch.tensor(rng.normal(size=(4, 3))) for _ in range(2))
+    std = torch.tensor(rng.uniform(0.1, 3.0, size=(4, 3)))
+    prior_var = torch.tensor(rng.uniform(0.1, 3.0, size=(4, 3)))
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, std),
+        torch.distributions.Normal(prior_mean, prior_var.sqrt()),
+    )
+    got = kl_between_normals(mean, std, prior_mean, prior_var)
+    assert_allclose(got.numpy(), expected.numpy(), rtol=1e-10)
+    standard = kl_between_normals(mean, std, 0.0, torch.ones(()))
+    assert_allclose(standard.numpy(), kl_to_standard_normal(mean, std).numpy())

@@ -152,13 +152,17 @@ def test_posterior_predictive_draws_have_the_conditional_moments():
     uniform = torch.rand(n, dtype=torch.float64, generator=generator)
     noise = torch.randn(n, N_FEATURES, dtype=torch.float64, generator=generator)
     with torch.no_grad():
-        draws = module.posterior_predictive(
-            filled.expand(n, -1),
-            eps,
-            mask.expand(n, -1),
-            uniform.to(DEVICE),
-            noise.to(DEVICE),
-        ).cpu().numpy()[:, m]
+        draws = (
+            module.posterior_predictive(
+                filled.expand(n, -1),
+                eps,
+                mask.expand(n, -1),
+                uniform.to(DEVICE),
+                noise.to(DEVICE),
+            )
+            .cpu()
+            .numpy()[:, m]
+        )
     mu, cov = marginal.mean, marginal.cov
     gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
     mean = mu[m] + gain @ (x[0, o] - mu[o])

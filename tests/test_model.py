@@ -14,9 +14,13 @@ def test_importance_weights_equal_the_marginal_for_the_exact_posterior():
     generator = torch.Generator().manual_seed(0)
     eps = torch.randn(5, N_COMPONENTS, dtype=torch.float64, generator=generator)
     with torch.no_grad():
-        log_w = module.importance_log_weights(
-            torch.tensor(x, device=DEVICE), eps.to(DEVICE)
-        ).cpu().numpy()
+        log_w = (
+            module.importance_log_weights(
+                torch.tensor(x, device=DEVICE), eps.to(DEVICE)
+            )
+            .cpu()
+            .numpy()
+        )
     assert log_w.shape == (6, 5)
     assert_allclose(log_w, np.repeat(marginal.logpdf(x)[:, None], 5, 1), rtol=1e-10)
 

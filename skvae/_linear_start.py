@@ -1,0 +1,202 @@
+"""Where training starts: the closed-form linear-Gaussian fit, on numpy arrays.
+
+A VAE whose decoder mean is ``W z + b`` and whose prior is N(0, I) is
+probabilistic PCA (Tipping and Bishop 1999), whose maximum-likelihood ``W``,
+noise and exact posterior are known in closed form. Starting the network
+there, with its hidden layers' contributions at zero, makes training add to
+what a Gaussian achieves instead of starting from noise. Where the latent
+codes of that fit are clustered, a mixture prior fitted to them (a Gaussian
+mixture chosen by BIC) starts the model at a mixture of Gaussians instead.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from ._model import STD_FLOOR
+
+# Rows used to compute the start on large data (a random subset).
+START_ROWS = 10_000
+# Components tried for the mixture prior, 1 to this many, by BIC; the search
+# stops once BIC has risen this many times in a row.
+BIC_PATIENCE = 3
+MAX_PRIOR_COMPONENTS = 16
+
+
+@dataclass
+class LinearStart:
+    """A linear-Gaussian model in the form :meth:`VAEModule.initialize_linear` takes."""
+
+    decoder_weight: np.ndarray  # (n_features, n_components)
+    decoder_bias: np.ndarray  # (n_features,)
+    encoder_weight: np.ndarray  # (n_components, n_features)
+    encoder_bias: np.ndarray  # (n_components,)
+    posterior_std: np.ndarray  # (n_components,)
+    noise_variance: np.ndarray  # (n_features,)
+    prior_weights: np.ndarray | None = None  # (K,)
+    prior_means: np.ndarray | None = None  # (K, n_components)
+    prior_cholesky: np.ndarray | None = None  # (K, n_components, n_components)
+
+    @property
+    def prior_components(self):
+        return 1 if self.prior_weights is None else len(self.prior_weights)
+
+
+def _noise_floor(noise, min_variance, largest_eigenvalue):
+    """The decoder noise, at least ``min_variance`` and within the encoder's reach.
+
+    The posterior's standard deviation along an eigenvector is
+    ``sqrt(noise / eigenvalue)``; the encoder cannot go below ``STD_FLOOR``,
+    and a proposal much wider than the posterior ruins the importance
+    weights, so the noise keeps the narrowest posterior at twice the floor.
+    """
+    return max(noise, min_variance, (2 * STD_FLOOR) ** 2 * largest_eigenvalue)
+
+
+def probabilistic_pca(Z, n_components, min_variance):
+    r"""Maximum-likelihood probabilistic PCA of Z, with its exact posterior.
+
+    With the eigendecomposition :math:`S = U \Lambda U^\top` of the covariance
+    of Z, :math:`W = U_q (\Lambda_q - \sigma^2)^{1/2}`, where the noise
+    :math:`\sigma^2` is the mean of the discarded eigenvalues (Tipping and
+    Bishop 1999). With as many components as features nothing is discarded:
+    any :math:`\sigma^2` below the smallest eigenvalue gives the same, full
+    covariance, and half of it is taken (floored at ``min_variance``), small
+    enough to leave the hidden layers room and large enough to keep the
+    training gradients tame. The posterior is
+    :math:`N(\Lambda_q^{-1} W^\top (x - b), \sigma^2 \Lambda_q^{-1})`,
+    diagonal, so a diagonal encoder represents it exactly.
+    """
+    n_features = Z.shape[1]
+    bias = Z.mean(0)
+    covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues = np.maximum(eigenvalues[order], 0.0)
+    eigenvectors = eigenvectors[:, order]
+    if n_components < n_features:
+        noise = eigenvalues[n_components:].mean()
+    else:
+        noise = 0.5 * eigenvalues[-1]
+    noise = _noise_floor(noise, min_variance, eigenvalues[0])
+    kept = np.maximum(eigenvalues[:n_components], noise * (1 + 1e-6))
+    weight = eigenvectors[:, :n_components] * np.sqrt(kept - noise)
+    encoder_weight = (weight / kept).T
+    return LinearStart(
+        decoder_weight=weight,
+        decoder_bias=bias,
+        encoder_weight=encoder_weight,
+        encoder_bias=-encoder_weight @ bias,
+        posterior_std=np.sqrt(noise / kept),
+        noise_variance=np.full(n_features, noise),
+    )
+
+
+def mixture_prior(start, Z, n_components, random_state, min_variance):
+    """Add a mixture prior fitted to the latent codes of ``start``.
+
+    Fits a full-covariance Gaussian mixture with ``n_components`` components
+    to the latent codes of the rows of Z; with ``n_components="auto"``,
+    mixtures of 1 to ``MAX_PRIOR_COMPONENTS`` components, keeping the one of
+    lowest BIC (a mixture with more parameters than rows is not tried, and
+    the search stops once BIC has risen ``BIC_PATIENCE`` times in a row).
+    Returns ``start`` unchanged when one component wins (the N(0, I) prior
+    is then already right).
+
+    With as many latent dimensions as features, the codes are the whitened
+    rows, ``W^-1 (x - b)`` with ``W = U Lambda^{1/2}``: the data-space model
+    is then the mixture itself, convolved with the decoder noise, which is
+    set to half the smallest variance of any component in any direction (so
+    that a narrow component, such as a spike of repeated values, survives)
+    and deconvolved from the prior's covariances; where that is below the
+    floor on the noise, the mixture cannot be followed and ``start`` is
+    returned unchanged. With fewer, the codes are
+    the posterior means of the probabilistic PCA, narrower than z by the
+    posterior variance, which is added back to each component's covariance.
+    """
+    weight, bias = start.decoder_weight, start.decoder_bias
+    full = weight.shape[0] == weight.shape[1]
+    if full:
+        covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        eigenvalues = np.maximum(eigenvalues, min_variance)
+        weight = eigenvectors * np.sqrt(eigenvalues)
+        encoder_weight = (eigenvectors / np.sqrt(eigenvalues)).T
+        codes = (Z - bias) @ encoder_weight.T
+    else:
+        codes = Z @ start.encoder_weight.T + start.encoder_bias
+    n_samples, q = codes.shape
+    if n_components != "auto":
+        candidates = [n_components]
+    else:
+        candidates = range(1, MAX_PRIOR_COMPONENTS + 1)
+    best, best_bic, rises = None, np.inf, 0
+    for k in candidates:
+        n_parameters = k * (q + q * (q + 1) / 2) + k - 1
+        if k > 1 and n_parameters > n_samples and n_components == "auto":
+            break
+        mixture = GaussianMixture(k, random_state=random_state).fit(codes)
+        bic = mixture.bic(codes)
+        if bic < best_bic:
+            best, best_bic, rises = mixture, bic, 0
+        else:
+            rises += 1
+            if rises >= BIC_PATIENCE:
+                break
+    if best is None or best.n_components == 1:
+        return start
+    covariances = best.covariances_
+    if full:
+        in_data = weight @ covariances @ weight.T
+        smallest = 0.5 * min(np.linalg.eigvalsh(c)[0] for c in in_data)
+        noise = _noise_floor(smallest, min_variance, eigenvalues.max())
+        if noise > smallest:
+            # A component narrower than the decoder noise allows: the model
+            # cannot follow the mixture there, and a prior narrower than the
+            # encoder's proposal would ruin the importance weights.
+            return start
+        covariances = covariances - noise * np.diag(1.0 / eigenvalues)
+        start = LinearStart(
+            decoder_weight=weight,
+            decoder_bias=bias,
+            encoder_weight=encoder_weight,
+            encoder_bias=-encoder_weight @ bias,
+            posterior_std=np.sqrt(noise / eigenvalues),
+            noise_variance=np.full(weight.shape[0], noise),
+        )
+    else:
+        covariances = covariances + np.diag(start.posterior_std**2)
+    start.prior_weights = best.weights_
+    start.prior_means = best.means_
+    start.prior_cholesky = np.linalg.cholesky(covariances)
+    return start
+
+
+def start_log_likelihood(start, Z):
+    """Log-density of each row of Z under the linear-Gaussian model ``start``.
+
+    The model is the mixture of Gaussians with means ``W mu_k + b`` and
+    covariances ``W Sigma_k W^T + diag(noise)`` (one component, N(b, W W^T +
+    diag(noise)), for the N(0, I) prior), in the units of Z.
+    """
+    W, b = start.decoder_weight, start.decoder_bias
+    if start.prior_weights is None:
+        weights, means = np.ones(1), np.zeros((1, W.shape[1]))
+        covariances = np.eye(W.shape[1])[None]
+    else:
+        weights, means = start.prior_weights, start.prior_means
+        covariances = start.prior_cholesky @ np.swapaxes(start.prior_cholesky, 1, 2)
+    log_terms = []
+    for weight, mean, covariance in zip(weights, means, covariances, strict=True):
+        cholesky = np.linalg.cholesky(
+            W @ covariance @ W.T + np.diag(start.noise_variance)
+        )
+        white = np.linalg.solve(cholesky, (Z - (W @ mean + b)).T)
+        log_terms.append(
+            np.log(weight)
+            - 0.5 * (white**2).sum(0)
+            - np.log(np.diagonal(cholesky)).sum()
+            - 0.5 * Z.shape[1] * np.log(2 * np.pi)
+        )
+    return np.logaddexp.reduce(np.array(log_terms), axis=0)

@@ -1,0 +1,118 @@
+"""The map between the units of X and the model's: standardizing and Gaussianizing."""
+
+import numpy as np
+import pytest
+from conftest import DEVICE
+from numpy.testing import assert_allclose
+from scipy import stats
+
+from skvae import GaussianVAE
+from skvae._units import degaussianize, fit_marginal_knots, gaussianize
+
+
+def skewed(n_samples=1500, seed=0):
+    """A lognormal, a two-valued dequantized and a zero-inflated column."""
+    rng = np.random.default_rng(seed)
+    lognormal = rng.lognormal(size=n_samples)
+    binary = rng.integers(0, 2, n_samples) + rng.uniform(size=n_samples)
+    zeros = np.where(rng.random(n_samples) < 0.4, 0.0, rng.gamma(2.0, size=n_samples))
+    X = np.column_stack([lognormal, binary, zeros])
+    return (X - X.mean(0)) / X.std(0)
+
+
+def test_gaussianized_columns_are_close_to_standard_normal():
+    Z = skewed()
+    T, _ = gaussianize(Z, fit_marginal_knots(Z))
+    for column in T[:, :2].T:  # continuous columns
+        assert abs(column.mean()) < 0.05 and abs(column.std() - 1) < 0.1
+        assert stats.kstest(column, "norm").statistic < 0.05
+    # A point mass stays one: the repeated zeros map to one value, the
+    # median of the mass under the smoothed distribution.
+    zeros = T[:, 2][Z[:, 2] == Z[:, 2].min()]
+    assert np.ptp(zeros) == 0 and stats.norm.cdf(zeros[0]) == pytest.approx(
+        0.2, abs=0.05
+    )
+
+
+def test_gaussianizing_is_inverted_exactly():
+    Z = skewed()
+    knots = fit_marginal_knots(Z)
+    wide = np.vstack([Z, [[-50.0, 40.0, 1e3]]])  # beyond the knots, too
+    assert_allclose(degaussianize(gaussianize(wide, knots)[0], knots), wide, atol=1e-9)
+
+
+@pytest.mark.parametrize("column", [0, 1, 2])
+def test_gaussianized_density_integrates_to_one(column):
+    """N(G(z)) G'(z) is a density: the log-Jacobian is right, tails included."""
+    Z = skewed()
+    knots = fit_marginal_knots(Z)
+    grid = np.linspace(-60, 60, 600_001)
+    T, log_slope = gaussianize(np.tile(grid[:, None], (1, 3)), knots)
+    density = np.exp(stats.norm.logpdf(T[:, column]) + log_slope[:, column])
+    assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-4)
+
+
+def test_constant_column_is_left_alone():
+    Z = np.column_stack([np.zeros(50), np.random.default_rng(0).normal(size=50)])
+    T, log_slope = gaussianize(Z, fit_marginal_knots(Z))
+    assert_allclose(T[:, 0], 0.0) and assert_allclose(log_slope[:, 0], 0.0)
+
+
+def test_missing_entries_pass_through():
+    Z = skewed()
+    knots = fit_marginal_knots(Z)
+    Z[::3, 1] = np.nan
+    T, log_slope = gaussianize(Z, knots)
+    assert np.isnan(T[::3, 1]).all() and (log_slope[::3, 1] == 0).all()
+    assert np.isfinite(T[1::3]).all()
+
+
+def test_marginal_model_density_integrates_to_one_in_the_units_of_x():
+    """score_samples of a Gaussianized model is a density over x."""
+    rng = np.random.default_rng(3)
+    X = rng.gamma(2.0, 3.0, size=(400, 1)) + 100.0
+    vae = GaussianVAE(
+        n_components=None,
+        hidden_layer_sizes=(),
+        standardize="marginal",
+        init="linear",
+        max_iter=20,
+        device=DEVICE,
+        random_state=0,
+    ).fit(X)
+    grid = np.linspace(50, 300, 100_001)
+    density = np.exp(vae.score_samples(grid[:, None]))
+    assert_allclose(np.trapezoid(density, grid), 1.0, atol=2e-3)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_marginal_scores_shift_by_minus_d_log_c_when_x_is_scaled():
+    X = skewed(400) * [1.0, 5.0, 0.1]
+    params = dict(standardize="marginal", max_iter=3, device=DEVICE, random_state=0)
+    vae = GaussianVAE(**params).fit(X)
+    scaled = GaussianVAE(**params).fit(1024.0 * X)
+    assert_allclose(
+        scaled.score_samples(1024.0 * X),
+        vae.score_samples(X) - 3 * np.log(1024.0),
+        rtol=1e-9,
+    )
+
+
+def test_auto_gaussianizes_skewed_data_and_not_gaussian_data():
+    params = dict(standardize="auto", max_iter=1, device=DEVICE, random_state=0)
+    rng = np.random.default_rng(4)
+    gaussian = rng.normal(size=(1000, 3)) @ rng.normal(size=(3, 3))
+    assert GaussianVAE(**params).fit(gaussian).marginal_knots_ is None
+    assert GaussianVAE(**params).fit(skewed(1000)).marginal_knots_ is not None
+
+
+def test_inverse_transform_and_sample_come_back_through_the_map():
+    X = skewed(600) * 10 + 50
+    vae = GaussianVAE(
+        standardize="marginal", max_iter=30, device=DEVICE, random_state=0
+    ).fit(X)
+    draws = vae.sample(20_000)
+    # Marginals of the draws follow the data's continuous columns.
+    for j in range(2):
+        assert stats.ks_2samp(draws[:, j], X[:, j]).statistic < 0.15
+    assert vae.inverse_transform(vae.transform(X[:5])).shape == (5, 3)
