@@ -6,6 +6,7 @@ are in ``_units.py``, the numpy-to-device machinery in ``_inference.py``, the
 training loop in ``_training.py``.
 """
 
+import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
@@ -29,6 +30,8 @@ from ._linear_start import (
 )
 from ._model import VAEModule
 from ._training import (
+    MAX_POSTERIOR_DRAWS,
+    POSTERIOR_SAMPLES,
     SIGNIFICANCE,
     TrainingConfig,
     TrainingData,
@@ -36,6 +39,7 @@ from ._training import (
     auto_batch_size,
     fit_module,
     make_optimizer,
+    posterior_statistics,
 )
 from ._units import (
     check_observed_features,
@@ -50,6 +54,8 @@ from ._units import (
     variance_in_units,
 )
 
+# Validation rows that early_stopping="auto" needs to hold out rows at all.
+MIN_AUTO_VALIDATION_ROWS = 2
 # Held-out rows needed to choose between the standardized and the
 # Gaussianized features (standardize="auto"); with fewer, standardized.
 MIN_CHOICE_ROWS = 10
@@ -91,7 +97,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -323,6 +329,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             val_mask=None if mask is None or validation is None else mask[validation],
         )
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
+        if self._history.kept_start and self.init == "linear":
+            # Training did not beat the closed-form start: the start again,
+            # now on all rows, the held-out ones included.
+            result.kl_per_component = self._start_on_all_rows(X, tensor, mask)
         if self.marginal_knots_ is None:
             log_det = log_jacobian(self.scale_, result.observed_fraction)
             val_log_det = log_jacobian(self.scale_, result.validation_observed_fraction)
@@ -372,7 +382,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             )
 
     def _uses_early_stopping(self, n_samples):
-        if self.early_stopping and round(n_samples * self.validation_fraction) < 1:
+        n_held_out = round(n_samples * self.validation_fraction)
+        if self.early_stopping == "auto":
+            return n_held_out >= MIN_AUTO_VALIDATION_ROWS
+        if self.early_stopping and n_held_out < 1:
             raise ValueError(
                 f"early_stopping=True needs at least one validation row, but "
                 f"n_samples={n_samples} with validation_fraction="
@@ -389,7 +402,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
     def _initialize(self, X, has_missing):
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
-        init_seed = draw_seed(rng)
+        self._init_seed = init_seed = draw_seed(rng)
         self._train_seed, self._score_seed, self._split_seed = (
             draw_seed(rng) for _ in range(3)
         )
@@ -440,7 +453,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         # competes with the trained weights on them.
         train, held_out = np.arange(X.shape[0]), None
         n_held_out = round(X.shape[0] * self.validation_fraction)
-        if (self.early_stopping or len(candidates) > 1) and n_held_out >= 1:
+        stopping = self._uses_early_stopping(X.shape[0])
+        if (stopping or len(candidates) > 1) and n_held_out >= 1:
             train, held_out = train_test_split(
                 train, test_size=self.validation_fraction, random_state=self._split_seed
             )
@@ -479,6 +493,32 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         knots, start, _ = results[name]
         self.marginal_knots_ = knots
         return start if self.init == "linear" else None
+
+    def _start_on_all_rows(self, X, tensor, mask):
+        """Restart the module at the linear start fitted to every row of X.
+
+        Returns the mean KL per latent dimension over the rows (``tensor``,
+        X in internal units, with its ``mask``).
+        """
+        rows = np.random.default_rng(self._init_seed).permutation(X.shape[0])
+        Z = (X[np.sort(rows[:START_ROWS])] - self.mean_) / self.scale_
+        if self.marginal_knots_ is not None:
+            Z = gaussianize(Z, self.marginal_knots_)[0]
+        start = self._linear_start(np.nan_to_num(Z), self._init_seed)
+        with seeded_cpu_rng(self._init_seed):
+            module = self._build_module(
+                X.shape[1], self.module_.mask_input, start.prior_components
+            )
+        module.initialize_linear(start)
+        self.module_ = module.to(self.device_)
+        self._optimizer = self._make_optimizer(X.shape[0])
+        n_draws = int(
+            np.clip(math.ceil(POSTERIOR_SAMPLES / X.shape[0]), 1, MAX_POSTERIOR_DRAWS)
+        )
+        _, kl = posterior_statistics(
+            self.module_, tensor, self._score_seed, n_draws, mask
+        )
+        return kl.cpu().numpy()
 
     def _linear_start(self, Z, seed):
         n_components = Z.shape[1] if self.n_components is None else self.n_components

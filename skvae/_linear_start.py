@@ -97,10 +97,8 @@ def mixture_prior(start, Z, n_components, random_state, min_variance):
     """Add a mixture prior fitted to the latent codes of ``start``.
 
     Fits a full-covariance Gaussian mixture with ``n_components`` components
-    to the latent codes of the rows of Z; with ``n_components="auto"``,
-    mixtures of 1 to ``MAX_PRIOR_COMPONENTS`` components, keeping the one of
-    lowest BIC (a mixture with more parameters than rows is not tried, and
-    the search stops once BIC has risen ``BIC_PATIENCE`` times in a row).
+    to the latent codes of the rows of Z; with ``n_components="auto"``, the
+    mixture of lowest BIC (:func:`_mixture_by_bic`).
     Returns ``start`` unchanged when one component wins (the N(0, I) prior
     is then already right).
 
@@ -109,9 +107,9 @@ def mixture_prior(start, Z, n_components, random_state, min_variance):
     is then the mixture itself, convolved with the decoder noise, which is
     set to half the smallest variance of any component in any direction (so
     that a narrow component, such as a spike of repeated values, survives)
-    and deconvolved from the prior's covariances; where that is below the
-    floor on the noise, the mixture cannot be followed and ``start`` is
-    returned unchanged. With fewer, the codes are
+    and deconvolved from the prior's covariances (where the floor on the
+    noise is above that, the mixture is followed as closely as the noise
+    allows). With fewer, the codes are
     the posterior means of the probabilistic PCA, narrower than z by the
     posterior variance, which is added back to each component's covariance.
     """
@@ -126,37 +124,26 @@ def mixture_prior(start, Z, n_components, random_state, min_variance):
         codes = (Z - bias) @ encoder_weight.T
     else:
         codes = Z @ start.encoder_weight.T + start.encoder_bias
-    n_samples, q = codes.shape
-    if n_components != "auto":
-        candidates = [n_components]
-    else:
-        candidates = range(1, MAX_PRIOR_COMPONENTS + 1)
-    best, best_bic, rises = None, np.inf, 0
-    for k in candidates:
-        n_parameters = k * (q + q * (q + 1) / 2) + k - 1
-        if k > 1 and n_parameters > n_samples and n_components == "auto":
-            break
-        mixture = GaussianMixture(k, random_state=random_state).fit(codes)
-        bic = mixture.bic(codes)
-        if bic < best_bic:
-            best, best_bic, rises = mixture, bic, 0
-        else:
-            rises += 1
-            if rises >= BIC_PATIENCE:
-                break
+    best = _mixture_by_bic(codes, n_components, random_state)
     if best is None or best.n_components == 1:
         return start
-    covariances = best.covariances_
+    covariances = _full_covariances(best)
     if full:
         in_data = weight @ covariances @ weight.T
         smallest = 0.5 * min(np.linalg.eigvalsh(c)[0] for c in in_data)
         noise = _noise_floor(smallest, min_variance, eigenvalues.max())
+        likelihood_variance = np.diag(noise / eigenvalues)  # of z given x
+        covariances = covariances - likelihood_variance
         if noise > smallest:
             # A component narrower than the decoder noise allows: the model
-            # cannot follow the mixture there, and a prior narrower than the
-            # encoder's proposal would ruin the importance weights.
-            return start
-        covariances = covariances - noise * np.diag(1.0 / eigenvalues)
+            # cannot follow it exactly. Its prior is kept at least half as
+            # wide as the likelihood of z in every direction, so that the
+            # posterior is never much narrower than the encoder's proposal
+            # (which would ruin the importance weights).
+            values, vectors = np.linalg.eigh(covariances)
+            values = np.maximum(values, 0.0)
+            covariances = (vectors * values[:, None, :]) @ np.swapaxes(vectors, 1, 2)
+            covariances = covariances + 0.5 * likelihood_variance
         start = LinearStart(
             decoder_weight=weight,
             decoder_bias=bias,
@@ -171,6 +158,47 @@ def mixture_prior(start, Z, n_components, random_state, min_variance):
     start.prior_means = best.means_
     start.prior_cholesky = np.linalg.cholesky(covariances)
     return start
+
+
+def _mixture_by_bic(codes, n_components, random_state):
+    """The Gaussian mixture of the codes: ``n_components`` of them, or chosen by BIC.
+
+    ``"auto"`` tries full and diagonal covariances with 1 to
+    ``MAX_PRIOR_COMPONENTS`` components each (diagonal ones fit more
+    components where there are few rows per parameter), stopping a search
+    once BIC has risen ``BIC_PATIENCE`` times in a row and skipping mixtures
+    with more parameters than rows.
+    """
+    n_samples, q = codes.shape
+    if n_components != "auto":
+        return GaussianMixture(n_components, random_state=random_state).fit(codes)
+    if n_samples <= q + 1:  # too few rows for any mixture to say more
+        return None
+    per_component = {"full": q + q * (q + 1) / 2, "diag": 2 * q}
+    best, best_bic = None, np.inf
+    for covariance_type, n_parameters in per_component.items():
+        rises, last = 0, np.inf
+        for k in range(1, MAX_PRIOR_COMPONENTS + 1):
+            if k > 1 and k * n_parameters + k - 1 > n_samples:
+                break
+            mixture = GaussianMixture(
+                k, covariance_type=covariance_type, random_state=random_state
+            ).fit(codes)
+            bic = mixture.bic(codes)
+            if bic < best_bic:
+                best, best_bic = mixture, bic
+            rises = rises + 1 if bic >= last else 0
+            last = min(last, bic)
+            if rises >= BIC_PATIENCE:
+                break
+    return best
+
+
+def _full_covariances(mixture):
+    """A fitted mixture's covariances as full matrices, (K, q, q)."""
+    if mixture.covariance_type == "diag":
+        return np.stack([np.diag(c) for c in mixture.covariances_])
+    return mixture.covariances_
 
 
 def start_log_likelihood(start, Z):

@@ -111,6 +111,8 @@ class TrainingHistory:
     best_validation_score: float = -math.inf
     no_improvement_count: int = 0
     best_state: dict = None
+    # Whether early stopping kept the weights the last fit started from.
+    kept_start: bool = False
 
     def restart(self):
         """Start the stopping rule afresh; the epochs and curves run on."""
@@ -304,7 +306,9 @@ def fit_module(module, optimizer, data, config, history):
 
     Runs :func:`train`, then sets the stored decoder variance to its
     closed-form value over the training rows, from draws seeded by
-    ``config.statistics_seed``, so that every later score is deterministic.
+    ``config.statistics_seed``, so that every later score is deterministic
+    (unless early stopping kept the starting weights, whose variance is
+    kept too).
 
     Returns
     -------
@@ -323,7 +327,8 @@ def fit_module(module, optimizer, data, config, history):
     mean_squared, kl = posterior_statistics(
         module, data.X, config.statistics_seed, n_draws, data.mask
     )
-    set_epoch_variance(module, mean_squared)
+    if not history.kept_start:  # a start keeps its own, closed-form variance
+        set_epoch_variance(module, mean_squared)
     return FitResult(
         converged=converged,
         kl_per_component=kl.cpu().numpy(),
@@ -449,9 +454,11 @@ def train(module, optimizer, data, config, history):
             break
     else:
         converged = False
+    history.kept_start = False
     if X_val is not None:
         if initial_state is not None and not _significant(best_rows - initial):
             history.best_state = initial_state
+            history.kept_start = True
         if history.best_state is not None:
             module.load_state_dict(history.best_state)
     return converged
