@@ -143,13 +143,16 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         L2 penalty on the network weights: ``alpha / 2 * ||W||^2`` is added to
         the summed negative ELBO (a Gaussian prior on the weights).
 
-    early_stopping : bool, default=False
+    early_stopping : bool or "auto", default=False
         Whether to hold out ``validation_fraction`` of the rows and stop when
-        their ELBO stops improving, restoring the best weights. Off by default,
-        as in ``MLPRegressor``: on heavy-tailed data a few held-out rows can
-        dominate the mean validation ELBO early in training and stop it far too
-        soon; on the benchmark data sets, training on the training loss alone
-        gave the better held-out log-likelihood (see :doc:`/benchmarks`).
+        their ELBO stops improving, restoring the best weights (the starting
+        weights included: with ``init="linear"``, the closed-form start is
+        kept unless training beats it on the held-out rows by more than two
+        standard errors). ``"auto"`` holds rows out when the split leaves at
+        least two. Without it, training stops on the training loss, as
+        ``MLPRegressor`` does by default: on heavy-tailed data a few held-out
+        rows can dominate the mean validation ELBO early in training and stop
+        a randomly initialized network too soon (see :doc:`/benchmarks`).
 
     validation_fraction : float, default=0.1
         Proportion of rows held out for early stopping.

@@ -100,3 +100,14 @@ def exact_linear_gaussian_vae():
         module.decoder_mean.bias.copy_(torch.tensor(b))
     marginal = stats.multivariate_normal(b, W @ W.T + NOISE * np.eye(N_FEATURES))
     return module.to(DEVICE), marginal
+
+
+# GaussianVAE's defaults before issue 14: a randomly initialized network
+# trained on the training loss. Tests of the training mechanics use them.
+RANDOM_START = dict(
+    init="random",
+    prior_components=1,
+    standardize=True,
+    early_stopping=False,
+    min_variance=1e-4,
+)

@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICE
+from conftest import DEVICE, RANDOM_START
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 from sklearn.base import clone
@@ -25,7 +25,9 @@ from skvae._device import resolve_device
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE)
+SMALL = dict(
+    hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE, **RANDOM_START
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,11 @@ def test_shared_variance_is_probabilistic_pca():
 
 def test_unused_latent_dimensions_collapse_to_the_prior(ppca):
     vae = GaussianVAE(
-        n_components=4, hidden_layer_sizes=(), random_state=0, device=DEVICE
+        n_components=4,
+        hidden_layer_sizes=(),
+        random_state=0,
+        device=DEVICE,
+        **RANDOM_START,
     ).fit(ppca.X_train)
     kl = vae.kl_per_component_
     # The two real factors are used; at least one spare dimension collapses
@@ -385,11 +391,11 @@ def test_fitted_attributes(fitted, ppca):
 
 def test_loss_curve_is_the_negative_elbo_in_user_units(ppca):
     X = ppca.X_train[:500]
-    vae = GaussianVAE(n_components=2, early_stopping=False, **SMALL).fit(X)
+    vae = GaussianVAE(n_components=2, **SMALL).fit(X)
     assert vae.validation_scores_ is None and vae.best_loss_ == min(vae.loss_curve_)
     # The ELBO bounds the log-likelihood: -loss < mean score, roughly at the end.
     assert -vae.loss_curve_[-1] < vae.score(X) + 0.5
-    doubled = GaussianVAE(n_components=2, early_stopping=False, **SMALL).fit(2 * X)
+    doubled = GaussianVAE(n_components=2, **SMALL).fit(2 * X)
     assert_allclose(
         doubled.loss_curve_, np.add(vae.loss_curve_, X.shape[1] * np.log(2)), rtol=1e-6
     )
@@ -441,8 +447,8 @@ def test_warm_start_continues_training(ppca):
 
 @pytest.mark.slow
 def test_early_stopping_restores_the_best_weights(ppca):
-    params = dict(n_components=2, early_stopping=True, n_iter_no_change=2)
-    vae = GaussianVAE(**params, **{**SMALL, "max_iter": 200}).fit(ppca.X_train)
+    params = {**SMALL, "n_components": 2, "early_stopping": True, "n_iter_no_change": 2}
+    vae = GaussianVAE(**{**params, "max_iter": 200}).fit(ppca.X_train)
     assert vae.n_iter_ < 200 and len(vae.validation_scores_) == vae.n_iter_
     assert vae.best_validation_score_ == max(vae.validation_scores_)
     assert vae.best_loss_ is None
@@ -450,7 +456,7 @@ def test_early_stopping_restores_the_best_weights(ppca):
     assert best < vae.n_iter_ - 1
     # A fit that ends at the best epoch trains identically up to it: the
     # restored weights are its weights, not those of the last epoch.
-    at_best = GaussianVAE(**params, **{**SMALL, "max_iter": best + 1})
+    at_best = GaussianVAE(**{**params, "max_iter": best + 1})
     at_best.fit(ppca.X_train)
     restored, expected = vae.module_.state_dict(), at_best.module_.state_dict()
     for name, value in expected.items():
@@ -460,7 +466,7 @@ def test_early_stopping_restores_the_best_weights(ppca):
 
 def test_early_stopping_needs_a_validation_row():
     with pytest.raises(ValueError, match="at least one validation row"):
-        GaussianVAE(early_stopping=True, **SMALL).fit(np.ones((3, 2)))
+        GaussianVAE(**{**SMALL, "early_stopping": True}).fit(np.ones((3, 2)))
 
 
 def test_convergence_warning_when_max_iter_is_reached(ppca):
@@ -518,9 +524,11 @@ def test_divergence_is_recovered_without_nan(ppca):
 @pytest.mark.parametrize("n_samples", [1, 2, 5])
 def test_tiny_data_and_batch_larger_than_data(n_samples):
     X = np.arange(n_samples * 3, dtype=float).reshape(n_samples, 3)
-    vae = GaussianVAE(batch_size=64, **{**SMALL, "max_iter": 3}).fit(X)
+    vae = GaussianVAE(batch_size=64, n_components=2, **{**SMALL, "max_iter": 3}).fit(X)
     assert np.isfinite(vae.score_samples(X)).all()
     assert vae.transform(X).shape == (n_samples, 2)
+    default = GaussianVAE(max_iter=3, random_state=0, device=DEVICE).fit(X)
+    assert np.isfinite(default.score_samples(X)).all()
 
 
 def affine_defect(f, A, seed=0):

@@ -8,6 +8,7 @@ from conftest import (
     N_COMPONENTS,
     N_FEATURES,
     NOISE,
+    RANDOM_START,
     exact_linear_gaussian_vae,
     remove_at_random,
 )
@@ -20,7 +21,9 @@ from skvae._likelihood import log_mean_exp
 from skvae._model import STD_FLOOR, VAEModule
 from skvae._training import posterior_statistics, set_epoch_variance
 
-SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE)
+SMALL = dict(
+    hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE, **RANDOM_START
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -67,6 +67,9 @@ def write(path, metadata, tensors, rehash=True):
         {"decoder_variance": 0.5, "standardize": False},
         {"early_stopping": True, "random_state": np.random.RandomState(3)},
         {"device": torch.device(DEVICE), "hidden_layer_sizes": [4, 3]},
+        # A mixture prior on Gaussianized features; the network's random start.
+        {"prior_components": 2, "standardize": "marginal"},
+        {"init": "random", "prior_components": 1, "standardize": True},
     ],
 )
 def test_round_trip_is_bit_for_bit(ppca, params, tmp_path):
@@ -132,7 +135,8 @@ def test_training_continues_as_after_unpickling(fitted, saved, ppca):
 def test_feature_names_and_output_config_survive(ppca, tmp_path):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(ppca.X_train[:100], columns=list("abcde"))
-    vae = GaussianVAE(**SMALL).set_output(transform="pandas").fit(frame)
+    vae = GaussianVAE(n_components=2, **SMALL).set_output(transform="pandas")
+    vae.fit(frame)
     skvae.save(vae, tmp_path / "vae.safetensors")
     restored = load(tmp_path / "vae.safetensors")
     assert_array_equal(restored.feature_names_in_, list("abcde"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RANDOM_START
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skvae import GaussianVAE, VAEImputer, VAEOutlierDetector
@@ -34,9 +35,18 @@ def _data(missing):
 
 
 CASES = {
-    "vae": (GaussianVAE, {"n_components": 2, "hidden_layer_sizes": (16,)}),
-    "vae_linear": (GaussianVAE, {"n_components": None, "hidden_layer_sizes": ()}),
-    "vae_shared": (GaussianVAE, {"decoder_variance": "shared"}),
+    "vae": (
+        GaussianVAE,
+        {"n_components": 2, "hidden_layer_sizes": (16,), **RANDOM_START},
+    ),
+    "vae_linear": (
+        GaussianVAE,
+        {"n_components": None, "hidden_layer_sizes": (), **RANDOM_START},
+    ),
+    "vae_shared": (
+        GaussianVAE,
+        {"n_components": 2, "decoder_variance": "shared", **RANDOM_START},
+    ),
     "detector": (VAEOutlierDetector, {}),
     "imputer": (VAEImputer, {"hidden_layer_sizes": (16,)}),
 }
