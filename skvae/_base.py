@@ -54,6 +54,9 @@ from ._units import (
     variance_in_units,
 )
 
+# Latent dimensions of init="auto"'s randomly started network when
+# n_components is None (GaussianVAE's default before the linear start).
+RANDOM_START_COMPONENTS = 2
 # Validation rows that early_stopping="auto" needs to hold out rows at all.
 MIN_AUTO_VALIDATION_ROWS = 2
 # Held-out rows needed to choose between the standardized and the
@@ -81,7 +84,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         ],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
-        "init": [StrOptions({"linear", "random"})],
+        "init": [StrOptions({"auto", "linear", "random"})],
         "decoder_variance": [
             StrOptions({"feature", "shared", "heteroscedastic"}),
             Interval(Real, 0, None, closed="neither"),
@@ -329,7 +332,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             val_mask=None if mask is None or validation is None else mask[validation],
         )
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
-        if self._history.kept_start and self.init == "linear":
+        if getattr(self, "_random_start_pending", False) and validation is not None:
+            result = self._compare_random_start(
+                X[order[n_train:]], data, config, result
+            )
+        self._random_start_pending = False
+        if self._history.kept_start and self.init_ == "linear":
             # Training did not beat the closed-form start: the start again,
             # now on all rows, the held-out ones included.
             result.kl_per_component = self._start_on_all_rows(X, tensor, mask)
@@ -413,7 +421,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self.mean_, self.scale_ = standardization(X)
         self.marginal_knots_ = None
         start = None
-        if self.standardize in ("marginal", "auto") or self.init == "linear":
+        self.init_ = "random" if self.init == "random" else "linear"
+        self._random_start_pending = self.init == "auto"
+        if self.standardize in ("marginal", "auto") or self.init_ == "linear":
             start = self._choose_start(X, init_seed)
         # The encoder sees the mask only when the first training data has
         # missing entries, so that complete-data models stay as they were.
@@ -492,7 +502,44 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 name = "affine"
         knots, start, _ = results[name]
         self.marginal_knots_ = knots
-        return start if self.init == "linear" else None
+        return start if self.init_ == "linear" else None
+
+    def _compare_random_start(self, held_out, data, config, result):
+        """Train a randomly started network too; keep it if it is clearly better.
+
+        ``init="auto"``: the network's usual random start, without a linear
+        path and with ``n_components`` latent dimensions (``min(2, n_features)``
+        when that is None: a low-dimensional nonlinear model beside the
+        full-dimensional linear start), trained on the same rows. It replaces
+        the linear-start model only if the held-out rows' log-likelihood gains
+        more than ``SIGNIFICANCE`` standard errors of the per-row gain.
+        Returns the training result of the model kept.
+        """
+        linear = (self.module_, self._optimizer, self._history, result, self.init_)
+        linear_scores = self._log_likelihood(held_out)
+        n_features = held_out.shape[1]
+        n_components = self.n_components
+        if n_components is None:
+            n_components = min(RANDOM_START_COMPONENTS, n_features)
+        with seeded_cpu_rng(self._init_seed):
+            module = self._build_module(
+                n_features,
+                self.module_.mask_input,
+                n_components=n_components,
+                linear_path=False,
+            )
+        self.module_ = module.to(self.device_)
+        self._optimizer = self._make_optimizer(data.X.shape[0] + held_out.shape[0])
+        self._history = TrainingHistory()
+        self.init_ = "random"
+        random_result = fit_module(
+            self.module_, self._optimizer, data, config, self._history
+        )
+        gain = self._log_likelihood(held_out) - linear_scores
+        if gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(gain.size):
+            return random_result
+        self.module_, self._optimizer, self._history, result, self.init_ = linear
+        return result
 
     def _start_on_all_rows(self, X, tensor, mask):
         """Restart the module at the linear start fitted to every row of X.
@@ -527,19 +574,32 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             return start
         return mixture_prior(start, Z, self.prior_components, seed, self.min_variance)
 
-    def _build_module(self, n_features, mask_input=False, prior_components=1):
-        """A new, untrained torch module for ``n_features`` features, on the CPU."""
+    def _build_module(
+        self,
+        n_features,
+        mask_input=False,
+        prior_components=1,
+        n_components=None,
+        linear_path=None,
+    ):
+        """A new, untrained torch module for ``n_features`` features, on the CPU.
+
+        ``n_components`` and ``linear_path`` default to what the parameters
+        and ``init_`` say.
+        """
+        if n_components is None:
+            n_components = self.n_components
+        if linear_path is None:
+            linear_path = self.init_ == "linear"
         return VAEModule(
             n_features=n_features,
-            n_components=(
-                n_features if self.n_components is None else self.n_components
-            ),
+            n_components=n_features if n_components is None else n_components,
             hidden_layer_sizes=tuple(self.hidden_layer_sizes),
             activation=self.activation,
             decoder_variance=self.decoder_variance,
             min_variance=self.min_variance,
             mask_input=mask_input,
-            linear_path=self.init == "linear",
+            linear_path=linear_path,
             prior_components=prior_components,
         )
 
@@ -713,6 +773,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             int(flags["n_features"]),
             bool(flags.get("mask_input", False)),
             int(flags.get("prior_components", 1)),
+            n_components=int(flags["n_components"]),
+            linear_path=bool(flags.get("linear_path", False)),
         )
         if set(flags) - set(vars(module)) or not all(
             isinstance(v, (bool, int, float, str)) for v in flags.values()

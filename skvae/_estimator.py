@@ -59,7 +59,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
 
-    init : {"linear", "random"}, default="linear"
+    init : {"auto", "linear", "random"}, default="auto"
         Where training starts.
 
         - ``"linear"``: the encoder and decoder means each get a linear path
@@ -74,6 +74,13 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
           the validation rows.
         - ``"random"``: the network's usual random initialization, without a
           linear path.
+        - ``"auto"``: both, with early stopping; the randomly started network
+          (with ``n_components`` latent dimensions, or 2 when that is None: a
+          low-dimensional nonlinear model beside the full-dimensional linear
+          one) is kept only if it gives the validation rows a higher
+          log-likelihood by more than two standard errors of the per-row
+          gain. Without validation rows, ``"linear"``. ``init_`` says which
+          was kept.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
@@ -218,6 +225,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         down to a power of two (0.5 if it is all zeros). Ones with
         ``standardize=False``.
 
+    init_ : {"linear", "random"}
+        The start of the fitted model (see ``init``).
+
     marginal_knots_ : list of ndarray or None
         The Gaussianizing map of each feature (``standardize="marginal"``, or
         ``"auto"`` where it was chosen): an array of shape (n_knots, 2) of
@@ -307,7 +317,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         prior_components="auto",
         hidden_layer_sizes=(64, 64),
         activation="relu",
-        init="linear",
+        init="auto",
         decoder_variance="feature",
         min_variance=1e-6,
         beta=1.0,

@@ -113,7 +113,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
 
-    init : {"linear", "random"}, default="random"
+    init : {"auto", "linear", "random"}, default="random"
         Where training starts.
 
         - ``"linear"``: the encoder and decoder means each get a linear path
@@ -128,6 +128,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
           the validation rows.
         - ``"random"``: the network's usual random initialization, without a
           linear path.
+        - ``"auto"``: both, with early stopping; the randomly started network
+          (with ``n_components`` latent dimensions, or 2 when that is None: a
+          low-dimensional nonlinear model beside the full-dimensional linear
+          one) is kept only if it gives the validation rows a higher
+          log-likelihood by more than two standard errors of the per-row
+          gain. Without validation rows, ``"linear"``. ``init_`` says which
+          was kept.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
@@ -318,6 +325,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         feature, whose spread is zero: it is scaled by its magnitude rounded
         down to a power of two (0.5 if it is all zeros). Ones with
         ``standardize=False``.
+
+    init_ : {"linear", "random"}
+        The start of the fitted model (see ``init``).
 
     marginal_knots_ : list of ndarray or None
         The Gaussianizing map of each feature (``standardize="marginal"``, or

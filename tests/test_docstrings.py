@@ -29,6 +29,7 @@ SHARED_ATTRS = [
     "device_",
     "mean_",
     "scale_",
+    "init_",
     "marginal_knots_",
     "noise_variance_",
     "kl_per_component_",

@@ -696,3 +696,31 @@ def test_invalid_hidden_layer_sizes(sizes):
 def test_invalid_device():
     with pytest.raises(ValueError, match="not a valid torch device"):
         GaussianVAE(**{**SMALL, "device": "gpu0"}).fit(np.ones((5, 2)))
+
+
+def two_factor_manifold(n_samples, seed):
+    """Two latent variables through a steep nonlinear map into 12 features."""
+    params = np.random.default_rng(0)
+    A = params.normal(0, 3 / np.sqrt(8), (12, 8))
+    B, c = params.normal(0, 2, (8, 2)), params.normal(0, 0.5, 8)
+    C = params.normal(0, 0.5, (12, 2))
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_samples, 2))
+    X = np.tanh(z @ B.T + c) @ A.T + z @ C.T
+    return X + 0.15 * rng.normal(size=X.shape)
+
+
+@pytest.mark.slow
+def test_auto_start_keeps_the_nonlinear_network_on_a_curved_manifold():
+    X, held_out = two_factor_manifold(3000, seed=1), two_factor_manifold(1000, seed=2)
+    vae = GaussianVAE(random_state=0, device=DEVICE).fit(X)
+    assert vae.init_ == "random" and vae.module_.n_components == 2
+    linear = GaussianVAE(init="linear", random_state=0, device=DEVICE).fit(X)
+    assert vae.score(held_out) > linear.score(held_out) + 0.3
+
+
+def test_auto_start_keeps_the_closed_form_on_gaussian_data(ppca):
+    vae = GaussianVAE(random_state=0, device=DEVICE).fit(ppca.X_train)
+    assert vae.init_ == "linear" and vae.module_.n_components == 5
+    gap = ppca.true_log_likelihood(ppca.X_test).mean() - vae.score(ppca.X_test)
+    assert abs(gap) < 0.05
