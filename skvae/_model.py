@@ -361,7 +361,10 @@ class VAEModule(nn.Module):
             encoder.bias.copy_(tensor(start.encoder_bias))
         decoder.weight.copy_(tensor(start.decoder_weight))
         decoder.bias.copy_(tensor(start.decoder_bias))
-        self.variance.copy_(tensor(start.noise_variance).clamp(min=self.min_variance))
+        if self.variance_mode != "fixed":  # a fixed variance stays as given
+            self.variance.copy_(
+                tensor(start.noise_variance).clamp(min=self.min_variance)
+            )
         if self.prior_components > 1:
             cholesky = tensor(start.prior_cholesky)
             self.prior_logits.copy_(torch.log(tensor(start.prior_weights)))

@@ -40,6 +40,7 @@ X_train, X_test = X[:1500], X[1500:]
 models = {
     "GaussianVAE(n_components=2)": GaussianVAE(
         n_components=2,
+        init="random",
         kl_warmup=30,
         learning_rate_init=3e-3,
         max_iter=150,

@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 X, y = load_digits(return_X_y=True)
 
-vae = GaussianVAE(n_components=2, max_iter=60, random_state=0).fit(X)
+vae = GaussianVAE(n_components=2, init="random", max_iter=60, random_state=0).fit(X)
 Z_vae = vae.transform(X)
 Z_pca = PCA(n_components=2).fit_transform(X)
 

@@ -29,6 +29,7 @@ X, _ = load_breast_cancer(return_X_y=True)
 
 vae = GaussianVAE(
     n_components=5,
+    init="random",  # the network's training from scratch, shown below
     early_stopping=True,
     validation_fraction=0.2,
     n_iter_no_change=10,
@@ -45,7 +46,7 @@ vae = GaussianVAE(
 # shows how the KL term, and so the information carried by each latent
 # dimension, builds up. (``partial_fit`` holds no validation set out.)
 
-stepwise = GaussianVAE(n_components=5, random_state=0)
+stepwise = GaussianVAE(n_components=5, init="random", random_state=0)
 kl_history = []
 for _ in range(vae.n_iter_):
     stepwise.partial_fit(X)

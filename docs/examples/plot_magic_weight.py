@@ -50,7 +50,11 @@ settings = {
 }
 models = {
     label: GaussianVAE(
-        n_components=2, decoder_variance=variance, max_iter=60, random_state=0
+        n_components=2,
+        decoder_variance=variance,
+        init="random",
+        max_iter=60,
+        random_state=0,
     ).fit(X_train)
     for label, variance in settings.items()
 }
