@@ -350,9 +350,11 @@ def test_kl_warmup_ramps_the_weight(fitted_300, ppca):
     assert warm.loss_curve_[0] < cold.loss_curve_[0]
 
 
-def test_fixed_decoder_variance_is_the_plain_mse_vae(ppca):
+@pytest.mark.parametrize("init", ["random", "linear"])
+def test_fixed_decoder_variance_is_the_plain_mse_vae(ppca, init):
     X = ppca.X_train[:300]
-    vae = GaussianVAE(n_components=2, decoder_variance=0.25, **SMALL).fit(X)
+    params = {**SMALL, "init": init, "decoder_variance": 0.25}
+    vae = GaussianVAE(n_components=2, **params).fit(X)
     assert_allclose(vae.noise_variance_, 0.25 * vae.scale_**2)
 
 
