@@ -138,7 +138,9 @@ class VAEModule(nn.Module):
         if self.prior_components > 1:
             k, q = self.prior_components, n_components
             self.prior_logits = nn.Parameter(torch.zeros(k, dtype=PARAMETER_DTYPE))
-            self.prior_means = nn.Parameter(torch.zeros(k, q, dtype=PARAMETER_DTYPE))
+            # Distinct means (drawn from N(0, I), as z's marginal), so that
+            # the components of a randomly started mixture can separate.
+            self.prior_means = nn.Parameter(torch.randn(k, q, dtype=PARAMETER_DTYPE))
             # Cholesky factors: the strict lower triangle of prior_tril, and
             # exp(prior_log_diag) on the diagonal, positive by construction.
             self.prior_tril = nn.Parameter(torch.zeros(k, q, q, dtype=PARAMETER_DTYPE))

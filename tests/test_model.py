@@ -106,3 +106,12 @@ def test_encoder_is_finite_on_extreme_inputs():
     log_w = module.importance_log_weights(x, eps)
     assert torch.isfinite(log_w).all()
     assert (log_w[0] < log_w[1]).all()
+
+
+def test_a_random_mixture_prior_has_distinct_components():
+    torch.manual_seed(0)
+    module = VAEModule(3, 2, (4,), "relu", "feature", 1e-3, prior_components=3)
+    means = module.prior_means.detach()
+    assert torch.cdist(means, means).add(torch.eye(3)).min() > 0.01
+    weights_mean, variance = module.prior_moments()
+    assert torch.isfinite(weights_mean).all() and (variance > 0).all()
