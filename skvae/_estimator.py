@@ -242,7 +242,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     kl_per_component_ : ndarray of shape (n_components,)
         Mean KL divergence of each latent dimension over the training rows, in
         nats (``n_features`` of them when ``n_components`` is None). A
-        dimension near zero has collapsed onto the prior and is unused.
+        dimension near zero has collapsed onto the prior and is unused. Under
+        a mixture prior, the KL to the Gaussian with the prior's mean and
+        variance in that dimension.
 
     batch_size_ : int
         Number of rows per optimiser step, resolved from ``batch_size``.
@@ -475,7 +477,8 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted model, decoder noise included.
 
-        z is drawn from the prior N(0, I), then x from p(x|z).
+        z is drawn from the prior p(z) (N(0, I), or the mixture prior), then x
+        from p(x|z).
 
         Parameters
         ----------
@@ -519,6 +522,11 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         shape = (int(n_samples), module.n_components + module.n_features)
         draws = torch.randn(shape, generator=generator, dtype=torch.float64)
         draws = draws.to(device=self.device_, dtype=dtype)
-        z, noise = draws.split([module.n_components, module.n_features], dim=1)
+        normal, noise = draws.split([module.n_components, module.n_features], dim=1)
+        uniform = None
+        if module.prior_components > 1:  # which component each draw comes from
+            uniform = torch.rand(n_samples, generator=generator, dtype=torch.float64)
+            uniform = uniform.to(device=self.device_, dtype=dtype)
+        z = module.sample_prior(normal, uniform)
         X = module.sample(z, noise).cpu().numpy().astype(np.float64)
         return self._unstandardize(X)

@@ -325,10 +325,13 @@ class VAEModule(nn.Module):
         if self.prior_components == 1:
             return normal
         cdf = torch.softmax(self.prior_logits, 0).cumsum(0)
-        k = torch.searchsorted(cdf, uniform.unsqueeze(1) * cdf[-1]).squeeze(1)
-        k = k.clamp(max=self.prior_components - 1)
-        scale = self.prior_cholesky()[k]
-        return self.prior_means[k] + (scale @ normal.unsqueeze(-1)).squeeze(-1)
+        component = torch.searchsorted(cdf, uniform * cdf[-1])
+        component = component.clamp(max=self.prior_components - 1)
+        z = torch.empty_like(normal)
+        for k, cholesky in enumerate(self.prior_cholesky()):
+            rows = component == k
+            z[rows] = self.prior_means[k] + normal[rows] @ cholesky.T
+        return z
 
     @torch.no_grad()
     def initialize_linear(self, start):

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ._device import make_generator
-from ._likelihood import kl_to_standard_normal
 
 # Halvings of the learning rate tried when an epoch ends with a non-finite
 # loss or parameters, before giving up.
@@ -279,7 +278,7 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
         if mask is not None:
             observed = mask[start : start + EVAL_CHUNK].to(device)
         mean, std = module.encode(x, observed)
-        kl_sum += kl_to_standard_normal(mean, std).sum(0, dtype=torch.float64)
+        kl_sum += module.kl_per_dimension(mean, std).sum(0, dtype=torch.float64)
         for _ in range(n_draws):
             eps = torch.randn(
                 mean.shape, generator=generator, dtype=mean.dtype, device=device

@@ -726,3 +726,20 @@ def test_auto_start_keeps_the_closed_form_on_gaussian_data(ppca):
     assert vae.init_ == "linear" and vae.module_.n_components == 5
     gap = ppca.true_log_likelihood(ppca.X_test).mean() - vae.score(ppca.X_test)
     assert abs(gap) < 0.05
+
+
+def test_sample_draws_from_the_mixture_prior():
+    """Draws follow the clusters a mixture prior learned, in their proportions."""
+    rng = np.random.default_rng(0)
+    labels = rng.random(3000) < 0.3
+    X = np.where(labels[:, None], 6.0, -2.0) + rng.normal(size=(3000, 3))
+    vae = GaussianVAE(random_state=0, device=DEVICE).fit(X)
+    assert vae.init_ == "linear" and vae.module_.prior_components >= 2
+    draws = vae.sample(20_000)
+    assert abs((draws.mean(1) > 2.0).mean() - labels.mean()) < 0.02
+    # Bimodal as the data: hardly any draw between the clusters, where a
+    # Gaussian with the data's mean and covariance puts a fifth of its mass.
+    between = (np.abs(draws.mean(1) - 2.0) < 1.0).mean()
+    assert between < 0.01 + (np.abs(X.mean(1) - 2.0) < 1.0).mean()
+    assert_allclose(draws.mean(0), X.mean(0), atol=0.1)
+    assert_allclose(np.cov(draws.T), np.cov(X.T), atol=0.3)
