@@ -30,8 +30,6 @@ from ._linear_start import (
 )
 from ._model import VAEModule
 from ._training import (
-    MAX_POSTERIOR_DRAWS,
-    POSTERIOR_SAMPLES,
     SIGNIFICANCE,
     TrainingConfig,
     TrainingData,
@@ -39,6 +37,7 @@ from ._training import (
     auto_batch_size,
     fit_module,
     make_optimizer,
+    posterior_draws,
     posterior_statistics,
 )
 from ._units import (
@@ -427,17 +426,26 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             start = self._choose_start(X, init_seed)
         # The encoder sees the mask only when the first training data has
         # missing entries, so that complete-data models stay as they were.
-        with seeded_cpu_rng(init_seed):
-            module = self._build_module(
-                X.shape[1],
-                has_missing,
-                self._prior_components(start),
-            )
+        self._new_module(
+            X.shape,
+            start,
+            mask_input=has_missing,
+            prior_components=self._prior_components(start),
+        )
+        self._history = TrainingHistory()
+
+    def _new_module(self, shape, start=None, **build):
+        """Set a new ``module_`` (and its optimiser) for data of ``shape``.
+
+        Built from the same seed each time, by :meth:`_build_module` with
+        ``build``'s arguments, and started at ``start`` where given.
+        """
+        with seeded_cpu_rng(self._init_seed):
+            module = self._build_module(shape[1], **build)
         if start is not None:
             module.initialize_linear(start)
         self.module_ = module.to(self.device_)
-        self._optimizer = self._make_optimizer(X.shape[0])
-        self._history = TrainingHistory()
+        self._optimizer = self._make_optimizer(shape[0])
 
     def _prior_components(self, start):
         if start is not None:
@@ -472,34 +480,24 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             held_out is None or held_out.size < MIN_CHOICE_ROWS
         ):
             del candidates["marginal"]
-        subset = np.random.default_rng(seed)
-        train = np.sort(subset.permutation(train)[:START_ROWS])
-        Z = (X[train] - self.mean_) / self.scale_
+        rng = np.random.default_rng(seed)
+        Z = (X[_start_rows(train, rng)] - self.mean_) / self.scale_
         if held_out is not None:
-            held_out = np.sort(subset.permutation(held_out)[:START_ROWS])
-            Z_held_out = (X[held_out] - self.mean_) / self.scale_
+            Z_held_out = (X[_start_rows(held_out, rng)] - self.mean_) / self.scale_
         if "marginal" in candidates:
             candidates["marginal"] = fit_marginal_knots(Z)
         results = {}
         for name, knots in candidates.items():
-            internal = Z if knots is None else gaussianize(Z, knots)[0]
-            start = self._linear_start(np.nan_to_num(internal), seed)
+            start = self._linear_start(_internal(Z, knots)[0], seed)
             score = None
             if len(candidates) > 1:
-                held = Z_held_out if knots is None else gaussianize(Z_held_out, knots)
-                if knots is None:
-                    score = start_log_likelihood(start, np.nan_to_num(held))
-                else:
-                    score = start_log_likelihood(start, np.nan_to_num(held[0]))
-                    score = score + held[1].sum(1)
+                internal, log_slope = _internal(Z_held_out, knots)
+                score = start_log_likelihood(start, internal) + log_slope
             results[name] = (knots, start, score)
         name = next(iter(results))
         if len(results) > 1:
             gain = results["marginal"][2] - results["affine"][2]
-            if gain.mean() > SIGNIFICANCE * gain.std() / np.sqrt(gain.size):
-                name = "marginal"
-            else:
-                name = "affine"
+            name = "marginal" if _clearly_better(gain) else "affine"
         knots, start, _ = results[name]
         self.marginal_knots_ = knots
         return start if self.init_ == "linear" else None
@@ -517,26 +515,22 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """
         linear = (self.module_, self._optimizer, self._history, result, self.init_)
         linear_scores = self._log_likelihood(held_out)
-        n_features = held_out.shape[1]
+        n_samples, n_features = data.X.shape[0] + held_out.shape[0], held_out.shape[1]
         n_components = self.n_components
         if n_components is None:
             n_components = min(RANDOM_START_COMPONENTS, n_features)
-        with seeded_cpu_rng(self._init_seed):
-            module = self._build_module(
-                n_features,
-                self.module_.mask_input,
-                n_components=n_components,
-                linear_path=False,
-            )
-        self.module_ = module.to(self.device_)
-        self._optimizer = self._make_optimizer(data.X.shape[0] + held_out.shape[0])
+        self._new_module(
+            (n_samples, n_features),
+            mask_input=self.module_.mask_input,
+            n_components=n_components,
+            linear_path=False,
+        )
         self._history = TrainingHistory()
         self.init_ = "random"
         random_result = fit_module(
             self.module_, self._optimizer, data, config, self._history
         )
-        gain = self._log_likelihood(held_out) - linear_scores
-        if gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(gain.size):
+        if _clearly_better(self._log_likelihood(held_out) - linear_scores):
             return random_result
         self.module_, self._optimizer, self._history, result, self.init_ = linear
         return result
@@ -547,23 +541,21 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         Returns the mean KL per latent dimension over the rows (``tensor``,
         X in internal units, with its ``mask``).
         """
-        rows = np.random.default_rng(self._init_seed).permutation(X.shape[0])
-        Z = (X[np.sort(rows[:START_ROWS])] - self.mean_) / self.scale_
-        if self.marginal_knots_ is not None:
-            Z = gaussianize(Z, self.marginal_knots_)[0]
-        start = self._linear_start(np.nan_to_num(Z), self._init_seed)
-        with seeded_cpu_rng(self._init_seed):
-            module = self._build_module(
-                X.shape[1], self.module_.mask_input, start.prior_components
-            )
-        module.initialize_linear(start)
-        self.module_ = module.to(self.device_)
-        self._optimizer = self._make_optimizer(X.shape[0])
-        n_draws = int(
-            np.clip(math.ceil(POSTERIOR_SAMPLES / X.shape[0]), 1, MAX_POSTERIOR_DRAWS)
+        rows = _start_rows(
+            np.arange(X.shape[0]), np.random.default_rng(self._init_seed)
+        )
+        Z = (X[rows] - self.mean_) / self.scale_
+        start = self._linear_start(
+            _internal(Z, self.marginal_knots_)[0], self._init_seed
+        )
+        self._new_module(
+            X.shape,
+            start,
+            mask_input=self.module_.mask_input,
+            prior_components=start.prior_components,
         )
         _, kl = posterior_statistics(
-            self.module_, tensor, self._score_seed, n_draws, mask
+            self.module_, tensor, self._score_seed, posterior_draws(X.shape[0]), mask
         )
         return kl.cpu().numpy()
 
@@ -817,3 +809,25 @@ def _module_state(module):
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))
         },
     }
+
+
+def _clearly_better(gain):
+    """Whether a mean per-row gain exceeds ``SIGNIFICANCE`` standard errors."""
+    return gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(gain.size)
+
+
+def _start_rows(rows, rng):
+    """At most ``START_ROWS`` of ``rows``, drawn with the generator ``rng``, in order."""
+    return np.sort(rng.permutation(rows)[:START_ROWS])
+
+
+def _internal(Z, knots):
+    """Standardized rows in internal units, missing entries 0, and the log-Jacobian.
+
+    ``Z`` Gaussianized with ``knots`` (as it is without them), and per row
+    the sum of log G' over its entries (0 without knots).
+    """
+    if knots is None:
+        return np.nan_to_num(Z), 0.0
+    internal, log_slope = gaussianize(Z, knots)
+    return np.nan_to_num(internal), log_slope.sum(1)

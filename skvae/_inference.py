@@ -80,10 +80,11 @@ def map_rows(
     ``rows`` is a tensor in the inference dtype on ``device``, standardized
     with ``mean`` and ``scale`` (missing entries zero, ``mask`` the observed
     entries, or None if all are); with ``mean=None`` the rows are passed as
-    they are; ``knots`` Gaussianize the standardized rows. ``extra`` is a tuple of arrays whose matching rows are passed
-    along as tensors. ``width`` is the number of values each row expands to
-    inside ``fn`` (draws times layer width), which sets the chunk size so
-    that memory stays bounded. The results are concatenated as float64.
+    they are; ``knots`` Gaussianize the standardized rows. ``extra`` is a
+    tuple of arrays whose matching rows are passed along as tensors.
+    ``width`` is the number of values each row expands to inside ``fn``
+    (draws times layer width), which sets the chunk size so that memory
+    stays bounded. The results are concatenated as float64.
     """
     module = inference_module(module, device)
     dtype = inference_dtype(device)

@@ -109,9 +109,9 @@ def mixture_prior(start, Z, n_components, random_state, min_variance):
     that a narrow component, such as a spike of repeated values, survives)
     and deconvolved from the prior's covariances (where the floor on the
     noise is above that, the mixture is followed as closely as the noise
-    allows). With fewer, the codes are
-    the posterior means of the probabilistic PCA, narrower than z by the
-    posterior variance, which is added back to each component's covariance.
+    allows). With fewer, the codes are the posterior means of the
+    probabilistic PCA, narrower than z by the posterior variance, which is
+    added back to each component's covariance.
     """
     weight, bias = start.decoder_weight, start.decoder_bias
     full = weight.shape[0] == weight.shape[1]

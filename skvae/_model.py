@@ -350,20 +350,19 @@ class VAEModule(nn.Module):
         # softplus^-1(y) = log(expm1(y)), for the std of the posterior.
         self.encoder_head.bias[q:] = torch.log(torch.expm1(target.clamp(min=1e-6)))
         if self.linear_path:
-            encoder, decoder = self.encoder_linear, self.decoder_linear
+            encoder_weight = self.encoder_linear.weight
+            encoder_bias = self.encoder_linear.bias
+            decoder = self.decoder_linear
             mean_head.zero_()
             self.encoder_head.bias[:q] = 0.0
             self.decoder_mean.weight.zero_()
             self.decoder_mean.bias.zero_()
         else:  # no hidden layer: the head and the output layer are the linear maps
-            encoder, decoder = None, self.decoder_mean
-            mean_head.copy_(torch.zeros_like(mean_head))
-            mean_head[:, : self.n_features] = tensor(start.encoder_weight)
-            self.encoder_head.bias[:q] = tensor(start.encoder_bias)
-        if encoder is not None:
-            encoder.weight.zero_()
-            encoder.weight[:, : self.n_features] = tensor(start.encoder_weight)
-            encoder.bias.copy_(tensor(start.encoder_bias))
+            encoder_weight, encoder_bias = mean_head, self.encoder_head.bias[:q]
+            decoder = self.decoder_mean
+        encoder_weight.zero_()  # the mask's inputs, where the encoder sees them
+        encoder_weight[:, : self.n_features] = tensor(start.encoder_weight)
+        encoder_bias.copy_(tensor(start.encoder_bias))
         decoder.weight.copy_(tensor(start.decoder_weight))
         decoder.bias.copy_(tensor(start.decoder_bias))
         if self.variance_mode != "fixed":  # a fixed variance stays as given

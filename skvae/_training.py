@@ -2,7 +2,8 @@
 
 :func:`fit_module` is the entry point: the estimator hands it the module,
 the optimiser and the standardized training data as tensors, with its
-settings, and gets back what it stores. The loop keeps the data on the device and synchronises with it once per
+settings, and gets back what it stores. The loop keeps the data on the
+device and synchronises with it once per
 epoch, never per step: per-step host round trips (``loss.item()``) would
 stall a GPU and cost the overhead-bound CPU step dearly.
 """
@@ -293,6 +294,11 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
     return (squared_sum / (count * n_draws)).float(), kl_sum / n_samples
 
 
+def posterior_draws(n_rows):
+    """Draws of z per row for :func:`posterior_statistics` over ``n_rows`` rows."""
+    return int(np.clip(math.ceil(POSTERIOR_SAMPLES / n_rows), 1, MAX_POSTERIOR_DRAWS))
+
+
 def _observed_fraction(mask):
     """Fraction of rows in which each feature is observed; None without a mask."""
     if mask is None:
@@ -319,12 +325,12 @@ def fit_module(module, optimizer, data, config, history):
     """
     converged = train(module, optimizer, data, config, history)
     history.best_state = None
-    n_rows = data.X.shape[0]
-    n_draws = int(
-        np.clip(math.ceil(POSTERIOR_SAMPLES / n_rows), 1, MAX_POSTERIOR_DRAWS)
-    )
     mean_squared, kl = posterior_statistics(
-        module, data.X, config.statistics_seed, n_draws, data.mask
+        module,
+        data.X,
+        config.statistics_seed,
+        posterior_draws(data.X.shape[0]),
+        data.mask,
     )
     if not history.kept_start:  # a start keeps its own, closed-form variance
         set_epoch_variance(module, mean_squared)
