@@ -267,8 +267,11 @@ def data_means(results, name, metric, datasets):
 
 def column_name(name, results, datasets, seeds):
     """The column heading: the name, and its seeds or row cap where they differ."""
-    n_seeds = min(len(results.get((d, name), {})) for d in datasets)
+    counts = {d: len(results.get((d, name), {})) for d in datasets}
+    missing = [d for d, n in counts.items() if n == 0]
+    n_seeds = min((n for n in counts.values() if n), default=0)
     notes = [f"{n_seeds} seeds"] if n_seeds != seeds else []
+    notes += [f"not run on {d}" for d in missing]
     if name in ROW_CAP and any(harness_shape(d)[0] > ROW_CAP[name] for d in datasets):
         notes.append(f"≤{ROW_CAP[name]:,} rows")
     return f"{name} ({', '.join(notes)})" if notes else name

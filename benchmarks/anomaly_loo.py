@@ -9,14 +9,18 @@ records) leave together, so that a setting is never chosen on a copy of the
 data it is scored on. The left-out mean is then compared with the in-sample
 mean, that of the setting best over all the data sets.
 
-    python benchmarks/anomaly_loo.py --runs FILE [--data NAME ...] [--write-docs]
+    python benchmarks/anomaly_loo.py --runs FILE [--data NAME ...]
+        [--settings PATTERN ...] [--write-docs]
 
 FILE is the runs file of ``benchmarks/anomaly.py``; the settings are the
 VAEOutlierDetector ones recorded in it (the default, "one fit" and those added
-with ``--vae``), each with the mean over its recorded seeds. A setting without
-runs on every data set is left out of the choice, and said so.
+with ``--vae``), each with the mean over its recorded seeds; ``--settings``
+keeps those whose names match one of the shell-style patterns (e.g. ``'t*'``).
+A setting without runs on every data set is left out of the choice, and said
+so.
 """
 
+import fnmatch
 import json
 
 import _common as harness
@@ -70,10 +74,20 @@ def main(argv=None):
     parser = harness.argument_parser(
         __doc__, docs_section="anomaly_loo", runs="", data=True
     )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        metavar="PATTERN",
+        help="choose only among the settings whose names match (default: all)",
+    )
     args = parser.parse_args(argv)
     if args.runs is None or not args.runs.exists():
         parser.error("--runs FILE (a runs file of benchmarks/anomaly.py) is required")
     results, settings, incomplete, datasets = recorded(args.runs, args.data)
+    if args.settings:
+        settings = [
+            s for s in settings if any(fnmatch.fnmatch(s, p) for p in args.settings)
+        ]
     if not settings:
         parser.error("no VAE setting has runs on all the data sets")
     means = {

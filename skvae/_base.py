@@ -31,13 +31,13 @@ from ._linear_start import (
 from ._model import VAEModule
 from ._training import (
     SIGNIFICANCE,
+    FitResult,
     TrainingConfig,
     TrainingData,
     TrainingHistory,
     auto_batch_size,
     fit_module,
     make_optimizer,
-    posterior_draws,
     posterior_statistics,
 )
 from ._units import (
@@ -84,6 +84,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
         "init": [StrOptions({"auto", "linear", "random"})],
+        "shrinkage": [Interval(Real, 0, 1, closed="both"), StrOptions({"auto"})],
         "decoder_variance": [
             StrOptions({"feature", "shared", "heteroscedastic"}),
             Interval(Real, 0, None, closed="neither"),
@@ -119,6 +120,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         hidden_layer_sizes,
         activation,
         init,
+        shrinkage,
         decoder_variance,
         min_variance,
         beta,
@@ -143,6 +145,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.init = init
+        self.shrinkage = shrinkage
         self.decoder_variance = decoder_variance
         self.min_variance = min_variance
         self.beta = beta
@@ -293,6 +296,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         n_samples = X.shape[0]
         if not incremental:
             self._history.restart()
+            if self._fits_in_closed_form():
+                return self._fit_closed_form(X)
         early_stopping = not incremental and self._uses_early_stopping(n_samples)
         order, n_train = np.arange(n_samples), n_samples
         if early_stopping:
@@ -348,17 +353,53 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 float(np.mean(self._log_jacobian_rows(X[rows]))) if len(rows) else 0.0
                 for rows in (order[:n_train], order[n_train:])
             )
-        self._store_fit(result, config, log_det, val_log_det)
+        self._store_fit(result, config.batch_size, log_det, val_log_det)
         return result.converged or incremental
 
-    def _store_fit(self, result, config, log_det, val_log_det):
+    def _fits_in_closed_form(self):
+        """Whether the model is a Gaussian whose fit has a closed form.
+
+        A decoder without hidden layers, as many latent dimensions as
+        features, the N(0, I) prior and a per-feature or shared variance make
+        the model a Gaussian with a full covariance matrix; with
+        ``init="linear"`` and complete data, its start (the mean and the
+        covariance of the rows, shrunk as ``shrinkage`` says) is the fit, and
+        gradient steps could only add noise to it.
+        """
+        module = self.module_
+        return (
+            self.init == "linear"
+            and len(self.hidden_layer_sizes) == 0
+            and module.n_components == module.n_features
+            and module.prior_components == 1
+            and not module.mask_input
+            and self.decoder_variance in ("feature", "shared")
+        )
+
+    def _fit_closed_form(self, X):
+        """Set the model to its closed-form fit on every row of X; no epochs."""
+        tensor, mask = to_tensor(
+            X,
+            self.mean_,
+            self.scale_,
+            torch.float32,
+            self.device_,
+            stream=True,
+            knots=self.marginal_knots_,
+        )
+        kl = self._start_on_all_rows(X, tensor, mask)
+        result = FitResult(True, kl, None, None)
+        self._store_fit(result, self._batch_size(X.shape[0]), 0.0, 0.0)
+        return True
+
+    def _store_fit(self, result, batch_size, log_det, val_log_det):
         """Set the fitted attributes, in the units of X, from a training result.
 
         ``log_det`` and ``val_log_det`` are the mean log-Jacobians of the map
         to internal units over the training and validation rows.
         """
         history = self._history
-        self.batch_size_ = config.batch_size
+        self.batch_size_ = batch_size
         self.kl_per_component_ = result.kl_per_component
         self.n_iter_ = history.n_iter
         self.loss_curve_ = [loss + log_det for loss in history.loss_curve]
@@ -371,7 +412,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         else:
             self.validation_scores_ = None
             self.best_validation_score_ = None
-            self.best_loss_ = history.best_loss + log_det
+            # None after a closed-form fit: no epoch ran.
+            self.best_loss_ = (
+                history.best_loss + log_det if history.loss_curve else None
+            )
         if self.module_.variance_mode == "heteroscedastic":
             self.noise_variance_ = None
         else:
@@ -554,14 +598,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             mask_input=self.module_.mask_input,
             prior_components=start.prior_components,
         )
-        _, kl = posterior_statistics(
-            self.module_, tensor, self._score_seed, posterior_draws(X.shape[0]), mask
-        )
+        _, kl = posterior_statistics(self.module_, tensor, self._score_seed, 0, mask)
         return kl.cpu().numpy()
 
     def _linear_start(self, Z, seed):
         n_components = Z.shape[1] if self.n_components is None else self.n_components
-        start = probabilistic_pca(Z, n_components, self.min_variance)
+        start = probabilistic_pca(Z, n_components, self.min_variance, self.shrinkage)
         if self.prior_components == 1:
             return start
         return mixture_prior(start, Z, self.prior_components, seed, self.min_variance)
@@ -664,7 +706,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         together or one at a time. It includes the log-Jacobian of the
         internal standardization, so it compares with
         :meth:`sklearn.decomposition.PCA.score_samples` and
-        :meth:`sklearn.mixture.GaussianMixture.score_samples`.
+        :meth:`sklearn.mixture.GaussianMixture.score_samples`. Where the
+        model is a Gaussian (no hidden layers, the N(0, I) prior and a
+        variance that does not depend on z: ``N(b, W W^T + diag(sigma^2))``),
+        log p(x) is computed exactly instead, without draws.
 
         Missing entries (NaN) are marginalised out: a row's score is then the
         log-density of its observed entries, ``log p(x_o)``, which the

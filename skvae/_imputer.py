@@ -62,7 +62,11 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
           layers' contributions start at zero, so training adds to what the
           Gaussian or the mixture achieves instead of starting from noise;
           with early stopping, the start is kept unless training beats it on
-          the validation rows.
+          the validation rows. Without hidden layers, with as many latent
+          dimensions as features, the N(0, I) prior, a per-feature or shared
+          decoder variance and no missing entries, the model is a Gaussian
+          and its start is its fit: :meth:`fit` runs no epoch, and
+          :meth:`score_samples` is exact.
         - ``"random"``: the network's usual random initialization, without a
           linear path.
         - ``"auto"``: both, with early stopping; the randomly started network
@@ -72,6 +76,19 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
           log-likelihood by more than two standard errors of the per-row
           gain. Without validation rows, ``"linear"``. ``init_`` says which
           was kept.
+
+    shrinkage : float in [0, 1] or "auto", default=0.0
+        How far the correlations of the linear start (see ``init``) are
+        shrunk toward zero: the covariance ``S`` of the features in the
+        model's internal units becomes ``(1 - shrinkage) * S + shrinkage *
+        diag(S)``, the variances unchanged, which makes the start a maximum a
+        posteriori fit rather than the maximum-likelihood one (the estimator
+        of Ledoit and Wolf 2004, shrunk toward the identity in correlation).
+        ``"auto"`` takes the Ledoit-Wolf coefficient,
+        :func:`sklearn.covariance.ledoit_wolf_shrinkage` of the rows scaled
+        to unit variance. Shrinkage steadies the start where rows are few for
+        the number of features. It has no effect with ``init="random"``, and
+        the components of a mixture prior are not shrunk.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
@@ -258,7 +275,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     n_iter_ : int
         Number of epochs run since the model was initialised: a :meth:`fit`
-        with ``warm_start=True`` and each :meth:`partial_fit` add to it.
+        with ``warm_start=True`` and each :meth:`partial_fit` add to it. A
+        :meth:`fit` in closed form (see ``init``) runs none.
 
     loss_curve_ : list of float
         Training objective after each epoch, one entry per epoch of
@@ -268,7 +286,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     best_loss_ : float or None
         Lowest training loss (as in ``loss_curve_``) since the stopping rule
         last started afresh, at the start of a :meth:`fit`; None with early
-        stopping.
+        stopping, or after a :meth:`fit` in closed form.
 
     validation_scores_ : list of float or None
         ELBO per row of the validation set, in the units of X, after each
@@ -341,6 +359,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         hidden_layer_sizes=(64, 64),
         activation="relu",
         init="random",
+        shrinkage=0.0,
         decoder_variance="feature",
         min_variance=1e-4,
         beta=1.0,
@@ -368,6 +387,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
             init=init,
+            shrinkage=shrinkage,
             decoder_variance=decoder_variance,
             min_variance=min_variance,
             beta=beta,

@@ -13,7 +13,7 @@ import torch
 from sklearn.utils import gen_batches
 
 from ._device import fits_on_device, inference_dtype
-from ._likelihood import log_mean_exp
+from ._likelihood import full_gaussian_log_prob, log_mean_exp
 from ._units import log_jacobian, log_jacobian_rows, standardize_into
 
 # Elements per tensor when scoring in chunks (rows x draws x width).
@@ -108,19 +108,26 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     ``knots``, where given, Gaussianize the standardized features, and the
     log-Jacobian of that map is included. Only the observed entries x_o of
     each row count; a row with none gets 0, the log-probability of observing
-    nothing.
+    nothing. Where the model is a Gaussian (``module.is_gaussian``), log p(x_o)
+    is exact instead, and the draws are not used.
     """
+    if module.is_gaussian:
+        fn, width = _gaussian_log_prob, module.n_features
+    else:
+
+        def fn(module, x, mask):
+            return log_mean_exp(module.importance_log_weights(x, draws, mask), 1)
+
+        width = draws.shape[0] * module.widest_layer
     log_px = map_rows(
         module,
         X,
-        lambda module, x, mask: log_mean_exp(
-            module.importance_log_weights(x, draws, mask), 1
-        ),
+        fn,
         device=device,
         mean=mean,
         scale=scale,
         knots=knots,
-        width=draws.shape[0] * module.widest_layer,
+        width=width,
     )
     missing = np.isnan(X)
     if knots is not None:
@@ -132,3 +139,7 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     log_px -= ~missing @ np.log(scale)
     log_px[missing.all(1)] = 0.0
     return log_px
+
+
+def _gaussian_log_prob(module, x, mask):
+    return full_gaussian_log_prob(x, *module.marginal_gaussian(), mask)

@@ -50,6 +50,34 @@ def gaussian_log_prob_of_squares(squared, var, mask=None):
     return -0.5 * terms.sum(-1)
 
 
+def full_gaussian_log_prob(x, mean, covariance, mask=None):
+    r"""Log-density of a Gaussian with a full covariance matrix, per row.
+
+    :math:`\log \mathcal N(x_o \mid \mu_o, \Sigma_{oo})` for each row of
+    ``x`` (n_samples, n_features): with ``mask``, of its observed entries
+    ``o`` only (the missing ones marginalised exactly, one Cholesky factor per
+    pattern of missing entries); a row with none gets 0.
+    """
+    out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    if mask is None:
+        patterns, inverse = torch.ones(1, x.shape[1], dtype=torch.bool), None
+    else:
+        patterns, inverse = torch.unique(mask, dim=0, return_inverse=True)
+    for index, pattern in enumerate(patterns):
+        rows = slice(None) if inverse is None else inverse == index
+        observed = pattern.nonzero().squeeze(1).to(x.device)
+        if observed.numel() == 0:
+            continue
+        cholesky = torch.linalg.cholesky(covariance[observed][:, observed])
+        residual = (x[rows][:, observed] - mean[observed]).T
+        white = torch.linalg.solve_triangular(cholesky, residual, upper=False)
+        out[rows] = (
+            -0.5 * (observed.numel() * LOG_2PI + (white**2).sum(0))
+            - torch.log(torch.diagonal(cholesky)).sum()
+        )
+    return out
+
+
 def standard_normal_log_prob(z):
     """Log-density of ``N(0, I)`` summed over the last dimension."""
     return -0.5 * (LOG_2PI + z**2).sum(-1)

@@ -12,6 +12,7 @@ mixture chosen by BIC) starts the model at a mixture of Gaussians instead.
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.mixture import GaussianMixture
 
 from ._model import STD_FLOOR
@@ -54,7 +55,27 @@ def _noise_floor(noise, min_variance, largest_eigenvalue):
     return max(noise, min_variance, (2 * STD_FLOOR) ** 2 * largest_eigenvalue)
 
 
-def probabilistic_pca(Z, n_components, min_variance):
+def shrunk_covariance(Z, shrinkage):
+    r"""Covariance of the rows of Z with its correlations shrunk toward zero.
+
+    :math:`(1 - s) S + s \operatorname{diag}(S)`: the variances are kept and
+    every correlation is multiplied by :math:`1 - s` (Ledoit and Wolf 2004's
+    estimator of the correlation matrix, shrunk toward the identity, in the
+    units of Z). ``shrinkage="auto"`` takes :math:`s` from
+    :func:`sklearn.covariance.ledoit_wolf_shrinkage` on the rows scaled to
+    unit variance, whose target, the identity, is then that diagonal.
+    """
+    covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
+    if shrinkage == "auto":
+        spread = np.sqrt(np.diag(covariance))
+        spread = np.where(spread > 0, spread, 1.0)
+        shrinkage = ledoit_wolf_shrinkage(Z / spread) if Z.shape[1] > 1 else 0.0
+    if not shrinkage:
+        return covariance
+    return (1 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
+
+
+def probabilistic_pca(Z, n_components, min_variance, shrinkage=0.0):
     r"""Maximum-likelihood probabilistic PCA of Z, with its exact posterior.
 
     With the eigendecomposition :math:`S = U \Lambda U^\top` of the covariance
@@ -67,10 +88,14 @@ def probabilistic_pca(Z, n_components, min_variance):
     training gradients tame. The posterior is
     :math:`N(\Lambda_q^{-1} W^\top (x - b), \sigma^2 \Lambda_q^{-1})`,
     diagonal, so a diagonal encoder represents it exactly.
+
+    With ``shrinkage``, :math:`S` is :func:`shrunk_covariance`'s: the
+    solution is then the maximum a posteriori one under a prior that pulls
+    the correlations toward zero, no longer the maximum-likelihood one.
     """
     n_features = Z.shape[1]
     bias = Z.mean(0)
-    covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
+    covariance = shrunk_covariance(Z, shrinkage)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues = np.maximum(eigenvalues[order], 0.0)

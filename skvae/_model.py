@@ -163,6 +163,26 @@ class VAEModule(nn.Module):
         return max([self.n_features, *hidden])
 
     @property
+    def is_gaussian(self):
+        """Whether p(x) is a Gaussian: ``N(b, W W^T + diag(variance))``.
+
+        So it is for a decoder mean without hidden layers (``W z + b``), the
+        N(0, I) prior and a variance that does not depend on z; its density
+        then needs no importance draws.
+        """
+        return (
+            len(self.decoder_body) == 0
+            and self.prior_components == 1
+            and self.variance_mode != "heteroscedastic"
+        )
+
+    def marginal_gaussian(self):
+        """Mean and covariance of p(x) for a Gaussian model (:attr:`is_gaussian`)."""
+        weight = self.decoder_mean.weight
+        covariance = weight @ weight.T + torch.diag(self.variance)
+        return self.decoder_mean.bias, covariance
+
+    @property
     def closed_form_variance(self):
         """Whether training sets the variance to its closed-form optimum."""
         return self.variance_mode in ("feature", "shared") or (

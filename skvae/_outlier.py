@@ -12,7 +12,8 @@ from ._base import BaseGaussianVAE
 
 # Tukey's fence: rows more than this many interquartile ranges below the lower
 # quartile of the training scores are outliers under contamination="auto".
-TUKEY_FENCE = 1.5
+# Chosen by leaving one data set out among 1.5 to 6 (docs/guide).
+TUKEY_FENCE = 4.0
 # Support steps after the fit on all rows: each drops the least likely rows
 # under the current model and trains on the rest (a C-step of FAST-MCD). On the
 # benchmark data sets, average precision rose with each of the first three.
@@ -103,17 +104,20 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         likelihood solution is probabilistic PCA or factor analysis).
 
         The default, no hidden layer, makes the density a Gaussian, fitted
-        robustly (see ``support_fraction``). It ranked anomalies better than
-        networks with hidden layers on the benchmark data sets: the outliers
-        are in the training data, and a more flexible network learns to give
-        them density too. Give hidden layers, e.g. ``(16,)``, where the normal
-        rows lie on a curved manifold that a Gaussian cannot follow. The
+        in closed form (see ``init``) and robustly (see ``support_fraction``
+        and ``shrinkage``): no epoch runs. It ranked anomalies better than
+        networks with hidden layers on the 20 benchmark data sets, and than
+        choosing between the two by held-out likelihood: the outliers are in
+        the training data, and a more flexible model learns to give them
+        density too. Give hidden layers, e.g. ``(64, 64)`` with
+        ``init="auto"`` and ``early_stopping="auto"``, where the normal rows
+        lie on a curved manifold that a Gaussian cannot follow. The
         measurements are in :doc:`/guide/outlier_detection`.
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
 
-    init : {"auto", "linear", "random"}, default="random"
+    init : {"auto", "linear", "random"}, default="linear"
         Where training starts.
 
         - ``"linear"``: the encoder and decoder means each get a linear path
@@ -125,7 +129,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
           layers' contributions start at zero, so training adds to what the
           Gaussian or the mixture achieves instead of starting from noise;
           with early stopping, the start is kept unless training beats it on
-          the validation rows.
+          the validation rows. Without hidden layers, with as many latent
+          dimensions as features, the N(0, I) prior, a per-feature or shared
+          decoder variance and no missing entries, the model is a Gaussian
+          and its start is its fit: :meth:`fit` runs no epoch, and
+          :meth:`score_samples` is exact.
         - ``"random"``: the network's usual random initialization, without a
           linear path.
         - ``"auto"``: both, with early stopping; the randomly started network
@@ -135,6 +143,25 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
           log-likelihood by more than two standard errors of the per-row
           gain. Without validation rows, ``"linear"``. ``init_`` says which
           was kept.
+
+    shrinkage : float in [0, 1] or "auto", default=0.3
+        How far the correlations of the linear start (see ``init``) are
+        shrunk toward zero: the covariance ``S`` of the features in the
+        model's internal units becomes ``(1 - shrinkage) * S + shrinkage *
+        diag(S)``, the variances unchanged, which makes the start a maximum a
+        posteriori fit rather than the maximum-likelihood one (the estimator
+        of Ledoit and Wolf 2004, shrunk toward the identity in correlation).
+        ``"auto"`` takes the Ledoit-Wolf coefficient,
+        :func:`sklearn.covariance.ledoit_wolf_shrinkage` of the rows scaled
+        to unit variance. Shrinkage steadies the start where rows are few for
+        the number of features. It has no effect with ``init="random"``, and
+        the components of a mixture prior are not shrunk.
+
+        The default, 0.3, ranked anomalies best, chosen by leaving one data
+        set out among the settings measured in :doc:`/guide/outlier_detection`:
+        fitted to the central rows only (see ``support_fraction``), a
+        covariance underestimates the spread of normal rows in the directions
+        of weak correlation, and shrinking the correlations corrects that.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
@@ -266,11 +293,16 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
           so this fraction of the training rows is flagged, as in
           :class:`~sklearn.ensemble.IsolationForest` and
           :class:`~sklearn.covariance.EllipticEnvelope`.
-        - ``"auto"``: Tukey's (1977) boxplot rule on the training scores:
-          ``offset_ = Q1 - 1.5 * (Q3 - Q1)``, with Q1 and Q3 the quartiles of
-          :meth:`score_samples` over the training rows. The number of rows
-          flagged then follows the data rather than a guess of it, and the
-          quartiles are not moved by a minority of outliers.
+        - ``"auto"``: a fence on the training scores in the manner of
+          Tukey's (1977) boxplot rule, ``offset_ = Q1 - 4 * (Q3 - Q1)``, with
+          Q1 and Q3 the quartiles of :meth:`score_samples` over the training
+          rows. The number of rows flagged then follows the data rather than
+          a guess of it, and the quartiles are not moved by a minority of
+          outliers. The factor 4 (Tukey's is 1.5) was chosen by leaving one
+          data set out: on the benchmark data sets with fewer than 10 %
+          anomalies it flagged between half and twice their number on 5 of 7,
+          and at most 0.5 % of the rows of clean Gaussian data, where 1.5
+          flagged up to 5 %.
           IsolationForest's ``-0.5`` and LocalOutlierFactor's ``-1.5`` are
           fixed thresholds on scores with a fixed range; a log-density has
           none (it shifts by ``-D log c`` when X is scaled by c), so its
@@ -282,10 +314,12 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     support_fraction : float in (0, 1], default=0.75
         Proportion of the training rows the final model is fitted on. After a
         fit on all rows, the ``1 - support_fraction`` least likely rows under
-        the model are set aside and training continues on the others; this
-        step is repeated three times, each ranking the rows under the model of
-        the step before (the C-step of :class:`~sklearn.covariance.MinCovDet`,
-        applied to a VAE: trimmed maximum likelihood). The outliers in the
+        the model are set aside and the model is fitted to the others (in
+        closed form for the default Gaussian; a network continues training);
+        this step is repeated three times, each ranking the rows under the
+        model of the step before (the C-step of
+        :class:`~sklearn.covariance.MinCovDet`, applied to a VAE: trimmed
+        maximum likelihood). The outliers in the
         training data then no longer pull the model, in particular the decoder
         variance, towards themselves, so they stand out further. On the
         benchmark data sets this raised average precision most where the
@@ -352,7 +386,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     n_iter_ : int
         Number of epochs run since the model was initialised: a :meth:`fit`
-        with ``warm_start=True`` and each :meth:`partial_fit` add to it.
+        with ``warm_start=True`` and each :meth:`partial_fit` add to it. A
+        :meth:`fit` in closed form (see ``init``) runs none.
 
         A fit counts the epochs of its fit on all rows and of each support
         step.
@@ -368,7 +403,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     best_loss_ : float or None
         Lowest training loss (as in ``loss_curve_``) since the stopping rule
         last started afresh, at the start of a :meth:`fit`; None with early
-        stopping.
+        stopping, or after a :meth:`fit` in closed form.
 
         Each support step starts the stopping rule afresh, so after a fit
         this is the lowest loss of the last step.
@@ -396,7 +431,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     Notes
     -----
-    The score is the importance-weighted (IWAE) estimate of log p(x). On the
+    The score is log p(x): exact for the default model, a Gaussian, and the
+    importance-weighted (IWAE) estimate for a network. On the
     benchmark data sets it ranked anomalies as well as or better than the
     ELBO, An and Cho's reconstruction probability E_q[log p(x|z)] and the
     reconstruction error; see :doc:`/guide/outlier_detection`. Unlike those,
@@ -429,7 +465,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(300, 3))
     >>> X[:3] += 8  # three planted outliers
-    >>> detector = VAEOutlierDetector(max_iter=20, contamination=0.01, random_state=0)
+    >>> detector = VAEOutlierDetector(contamination=0.01, random_state=0)
     >>> labels = detector.fit_predict(X)
     >>> labels[:3]
     array([-1, -1, -1])
@@ -437,6 +473,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     3
     >>> bool(detector.decision_function(X[:1])[0] < 0)
     True
+    >>> detector.n_iter_  # a Gaussian, fitted in closed form
+    0
     """
 
     _parameter_constraints: dict = {
@@ -455,7 +493,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         prior_components=1,
         hidden_layer_sizes=(),
         activation="relu",
-        init="random",
+        init="linear",
+        shrinkage=0.3,
         decoder_variance="feature",
         min_variance=1e-4,
         beta=1.0,
@@ -483,6 +522,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
             init=init,
+            shrinkage=shrinkage,
             decoder_variance=decoder_variance,
             min_variance=min_variance,
             beta=beta,

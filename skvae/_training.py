@@ -267,7 +267,8 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
     The variance is E_q[(x - mu(z))^2] averaged over rows (over observed
     entries where ``mask`` is given), estimated with ``n_draws`` draws of z
     per row from a generator seeded by ``seed``, so the stored value (and
-    hence every later score) is deterministic.
+    hence every later score) is deterministic. With ``n_draws=0``, the KL
+    only (the variance is None).
     """
     device = module.variance.device
     generator = make_generator(seed, device)
@@ -290,6 +291,8 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
                 squared = torch.where(observed, squared, 0.0)
             squared_sum += squared.sum(0, dtype=torch.float64)
     n_samples = X.shape[0]
+    if n_draws == 0:  # the KL only
+        return None, kl_sum / n_samples
     count = n_samples if mask is None else mask.sum(0, dtype=torch.float64).to(device)
     return (squared_sum / (count * n_draws)).float(), kl_sum / n_samples
 

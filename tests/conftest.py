@@ -111,3 +111,15 @@ RANDOM_START = dict(
     early_stopping=False,
     min_variance=1e-4,
 )
+
+
+def two_factor_manifold(n_samples, seed):
+    """Two latent variables through a steep nonlinear map into 12 features."""
+    params = np.random.default_rng(0)
+    A = params.normal(0, 3 / np.sqrt(8), (12, 8))
+    B, c = params.normal(0, 2, (8, 2)), params.normal(0, 0.5, 8)
+    C = params.normal(0, 0.5, (12, 2))
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_samples, 2))
+    X = np.tanh(z @ B.T + c) @ A.T + z @ C.T
+    return X + 0.15 * rng.normal(size=X.shape)

@@ -48,6 +48,8 @@ EXTENDED_PARAMS = {
     # The detector's defaults (None and ()) and why it has them.
     "n_components": VAEOutlierDetector,
     "hidden_layer_sizes": VAEOutlierDetector,
+    # The detector's default (0.3) and why it has it.
+    "shrinkage": VAEOutlierDetector,
     # The imputations use the same draws.
     "n_importance_samples": VAEImputer,
 }
@@ -63,6 +65,7 @@ OWN_DEFAULTS = {
     "prior_components",
     "hidden_layer_sizes",
     "init",
+    "shrinkage",
     "min_variance",
     "standardize",
     "early_stopping",

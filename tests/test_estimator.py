@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICE, RANDOM_START
+from conftest import DEVICE, RANDOM_START, two_factor_manifold
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 from sklearn.base import clone
@@ -62,6 +62,63 @@ def test_linear_vae_recovers_the_factor_analysis_likelihood(ppca):
 def test_nonlinear_default_is_close_to_the_true_likelihood(default_vae, ppca):
     true = ppca.true_log_likelihood(ppca.X_test).mean()
     assert abs(default_vae.score(ppca.X_test) - true) < 0.15
+
+
+def test_linear_model_scores_its_exact_gaussian_density(ppca):
+    """Without hidden layers p(x) is N(b, W W^T + diag(var)): scored exactly.
+
+    Also for a trained model whose encoder is not the exact posterior, where
+    importance draws would only give a bound; their number plays no part.
+    """
+    vae = GaussianVAE(
+        n_components=2,
+        hidden_layer_sizes=(),
+        max_iter=5,
+        random_state=0,
+        device=DEVICE,
+        **RANDOM_START,
+    ).fit(ppca.X_train[:300])
+    module = vae.module_
+    W = module.decoder_mean.weight.detach().double().cpu().numpy()
+    b = module.decoder_mean.bias.detach().double().cpu().numpy()
+    variance = module.variance.double().cpu().numpy()
+    scale = np.diag(vae.scale_)
+    covariance = scale @ (W @ W.T + np.diag(variance)) @ scale
+    expected = stats.multivariate_normal(vae.mean_ + vae.scale_ * b, covariance)
+    X = ppca.X_test[:50]
+    assert_allclose(vae.score_samples(X), expected.logpdf(X), rtol=1e-6)
+    one_draw = copy.deepcopy(vae).set_params(n_importance_samples=1)
+    assert_allclose(one_draw.score_samples(X), vae.score_samples(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shrinkage", [0.0, 0.5, "auto"])
+def test_closed_form_fit_is_the_shrunk_gaussian(ppca, shrinkage):
+    from skvae._linear_start import shrunk_covariance
+
+    X = ppca.X_train[:200]
+    vae = GaussianVAE(
+        hidden_layer_sizes=(),
+        init="linear",
+        shrinkage=shrinkage,
+        random_state=0,
+        device=DEVICE,
+    ).fit(X)
+    assert vae.n_iter_ == 0 and vae.loss_curve_ == []
+    # Computed on the standardized rows, then back in the units of X.
+    spread = X.std(0)
+    covariance = shrunk_covariance(X / spread, shrinkage) * np.outer(spread, spread)
+    expected = stats.multivariate_normal(X.mean(0), covariance).logpdf(ppca.X_test)
+    assert_allclose(vae.score_samples(ppca.X_test), expected, rtol=1e-6)
+
+
+def test_shrinkage_has_no_effect_on_a_random_start(ppca):
+    X = ppca.X_train[:200]
+    params = dict(n_components=2, max_iter=3, random_state=0, device=DEVICE)
+    params.update(RANDOM_START)
+    scores = [
+        GaussianVAE(shrinkage=s, **params).fit(X).score_samples(X) for s in (0.0, 0.7)
+    ]
+    assert_array_equal(*scores)
 
 
 def test_shared_variance_is_probabilistic_pca():
@@ -682,10 +739,12 @@ def test_wrong_number_of_features(fitted):
         {"batch_size": 0},
         {"early_stopping": "yes"},
         {"activation": "gelu"},
+        {"shrinkage": 1.5},
+        {"shrinkage": "ledoit-wolf"},
     ],
 )
 def test_invalid_parameters(params):
-    with pytest.raises(InvalidParameterError):
+    with pytest.raises(InvalidParameterError, match=next(iter(params))):
         GaussianVAE(**params).fit(np.ones((5, 2)))
 
 
@@ -698,18 +757,6 @@ def test_invalid_hidden_layer_sizes(sizes):
 def test_invalid_device():
     with pytest.raises(ValueError, match="not a valid torch device"):
         GaussianVAE(**{**SMALL, "device": "gpu0"}).fit(np.ones((5, 2)))
-
-
-def two_factor_manifold(n_samples, seed):
-    """Two latent variables through a steep nonlinear map into 12 features."""
-    params = np.random.default_rng(0)
-    A = params.normal(0, 3 / np.sqrt(8), (12, 8))
-    B, c = params.normal(0, 2, (8, 2)), params.normal(0, 0.5, 8)
-    C = params.normal(0, 0.5, (12, 2))
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n_samples, 2))
-    X = np.tanh(z @ B.T + c) @ A.T + z @ C.T
-    return X + 0.15 * rng.normal(size=X.shape)
 
 
 @pytest.mark.slow

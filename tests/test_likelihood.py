@@ -7,6 +7,7 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 from skvae._likelihood import (
+    full_gaussian_log_prob,
     gaussian_log_prob,
     kl_between_normals,
     kl_to_standard_normal,
@@ -152,3 +153,26 @@ def test_kl_between_normals_matches_torch_distributions():
     assert_allclose(got.numpy(), expected.numpy(), rtol=1e-10)
     standard = kl_between_normals(mean, std, 0.0, torch.ones(()))
     assert_allclose(standard.numpy(), kl_to_standard_normal(mean, std).numpy())
+
+
+def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(4, 4))
+    covariance, mean = A @ A.T + 0.1 * np.eye(4), rng.normal(size=4)
+    x = rng.normal(size=(30, 4))
+    mask = rng.random((30, 4)) > 0.3
+    mask[0] = False  # nothing observed: log-probability 0
+    args = [torch.as_tensor(a) for a in (x, mean, covariance)]
+    assert_allclose(
+        full_gaussian_log_prob(*args).numpy(),
+        stats.multivariate_normal(mean, covariance).logpdf(x),
+        rtol=1e-10,
+    )
+    out = full_gaussian_log_prob(*args, torch.as_tensor(mask)).numpy()
+    expected = [
+        stats.multivariate_normal(mean[o], covariance[np.ix_(o, o)]).logpdf(row[o])
+        if o.any()
+        else 0.0
+        for row, o in zip(x, mask, strict=True)
+    ]
+    assert_allclose(out, expected, rtol=1e-10)

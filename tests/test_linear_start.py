@@ -5,6 +5,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 from scipy import stats
+from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
@@ -12,6 +13,7 @@ from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
     mixture_prior,
     probabilistic_pca,
+    shrunk_covariance,
     start_log_likelihood,
 )
 from skvae._model import VAEModule
@@ -51,6 +53,35 @@ def test_full_start_is_the_maximum_likelihood_gaussian():
         start_log_likelihood(start, Z), gaussian.score_samples(Z), rtol=1e-8
     )
     assert start.noise_variance[0] < np.linalg.eigvalsh(np.cov(Z.T)).min()
+
+
+@pytest.mark.parametrize("shrinkage", [0.0, 0.3, 1.0])
+def test_shrinkage_keeps_the_variances_and_scales_the_correlations(shrinkage):
+    Z = correlated()
+    covariance = np.cov(Z, rowvar=False, bias=True)
+    shrunk = shrunk_covariance(Z, shrinkage)
+    assert_allclose(np.diag(shrunk), np.diag(covariance), rtol=1e-12)
+    spread = np.sqrt(np.diag(covariance))
+    correlation = covariance / np.outer(spread, spread)
+    off = ~np.eye(Z.shape[1], dtype=bool)
+    assert_allclose(
+        (shrunk / np.outer(spread, spread))[off],
+        (1 - shrinkage) * correlation[off],
+        atol=1e-12,
+    )
+    # The full start is then the Gaussian with that covariance.
+    start = probabilistic_pca(Z, Z.shape[1], 1e-8, shrinkage)
+    expected = stats.multivariate_normal(Z.mean(0), shrunk).logpdf(Z)
+    assert_allclose(start_log_likelihood(start, Z), expected, rtol=1e-8)
+
+
+def test_auto_shrinkage_is_ledoit_wolf_on_the_correlations():
+    # Ledoit-Wolf shrinks toward trace/p times the identity, which for rows
+    # scaled to unit variance is their diagonal: the same estimator.
+    Z = correlated(n_samples=40, n_features=8)
+    spread = Z.std(0)
+    expected = ledoit_wolf(Z / spread)[0] * np.outer(spread, spread)
+    assert_allclose(shrunk_covariance(Z, "auto"), expected, rtol=1e-10)
 
 
 @pytest.mark.parametrize("n_components", [2, 5])
