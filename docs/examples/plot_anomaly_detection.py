@@ -9,13 +9,15 @@ the benign tumours of scikit-learn's breast-cancer data set, in their raw
 units (areas in the hundreds next to fractal dimensions below 0.1), and 20
 malignant tumours are mixed in as outliers. The labels are used only to
 evaluate the scores. At its defaults the detector is a linear VAE with one
-latent dimension per feature, refitted on the rows it finds most likely
-(``support_fraction=0.75``), so that the malignant rows it was trained on do
-not shape its density; see :doc:`/guide/outlier_detection`.
+latent dimension per feature, which is a Gaussian: it is fitted in closed
+form, with its correlations shrunk (``shrinkage=0.3``), and refitted on the
+rows it finds most likely (``support_fraction=0.75``), so that the malignant
+rows it was fitted on do not shape its density; see
+:doc:`/guide/outlier_detection`.
 
 The left panel shows the log-likelihoods of inliers and outliers with the
-default threshold (``contamination="auto"``: Tukey's fence on the training
-scores); the right panel compares ROC curves with
+default threshold (``contamination="auto"``: a fence four interquartile
+ranges below the lower quartile of the training scores); the right panel compares ROC curves with
 :class:`~sklearn.ensemble.IsolationForest` and a single Gaussian
 (:class:`~sklearn.mixture.GaussianMixture`).
 """
