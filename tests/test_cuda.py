@@ -120,3 +120,21 @@ def test_data_too_large_for_the_gpu_are_streamed_with_the_same_result(
     assert_allclose(
         streamed.transform(ppca.X_test), on_gpu.transform(ppca.X_test), rtol=1e-6
     )
+
+
+def test_closed_form_detector_matches_the_cpu(ppca):
+    # The default detector: a Gaussian fitted in closed form (numpy), scored
+    # exactly by a Cholesky factor on the device, with NaN patterns.
+    X = ppca.X_train[:500].copy()
+    X_new = ppca.X_test[:100].copy()
+    X_new[::3, 1] = np.nan
+    fits = {
+        device: skvae.VAEOutlierDetector(random_state=0, device=device).fit(X)
+        for device in ("cpu", "cuda")
+    }
+    assert fits["cuda"].n_iter_ == 0
+    np.testing.assert_array_equal(fits["cuda"].support_, fits["cpu"].support_)
+    assert_allclose(
+        fits["cuda"].score_samples(X_new), fits["cpu"].score_samples(X_new), rtol=1e-5
+    )
+    assert fits["cuda"].offset_ == pytest.approx(fits["cpu"].offset_, rel=1e-5)
