@@ -296,7 +296,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         n_samples = X.shape[0]
         if not incremental:
             self._history.restart()
-            if self._fits_in_closed_form():
+            if self._fits_in_closed_form() and not np.isnan(X).any():
                 return self._fit_closed_form(X)
         early_stopping = not incremental and self._uses_early_stopping(n_samples)
         order, n_train = np.arange(n_samples), n_samples
