@@ -359,21 +359,20 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
     def _fits_in_closed_form(self):
         """Whether the model is a Gaussian whose fit has a closed form.
 
-        A decoder without hidden layers, as many latent dimensions as
-        features, the N(0, I) prior and a per-feature or shared variance make
-        the model a Gaussian with a full covariance matrix; with
-        ``init="linear"`` and complete data, its start (the mean and the
-        covariance of the rows, shrunk as ``shrinkage`` says) is the fit, and
-        gradient steps could only add noise to it.
+        A Gaussian module (``module_.is_gaussian``) with as many latent
+        dimensions as features and a per-feature or shared variance can be
+        any Gaussian with a full covariance matrix; with ``init="linear"`` and
+        complete data, its start (the mean and the covariance of the rows,
+        shrunk as ``shrinkage`` says) is the fit, and gradient steps could
+        only add noise to it.
         """
         module = self.module_
         return (
             self.init == "linear"
-            and len(self.hidden_layer_sizes) == 0
+            and module.is_gaussian
             and module.n_components == module.n_features
-            and module.prior_components == 1
+            and module.closed_form_variance
             and not module.mask_input
-            and self.decoder_variance in ("feature", "shared")
         )
 
     def _fit_closed_form(self, X):
