@@ -30,6 +30,7 @@ from ._linear_start import (
 )
 from ._model import VAEModule
 from ._training import (
+    LEARNING_RATE_DROPS,
     SIGNIFICANCE,
     FitResult,
     TrainingConfig,
@@ -98,6 +99,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             Interval(Integral, 1, None, closed="left"),
         ],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"adaptive", "constant"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "early_stopping": ["boolean", StrOptions({"auto"})],
@@ -128,6 +130,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         standardize,
         batch_size,
         max_iter,
+        learning_rate,
         learning_rate_init,
         alpha,
         early_stopping,
@@ -153,6 +156,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self.standardize = standardize
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
         self.alpha = alpha
         self.early_stopping = early_stopping
@@ -324,6 +328,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             max_iter=self.max_iter,
             beta=float(self.beta),
             kl_warmup=self.kl_warmup,
+            learning_rate_init=None if incremental else self.learning_rate_init,
+            learning_rate_drops=(
+                LEARNING_RATE_DROPS
+                if self.learning_rate == "adaptive" and not incremental
+                else 0
+            ),
             early_stopping=early_stopping,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,

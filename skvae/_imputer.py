@@ -160,6 +160,18 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     max_iter : int, default=200
         Maximum number of epochs.
 
+    learning_rate : {"adaptive", "constant"}, default="adaptive"
+        Learning-rate schedule, named as in
+        :class:`~sklearn.neural_network.MLPRegressor`. ``"constant"`` keeps
+        ``learning_rate_init`` and stops the first time the stopping rule
+        fires (``n_iter_no_change``). ``"adaptive"`` lowers the rate on a
+        plateau instead: the first two times the rule fires, training goes on
+        from the best weights so far (by validation ELBO with early stopping)
+        at a tenth of the rate, and the third time it stops. A plateau reached
+        before the validation ELBO has risen above the starting weights' stops
+        training at once. Each ``fit`` starts at ``learning_rate_init``;
+        ``partial_fit`` goes on at the current rate and never lowers it.
+
     learning_rate_init : float, default=1e-3
         Adam's step size.
 
@@ -367,6 +379,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         standardize=True,
         batch_size="auto",
         max_iter=200,
+        learning_rate="adaptive",
         learning_rate_init=1e-3,
         alpha=0.0,
         early_stopping=False,
@@ -395,6 +408,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             standardize=standardize,
             batch_size=batch_size,
             max_iter=max_iter,
+            learning_rate=learning_rate,
             learning_rate_init=learning_rate_init,
             alpha=alpha,
             early_stopping=early_stopping,

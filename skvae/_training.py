@@ -36,6 +36,10 @@ HETEROSCEDASTIC_WARMUP = 20
 # only if their validation ELBO is higher by this many standard errors of the
 # mean per-row gain.
 SIGNIFICANCE = 2.0
+# learning_rate="adaptive": the times a plateau lowers the learning rate, by
+# LEARNING_RATE_FACTOR each time, before the next plateau stops training.
+LEARNING_RATE_DROPS = 2
+LEARNING_RATE_FACTOR = 10.0
 # After training, the stored decoder variance is the posterior mean squared
 # residual over the training rows, from enough draws of z per row for about
 # POSTERIOR_SAMPLES residuals per feature (1 to MAX_POSTERIOR_DRAWS per row).
@@ -75,6 +79,10 @@ class TrainingConfig:
     ``n_epochs`` is the most this call runs (``max_iter`` for ``fit``, 1 for
     ``partial_fit``); ``seed`` seeds the epochs' batches and draws, and
     ``statistics_seed`` the draws of the final variance.
+    ``learning_rate_init`` is the rate this call starts from (None: the
+    optimiser's current one, as ``partial_fit`` goes on), and
+    ``learning_rate_drops`` the plateaus that lower it before one stops
+    training (0: the first plateau stops it).
     """
 
     n_epochs: int
@@ -88,6 +96,8 @@ class TrainingConfig:
     n_iter_no_change: int
     tol: float
     verbose: int
+    learning_rate_init: float | None = None
+    learning_rate_drops: int = 0
 
 
 @dataclass
@@ -373,7 +383,10 @@ def train(module, optimizer, data, config, history):
 
     Stops early when the training loss (or, with early stopping, the
     validation ELBO) has not improved by ``tol`` for more than
-    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. With early
+    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. The first
+    ``config.learning_rate_drops`` such plateaus do not stop training but
+    lower the learning rate (:func:`_lower_learning_rate`), unless the
+    validation ELBO has not yet risen above the starting weights'. With early
     stopping the weights with the best validation ELBO are restored, the
     starting weights included; trained weights that beat the starting ones
     by less than ``SIGNIFICANCE`` standard errors of the per-row gain are
@@ -396,6 +409,10 @@ def train(module, optimizer, data, config, history):
             dtype=X_val.dtype,
             device=device,
         )
+    if config.learning_rate_init is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate_init
+    drops_left = config.learning_rate_drops
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
     converged = True
     initial = initial_state = None
@@ -453,7 +470,15 @@ def train(module, optimizer, data, config, history):
         )
         if config.verbose:
             print(f"{message} ({time.perf_counter() - tic:.2f} s)")
-        if history.no_improvement_count > config.n_iter_no_change:
+        plateau = history.no_improvement_count > config.n_iter_no_change
+        # A plateau still at the starting weights stops training: a lower
+        # rate would not leave a start that the full rate could not.
+        trained = X_val is None or history.best_state is not initial_state
+        if plateau and drops_left and trained:
+            drops_left -= 1
+            _lower_learning_rate(module, optimizer, history, config.verbose)
+            continue
+        if plateau:
             if config.verbose:
                 print(
                     f"No improvement of at least tol={config.tol} for "
@@ -470,6 +495,25 @@ def train(module, optimizer, data, config, history):
         if history.best_state is not None:
             module.load_state_dict(history.best_state)
     return converged
+
+
+def _lower_learning_rate(module, optimizer, history, verbose):
+    """Go on from the best weights so far at a lower learning rate.
+
+    With early stopping the best weights by validation ELBO are restored
+    (Adam's moment estimates are kept); without it training goes on from
+    the current ones. The plateau count starts afresh.
+    """
+    if history.best_state is not None:
+        module.load_state_dict(history.best_state)
+    for group in optimizer.param_groups:
+        group["lr"] /= LEARNING_RATE_FACTOR
+    history.no_improvement_count = 0
+    if verbose:
+        print(
+            f"No improvement for more than the patience: learning rate set to "
+            f"{optimizer.param_groups[0]['lr']:.3g}."
+        )
 
 
 def _significant(gain):

@@ -17,6 +17,7 @@ from skvae._training import (
     make_optimizer,
     train,
 )
+from skvae._training import _lower_learning_rate as lower_learning_rate
 
 
 def setup(n=256, seed=0):
@@ -135,6 +136,72 @@ def test_early_stopping_keeps_the_best_validation_state():
     best = int(np.argmax(history.validation_scores))
     assert history.best_validation_score == history.validation_scores[best]
     assert history.n_iter - 1 - best > config.n_iter_no_change
+
+
+def test_adaptive_rate_goes_on_at_a_tenth_after_each_plateau():
+    # The constant rate's run, step for step, up to its plateau; then two
+    # more stages at 1/10 and 1/100 of the rate, each at least a patience
+    # long, which reach a lower training loss.
+    module, optimizer, X, config = setup()
+    config = dataclasses.replace(config, n_iter_no_change=3, tol=1e-2)
+    constant = TrainingHistory()
+    train(module, optimizer, TrainingData(X), config, constant)
+    module, optimizer, X, _ = setup()
+    config = dataclasses.replace(config, learning_rate_drops=2)
+    adaptive = TrainingHistory()
+    assert train(module, optimizer, TrainingData(X), config, adaptive)
+    n = constant.n_iter
+    assert n < config.n_epochs - 2 * (config.n_iter_no_change + 1)
+    assert adaptive.loss_curve[:n] == constant.loss_curve
+    assert adaptive.n_iter >= n + 2 * (config.n_iter_no_change + 1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 100)
+    assert min(adaptive.loss_curve[n:]) < min(constant.loss_curve)
+
+
+def test_adaptive_rate_restores_the_best_weights_at_a_plateau(monkeypatch):
+    module, optimizer, X, config = setup(n=512)
+    config = dataclasses.replace(
+        config, early_stopping=True, n_iter_no_change=2, learning_rate_drops=1
+    )
+    restored = []
+
+    def lower(module, optimizer, history, verbose):
+        lower_learning_rate(module, optimizer, history, verbose)
+        state = module.state_dict()
+        restored.append(
+            all(torch.equal(state[k], v) for k, v in history.best_state.items())
+        )
+
+    monkeypatch.setattr(_training, "_lower_learning_rate", lower)
+    history = TrainingHistory()
+    train(module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history)
+    assert restored == [True]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_plateau_at_the_starting_weights_stops_at_once():
+    # Weights that never move (rate 0, fixed variance) keep the starting
+    # validation ELBO: lowering the rate could not help, so training stops
+    # at the first plateau, as with a constant rate.
+    _, _, X, config = setup(n=512)
+    module = VAEModule(3, 2, (8,), "tanh", 0.5, 1e-4).to(DEVICE)
+    optimizer = make_optimizer(module, 1e-2, 0.0)
+    config = dataclasses.replace(
+        config, early_stopping=True, learning_rate_drops=2, learning_rate_init=0.0
+    )
+    history = TrainingHistory()
+    train(module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history)
+    assert history.n_iter == config.n_iter_no_change + 1
+    assert history.kept_start
+
+
+def test_a_fit_starts_at_learning_rate_init_and_partial_fit_keeps_the_rate():
+    module, optimizer, X, config = setup()
+    optimizer.param_groups[0]["lr"] = 1e-5
+    one_epoch(module, optimizer, X, config)  # learning_rate_init=None
+    assert optimizer.param_groups[0]["lr"] == 1e-5
+    one_epoch(module, optimizer, X, dataclasses.replace(config, learning_rate_init=0.1))
+    assert optimizer.param_groups[0]["lr"] == 0.1
 
 
 def test_stopping_rule_starts_after_the_kl_warm_up():
