@@ -56,7 +56,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         tuple gives a linear encoder and decoder (a linear VAE, whose maximum
         likelihood solution is probabilistic PCA or factor analysis).
 
-    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+    activation : {"identity", "logistic", "tanh", "relu"}, default="tanh"
         Activation of the hidden layers.
 
     init : {"auto", "linear", "random"}, default="auto"
@@ -348,7 +348,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         *,
         prior_components="auto",
         hidden_layer_sizes=(64, 64),
-        activation="relu",
+        activation="tanh",
         init="auto",
         shrinkage=0.0,
         decoder_variance="feature",

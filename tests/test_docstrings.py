@@ -64,6 +64,7 @@ OWN_DEFAULTS = {
     "n_components",
     "prior_components",
     "hidden_layer_sizes",
+    "activation",
     "init",
     "shrinkage",
     "min_variance",
