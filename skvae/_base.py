@@ -6,6 +6,7 @@ are in ``_units.py``, the numpy-to-device machinery in ``_inference.py``, the
 training loop in ``_training.py``.
 """
 
+import dataclasses
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -31,6 +32,7 @@ from ._linear_start import (
 from ._model import VAEModule
 from ._training import (
     LEARNING_RATE_DROPS,
+    LEARNING_RATE_FACTOR,
     SIGNIFICANCE,
     FitResult,
     TrainingConfig,
@@ -564,7 +566,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         full-dimensional linear start), trained on the same rows. It replaces
         the linear-start model only if the held-out rows' log-likelihood gains
         more than ``SIGNIFICANCE`` standard errors of the per-row gain.
-        Returns the training result of the model kept.
+
+        With ``learning_rate="adaptive"`` the network first trains at the
+        full rate to its first plateau; it goes on at the lower rates only if
+        the start is not then clearly better on the held-out rows, so that a
+        network far behind the start (most real data) costs no more than
+        before. Returns the training result of the model kept.
         """
         linear = (self.module_, self._optimizer, self._history, result, self.init_)
         linear_scores = self._log_likelihood(held_out)
@@ -580,10 +587,34 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         )
         self._history = TrainingHistory()
         self.init_ = "random"
+        first = dataclasses.replace(config, learning_rate_drops=0)
         random_result = fit_module(
-            self.module_, self._optimizer, data, config, self._history
+            self.module_, self._optimizer, data, first, self._history
         )
-        if _clearly_better(self._log_likelihood(held_out) - linear_scores):
+        gain = self._log_likelihood(held_out) - linear_scores
+        epochs_left = config.n_epochs - self._history.n_iter
+        if (
+            config.learning_rate_drops
+            and random_result.converged
+            and epochs_left > 0
+            and not _clearly_better(-gain)
+        ):
+            # Continue from the weights of the first plateau; the lower rates'
+            # weights are kept only if they beat those (as any start is).
+            self._history.restart()
+            lower = dataclasses.replace(
+                config,
+                n_epochs=epochs_left,
+                learning_rate_init=(
+                    self._optimizer.param_groups[0]["lr"] / LEARNING_RATE_FACTOR
+                ),
+                learning_rate_drops=config.learning_rate_drops - 1,
+            )
+            random_result = fit_module(
+                self.module_, self._optimizer, data, lower, self._history
+            )
+            gain = self._log_likelihood(held_out) - linear_scores
+        if _clearly_better(gain):
             return random_result
         self.module_, self._optimizer, self._history, result, self.init_ = linear
         return result

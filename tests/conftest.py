@@ -102,10 +102,13 @@ def exact_linear_gaussian_vae():
     return module.to(DEVICE), marginal
 
 
-# GaussianVAE's defaults before issue 14: a randomly initialized network
-# trained on the training loss. Tests of the training mechanics use them.
+# GaussianVAE's defaults before issue 14: a randomly initialized ReLU network
+# trained on the training loss at a constant rate. Tests of the training
+# mechanics use them.
 RANDOM_START = dict(
     init="random",
+    activation="relu",
+    learning_rate="constant",
     prior_components=1,
     standardize=True,
     early_stopping=False,

@@ -20,8 +20,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skvae import GaussianVAE
+from skvae import GaussianVAE, _base
 from skvae._device import resolve_device
+from skvae._training import fit_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -619,6 +620,7 @@ def affine_defect(f, A, seed=0):
 def test_linear_vae_with_identity_activation(ppca):
     """With activation="identity", hidden layers compose to affine maps."""
     params = {**SMALL, "hidden_layer_sizes": (16, 8)}
+    del params["activation"]
     X = ppca.X_train[:300]
     codes = np.random.default_rng(1).normal(size=(100, 2)) * 2
     vae = GaussianVAE(n_components=2, activation="identity", **params).fit(X)
@@ -759,11 +761,27 @@ def test_invalid_device():
         GaussianVAE(**{**SMALL, "device": "gpu0"}).fit(np.ones((5, 2)))
 
 
+def _spy_on_training(monkeypatch):
+    """The (learning_rate_init, learning_rate_drops) of every training run."""
+    calls = []
+
+    def spy(module, optimizer, data, config, history):
+        calls.append((config.learning_rate_init, config.learning_rate_drops))
+        return fit_module(module, optimizer, data, config, history)
+
+    monkeypatch.setattr(_base, "fit_module", spy)
+    return calls
+
+
 @pytest.mark.slow
-def test_auto_start_keeps_the_nonlinear_network_on_a_curved_manifold():
+def test_auto_start_keeps_the_nonlinear_network_on_a_curved_manifold(monkeypatch):
     X, held_out = two_factor_manifold(3000, seed=1), two_factor_manifold(1000, seed=2)
+    calls = _spy_on_training(monkeypatch)
     vae = GaussianVAE(random_state=0, device=DEVICE).fit(X)
     assert vae.init_ == "random" and vae.module_.n_components == 2
+    # The start, the network to its first plateau, then the network on at a
+    # tenth of the rate: it was not behind the start.
+    assert calls == [(1e-3, 2), (1e-3, 0), (pytest.approx(1e-4), 1)]
     linear = GaussianVAE(init="linear", random_state=0, device=DEVICE).fit(X)
     assert vae.score(held_out) > linear.score(held_out) + 0.3
 
@@ -773,6 +791,18 @@ def test_auto_start_keeps_the_closed_form_on_gaussian_data(ppca):
     assert vae.init_ == "linear" and vae.module_.n_components == 5
     gap = ppca.true_log_likelihood(ppca.X_test).mean() - vae.score(ppca.X_test)
     assert abs(gap) < 0.05
+
+
+def test_a_network_far_behind_the_start_stops_at_its_first_plateau(monkeypatch):
+    # A full-rank Gaussian in 6 features: the start is its exact fit, the
+    # two-dimensional network cannot follow, so it is not trained on at the
+    # lower rates.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 6)) @ rng.normal(size=(6, 6))
+    calls = _spy_on_training(monkeypatch)
+    vae = GaussianVAE(random_state=0, device=DEVICE).fit(X)
+    assert vae.init_ == "linear"
+    assert calls == [(1e-3, 2), (1e-3, 0)]
 
 
 def test_sample_draws_from_the_mixture_prior():
