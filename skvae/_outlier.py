@@ -240,10 +240,12 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         fires (``n_iter_no_change``). ``"adaptive"`` lowers the rate on a
         plateau instead: the first two times the rule fires, training goes on
         from the best weights so far (by validation ELBO with early stopping)
-        at a tenth of the rate, and the third time it stops. A plateau reached
-        before the validation ELBO has risen above the starting weights' stops
-        training at once. Each ``fit`` starts at ``learning_rate_init``;
-        ``partial_fit`` goes on at the current rate and never lowers it.
+        at a tenth of the rate, and the third time it stops. With early
+        stopping, a plateau reached before the validation ELBO has clearly
+        risen above the starting weights' (by two standard errors of the
+        per-row gain) stops training at once. Each ``fit`` starts at
+        ``learning_rate_init``; ``partial_fit`` goes on at the current rate
+        and never lowers it.
 
     learning_rate_init : float, default=1e-3
         Adam's step size.

@@ -385,8 +385,8 @@ def train(module, optimizer, data, config, history):
     validation ELBO) has not improved by ``tol`` for more than
     ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. The first
     ``config.learning_rate_drops`` such plateaus do not stop training but
-    lower the learning rate (:func:`_lower_learning_rate`), unless the
-    validation ELBO has not yet risen above the starting weights'. With early
+    lower the learning rate (:func:`_lower_learning_rate`), unless training
+    has not yet clearly beaten its start (:func:`_worth_lower_rates`). With early
     stopping the weights with the best validation ELBO are restored, the
     starting weights included; trained weights that beat the starting ones
     by less than ``SIGNIFICANCE`` standard errors of the per-row gain are
@@ -415,7 +415,7 @@ def train(module, optimizer, data, config, history):
     drops_left = config.learning_rate_drops
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
     converged = True
-    initial = initial_state = None
+    initial = initial_state = best_rows = None
     if X_val is not None:
         # The weights training starts from compete too: a fit started at a
         # closed-form solution keeps it unless training does better.
@@ -471,10 +471,7 @@ def train(module, optimizer, data, config, history):
         if config.verbose:
             print(f"{message} ({time.perf_counter() - tic:.2f} s)")
         plateau = history.no_improvement_count > config.n_iter_no_change
-        # A plateau still at the starting weights stops training: a lower
-        # rate would not leave a start that the full rate could not.
-        trained = X_val is None or history.best_state is not initial_state
-        if plateau and drops_left and trained:
+        if plateau and drops_left and _worth_lower_rates(X_val, best_rows, initial):
             drops_left -= 1
             _lower_learning_rate(module, optimizer, history, config.verbose)
             continue
@@ -495,6 +492,17 @@ def train(module, optimizer, data, config, history):
         if history.best_state is not None:
             module.load_state_dict(history.best_state)
     return converged
+
+
+def _worth_lower_rates(X_val, best_rows, initial):
+    """Whether a plateau should lower the rate rather than stop training.
+
+    Without early stopping, always. With it, only if the best weights so far
+    beat the starting ones by more than ``SIGNIFICANCE`` standard errors: a
+    plateau that training has not clearly raised above its start (a
+    closed-form start, most often) stops as it would at a constant rate.
+    """
+    return X_val is None or _significant(best_rows - initial)
 
 
 def _lower_learning_rate(module, optimizer, history, verbose):
