@@ -32,7 +32,6 @@ from ._linear_start import (
 from ._model import VAEModule
 from ._training import (
     LEARNING_RATE_DROPS,
-    LEARNING_RATE_FACTOR,
     SIGNIFICANCE,
     FitResult,
     TrainingConfig,
@@ -40,6 +39,7 @@ from ._training import (
     TrainingHistory,
     auto_batch_size,
     fit_module,
+    lower_learning_rate,
     make_optimizer,
     posterior_statistics,
 )
@@ -599,15 +599,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             and epochs_left > 0
             and not _clearly_better(-gain)
         ):
-            # Continue from the weights of the first plateau; the lower rates'
-            # weights are kept only if they beat those (as any start is).
+            # Continue from the weights of the first plateau, as a plateau in
+            # the loop would; the lower rates' weights are kept only if they
+            # beat those (as any start is).
             self._history.restart()
+            lower_learning_rate(
+                self.module_, self._optimizer, self._history, config.verbose
+            )
             lower = dataclasses.replace(
                 config,
                 n_epochs=epochs_left,
-                learning_rate_init=(
-                    self._optimizer.param_groups[0]["lr"] / LEARNING_RATE_FACTOR
-                ),
+                learning_rate_init=None,  # go on at the lowered rate
                 learning_rate_drops=config.learning_rate_drops - 1,
             )
             random_result = fit_module(

@@ -385,7 +385,7 @@ def train(module, optimizer, data, config, history):
     validation ELBO) has not improved by ``tol`` for more than
     ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. The first
     ``config.learning_rate_drops`` such plateaus do not stop training but
-    lower the learning rate (:func:`_lower_learning_rate`), unless training
+    lower the learning rate (:func:`lower_learning_rate`), unless training
     has not yet clearly beaten its start (:func:`_worth_lower_rates`). With early
     stopping the weights with the best validation ELBO are restored, the
     starting weights included; trained weights that beat the starting ones
@@ -473,7 +473,7 @@ def train(module, optimizer, data, config, history):
         plateau = history.no_improvement_count > config.n_iter_no_change
         if plateau and drops_left and _worth_lower_rates(X_val, best_rows, initial):
             drops_left -= 1
-            _lower_learning_rate(module, optimizer, history, config.verbose)
+            lower_learning_rate(module, optimizer, history, config.verbose)
             continue
         if plateau:
             if config.verbose:
@@ -505,7 +505,7 @@ def _worth_lower_rates(X_val, best_rows, initial):
     return X_val is None or _significant(best_rows - initial)
 
 
-def _lower_learning_rate(module, optimizer, history, verbose):
+def lower_learning_rate(module, optimizer, history, verbose):
     """Go on from the best weights so far at a lower learning rate.
 
     With early stopping the best weights by validation ELBO are restored

@@ -762,11 +762,14 @@ def test_invalid_device():
 
 
 def _spy_on_training(monkeypatch):
-    """The (learning_rate_init, learning_rate_drops) of every training run."""
+    """The (starting learning rate, learning_rate_drops) of every training run."""
     calls = []
 
     def spy(module, optimizer, data, config, history):
-        calls.append((config.learning_rate_init, config.learning_rate_drops))
+        rate = config.learning_rate_init
+        if rate is None:  # goes on at the optimiser's current rate
+            rate = optimizer.param_groups[0]["lr"]
+        calls.append((rate, config.learning_rate_drops))
         return fit_module(module, optimizer, data, config, history)
 
     monkeypatch.setattr(_base, "fit_module", spy)

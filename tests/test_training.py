@@ -14,10 +14,10 @@ from skvae._training import (
     TrainingHistory,
     epoch_generator,
     kl_weight,
+    lower_learning_rate,
     make_optimizer,
     train,
 )
-from skvae._training import _lower_learning_rate as lower_learning_rate
 
 
 def setup(n=256, seed=0):
@@ -172,7 +172,7 @@ def test_adaptive_rate_restores_the_best_weights_at_a_plateau(monkeypatch):
             all(torch.equal(state[k], v) for k, v in history.best_state.items())
         )
 
-    monkeypatch.setattr(_training, "_lower_learning_rate", lower)
+    monkeypatch.setattr(_training, "lower_learning_rate", lower)
     history = TrainingHistory()
     train(module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history)
     assert restored == [True]
