@@ -7,7 +7,7 @@ small whatever the size of X.
 """
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp, ndtri_exp
+from scipy.special import ndtr, ndtri
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import gen_batches
 
@@ -167,9 +167,9 @@ MARGINAL_BROAD_WEIGHT = 0.01
 MARGINAL_TAIL_OCTAVES = 24
 
 
-def _log_cauchy_cdf(z):
-    """log F and log(1 - F) of the standard Cauchy distribution, without cancellation."""
-    return np.log(np.arctan2(1.0, -z) / np.pi), np.log(np.arctan2(1.0, z) / np.pi)
+def _cauchy_cdf(z):
+    """F and 1 - F of the standard Cauchy distribution, without cancellation."""
+    return np.arctan2(1.0, -z) / np.pi, np.arctan2(1.0, z) / np.pi
 
 
 def fit_marginal_knots(Z):
@@ -207,17 +207,14 @@ def fit_marginal_knots(Z):
             ]
         )
         points.sort()
-        log_weights = np.log(counts / counts.sum()) + np.log1p(-MARGINAL_BROAD_WEIGHT)
+        # In probabilities, not logs: the Cauchy part keeps both F and 1 - F
+        # above 1e-10 at every knot, far from underflow.
+        weights = counts / counts.sum() * (1.0 - MARGINAL_BROAD_WEIGHT)
         u = (points[:, None] - centres[None, :]) / bandwidth
-        broad_cdf, broad_sf = _log_cauchy_cdf(points)
-        log_broad = np.log(MARGINAL_BROAD_WEIGHT)
-        log_cdf = logsumexp(
-            np.column_stack([log_ndtr(u) + log_weights, log_broad + broad_cdf]), 1
-        )
-        log_sf = logsumexp(
-            np.column_stack([log_ndtr(-u) + log_weights, log_broad + broad_sf]), 1
-        )
-        t = np.where(log_cdf < log_sf, ndtri_exp(log_cdf), -ndtri_exp(log_sf))
+        broad_cdf, broad_sf = _cauchy_cdf(points)
+        cdf = ndtr(u) @ weights + MARGINAL_BROAD_WEIGHT * broad_cdf
+        sf = ndtr(-u) @ weights + MARGINAL_BROAD_WEIGHT * broad_sf
+        t = np.where(cdf < sf, ndtri(cdf), -ndtri(sf))
         keep = np.concatenate([[True], np.diff(t) > 0])  # strictly increasing
         knots.append(np.column_stack([points[keep], t[keep]]))
     return knots
