@@ -277,7 +277,8 @@ class VAEModule(nn.Module):
             (shape (n_features,)) where that applies.
         """
         mean, std = self.encode(x, mask)
-        x_mean, var = self.decode(mean + std * eps, clip=False)
+        z = mean + std * eps
+        x_mean, var = self.decode(z, clip=False)
         squared = (x - x_mean) ** 2
         if mask is not None:
             squared = torch.where(mask, squared, 0.0)
@@ -291,7 +292,6 @@ class VAEModule(nn.Module):
         else:
             # No closed form under a mixture prior: the single-draw estimate
             # log q(z|x) - log p(z) at the z of the reconstruction term.
-            z = mean + std * eps
             log_q = -0.5 * (LOG_2PI + eps**2).sum(-1) - torch.log(std).sum(-1)
             kl = (log_q - self.log_prior(z)).unsqueeze(-1)
         return log_px, kl, squared.detach(), var.detach()
@@ -311,6 +311,7 @@ class VAEModule(nn.Module):
             torch.log_softmax(self.prior_logits, 0),
             self.prior_means,
             self.prior_cholesky(),
+            self.prior_log_diag.sum(1),
         )
 
     def prior_moments(self):

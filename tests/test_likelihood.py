@@ -119,14 +119,14 @@ def test_mixture_log_prob_matches_scipy():
             for w, m, c in zip(weights, means, covariances, strict=True)
         )
     )
-    got = mixture_log_prob(
-        torch.tensor(z),
-        torch.tensor(np.log(weights)),
-        torch.tensor(means),
-        torch.linalg.cholesky(torch.tensor(covariances)),
-    )
+    cholesky = torch.linalg.cholesky(torch.tensor(covariances))
+    args = torch.tensor(z), torch.tensor(np.log(weights)), torch.tensor(means), cholesky
+    got = mixture_log_prob(*args)
     assert got.shape == (5, 2)
     assert_allclose(got.numpy(), expected, rtol=1e-10)
+    # The log-determinant passed in, as the module does, gives the same.
+    log_det = torch.tensor(np.linalg.slogdet(covariances)[1] / 2)
+    assert_allclose(mixture_log_prob(*args, log_det).numpy(), expected, rtol=1e-10)
 
 
 def test_one_component_mixture_at_the_origin_is_the_standard_normal():
