@@ -241,9 +241,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         plateau instead: the first two times the rule fires, training goes on
         from the best weights so far (by validation ELBO with early stopping)
         at a tenth of the rate, and the third time it stops. With early
-        stopping, a plateau reached before the validation ELBO has clearly
-        risen above the starting weights' (by two standard errors of the
-        per-row gain) stops training at once. Each ``fit`` starts at
+        stopping, a plateau stops training at once unless the validation
+        ELBO has clearly risen (by two standard errors of the per-row gain)
+        over the stage that ends: above the starting weights' at the first
+        plateau, above the best weights of the previous rate at the second.
+        Each ``fit`` starts at
         ``learning_rate_init``; ``partial_fit`` goes on at the current rate
         and never lowers it.
 

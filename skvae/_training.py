@@ -385,8 +385,9 @@ def train(module, optimizer, data, config, history):
     validation ELBO) has not improved by ``tol`` for more than
     ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. The first
     ``config.learning_rate_drops`` such plateaus do not stop training but
-    lower the learning rate (:func:`lower_learning_rate`), unless training
-    has not yet clearly beaten its start (:func:`_worth_lower_rates`). With early
+    lower the learning rate (:func:`lower_learning_rate`), unless the stage
+    that just ended (at one rate) has not clearly beaten the weights it
+    started from (:func:`_worth_lower_rates`). With early
     stopping the weights with the best validation ELBO are restored, the
     starting weights included; trained weights that beat the starting ones
     by less than ``SIGNIFICANCE`` standard errors of the per-row gain are
@@ -415,12 +416,12 @@ def train(module, optimizer, data, config, history):
     drops_left = config.learning_rate_drops
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
     converged = True
-    initial = initial_state = best_rows = None
+    initial = initial_state = best_rows = stage_start = None
     if X_val is not None:
         # The weights training starts from compete too: a fit started at a
         # closed-form solution keeps it unless training does better.
         rows = validation_elbo(module, X_val, val_eps, val_mask)
-        initial = best_rows = rows
+        initial = best_rows = stage_start = rows
         if rows.mean().item() > history.best_validation_score:
             history.best_validation_score = rows.mean().item()
             history.best_state = initial_state = _clone(module.state_dict())
@@ -471,8 +472,9 @@ def train(module, optimizer, data, config, history):
         if config.verbose:
             print(f"{message} ({time.perf_counter() - tic:.2f} s)")
         plateau = history.no_improvement_count > config.n_iter_no_change
-        if plateau and drops_left and _worth_lower_rates(X_val, best_rows, initial):
+        if plateau and drops_left and _worth_lower_rates(X_val, best_rows, stage_start):
             drops_left -= 1
+            stage_start = best_rows
             lower_learning_rate(module, optimizer, history, config.verbose)
             continue
         if plateau:
@@ -494,15 +496,18 @@ def train(module, optimizer, data, config, history):
     return converged
 
 
-def _worth_lower_rates(X_val, best_rows, initial):
+def _worth_lower_rates(X_val, best_rows, stage_start):
     """Whether a plateau should lower the rate rather than stop training.
 
     Without early stopping, always. With it, only if the best weights so far
-    beat the starting ones by more than ``SIGNIFICANCE`` standard errors: a
-    plateau that training has not clearly raised above its start (a
-    closed-form start, most often) stops as it would at a constant rate.
+    beat those the stage started from (the starting weights, or the best
+    ones at the last plateau) by more than ``SIGNIFICANCE`` standard errors
+    of the per-row gain: a plateau that training has not clearly raised
+    above its start (a closed-form start, most often) stops as it would at
+    a constant rate, and a stage at a lower rate that gained nothing clear
+    is not followed by one at a lower rate still.
     """
-    return X_val is None or _significant(best_rows - initial)
+    return X_val is None or _significant(best_rows - stage_start)
 
 
 def lower_learning_rate(module, optimizer, history, verbose):

@@ -195,6 +195,33 @@ def test_a_plateau_at_the_starting_weights_stops_at_once():
     assert history.kept_start
 
 
+def test_a_stage_that_does_not_clearly_improve_stops_with_drops_left(monkeypatch):
+    # The first stage trains a random start clearly better, so its plateau
+    # lowers the rate; the "lower" rate here is 0, so the second stage
+    # cannot beat the weights it started from and its plateau stops
+    # training although a drop is left.
+    _, _, X, config = setup(n=512)
+    module = VAEModule(3, 2, (8,), "tanh", 0.5, 1e-4).to(DEVICE)
+    optimizer = make_optimizer(module, 1e-2, 0.0)
+    config = dataclasses.replace(
+        config, early_stopping=True, n_iter_no_change=3, learning_rate_drops=2
+    )
+    drops = []
+
+    def lower(module, optimizer, history, verbose):
+        lower_learning_rate(module, optimizer, history, verbose)
+        optimizer.param_groups[0]["lr"] = 0.0
+        drops.append(history.n_iter)
+
+    monkeypatch.setattr(_training, "lower_learning_rate", lower)
+    history = TrainingHistory()
+    data = TrainingData(X[:400], X_val=X[400:])
+    assert train(module, optimizer, data, config, history)
+    assert len(drops) == 1
+    assert history.n_iter == drops[0] + config.n_iter_no_change + 1
+    assert not history.kept_start
+
+
 def test_a_fit_starts_at_learning_rate_init_and_partial_fit_keeps_the_rate():
     module, optimizer, X, config = setup()
     optimizer.param_groups[0]["lr"] = 1e-5
