@@ -473,6 +473,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self.scale_ = np.ones(X.shape[1])
         else:
             self.mean_, self.scale_ = standardization(X)
+        self._variance_floor = self._start_variance_floor(X)
         self.marginal_knots_ = None
         start = None
         self.init_ = "random" if self.init == "random" else "linear"
@@ -501,6 +502,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             module.initialize_linear(start)
         self.module_ = module.to(self.device_)
         self._optimizer = self._make_optimizer(shape[0])
+
+    def _start_variance_floor(self, X):
+        """Per-feature floor on the variances of the linear start, or None.
+
+        ``X`` is the data the model is initialized on (``mean_`` and
+        ``scale_`` are set). The floor is in standardized units and applies
+        there only, not to Gaussianized features. None: no floor beyond
+        ``min_variance``.
+        """
+        return None
 
     def _prior_components(self, start):
         if start is not None:
@@ -543,7 +554,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             candidates["marginal"] = fit_marginal_knots(Z)
         results = {}
         for name, knots in candidates.items():
-            start = self._linear_start(_internal(Z, knots)[0], seed)
+            start = self._linear_start(_internal(Z, knots)[0], seed, knots)
             score = None
             if len(candidates) > 1:
                 internal, log_slope = _internal(Z_held_out, knots)
@@ -632,7 +643,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         )
         Z = (X[rows] - self.mean_) / self.scale_
         start = self._linear_start(
-            _internal(Z, self.marginal_knots_)[0], self._init_seed
+            _internal(Z, self.marginal_knots_)[0],
+            self._init_seed,
+            self.marginal_knots_,
         )
         self._new_module(
             X.shape,
@@ -643,9 +656,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         _, kl = posterior_statistics(self.module_, tensor, self._score_seed, 0, mask)
         return kl.cpu().numpy()
 
-    def _linear_start(self, Z, seed):
+    def _linear_start(self, Z, seed, knots):
+        """The closed-form start on Z, in the internal units that ``knots`` give."""
         n_components = Z.shape[1] if self.n_components is None else self.n_components
-        start = probabilistic_pca(Z, n_components, self.min_variance, self.shrinkage)
+        floor = getattr(self, "_variance_floor", None) if knots is None else None
+        start = probabilistic_pca(
+            Z, n_components, self.min_variance, self.shrinkage, floor
+        )
         if self.prior_components == 1:
             return start
         return mixture_prior(start, Z, self.prior_components, seed, self.min_variance)

@@ -75,7 +75,26 @@ def shrunk_covariance(Z, shrinkage):
     return (1 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
 
 
-def probabilistic_pca(Z, n_components, min_variance, shrinkage=0.0):
+def resolution_variance(Z):
+    """Per column of Z, the variance of a rounding error on its grid of values.
+
+    ``g ** 2 / 12``, with ``g`` the smallest gap between the column's distinct
+    observed values (NaN ignored): the variance of an error uniform over one
+    step of the grid. Data rounded to that grid (counts, codes, binary flags)
+    say nothing about a spread below it. 0 for a column with fewer than two
+    distinct values; near 0 for continuous data, whose gaps are tiny.
+    """
+    out = np.zeros(Z.shape[1])
+    for j, column in enumerate(Z.T):
+        values = np.unique(column[~np.isnan(column)])
+        if values.size > 1:
+            out[j] = np.diff(values).min() ** 2 / 12
+    return out
+
+
+def probabilistic_pca(
+    Z, n_components, min_variance, shrinkage=0.0, variance_floor=None
+):
     r"""Maximum-likelihood probabilistic PCA of Z, with its exact posterior.
 
     With the eigendecomposition :math:`S = U \Lambda U^\top` of the covariance
@@ -92,10 +111,15 @@ def probabilistic_pca(Z, n_components, min_variance, shrinkage=0.0):
     With ``shrinkage``, :math:`S` is :func:`shrunk_covariance`'s: the
     solution is then the maximum a posteriori one under a prior that pulls
     the correlations toward zero, no longer the maximum-likelihood one.
+    ``variance_floor`` (per feature, or None) is a floor on the diagonal of
+    :math:`S`.
     """
     n_features = Z.shape[1]
     bias = Z.mean(0)
     covariance = shrunk_covariance(Z, shrinkage)
+    if variance_floor is not None:
+        diagonal = np.diag_indices(n_features)
+        covariance[diagonal] = np.maximum(covariance[diagonal], variance_floor)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues = np.maximum(eigenvalues[order], 0.0)

@@ -50,6 +50,8 @@ EXTENDED_PARAMS = {
     "hidden_layer_sizes": VAEOutlierDetector,
     # The detector's default (0.3) and why it has it.
     "shrinkage": VAEOutlierDetector,
+    # The detector's start also floors the variances at the data's resolution.
+    "min_variance": VAEOutlierDetector,
     # The imputations use the same draws.
     "n_importance_samples": VAEImputer,
 }

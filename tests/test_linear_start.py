@@ -13,6 +13,7 @@ from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
     mixture_prior,
     probabilistic_pca,
+    resolution_variance,
     shrunk_covariance,
     start_log_likelihood,
 )
@@ -73,6 +74,36 @@ def test_shrinkage_keeps_the_variances_and_scales_the_correlations(shrinkage):
     start = probabilistic_pca(Z, Z.shape[1], 1e-8, shrinkage)
     expected = stats.multivariate_normal(Z.mean(0), shrunk).logpdf(Z)
     assert_allclose(start_log_likelihood(start, Z), expected, rtol=1e-8)
+
+
+def test_resolution_variance_is_a_rounding_error_on_the_grid():
+    Z = np.array(
+        [
+            [0.0, 2.0, 0.0, 1e-3],
+            [1.0, 2.0, 0.25, 2e-3],
+            [1.0, 2.0, np.nan, 4e-3],
+            [3.0, 2.0, 1.0, 8e-3],
+        ]
+    )
+    # Smallest gaps 1 (not 2), none (constant), 0.25 (NaN ignored), 1e-3.
+    expected = np.array([1.0, 0.0, 0.0625, 1e-6]) / 12
+    assert_allclose(resolution_variance(Z), expected, rtol=1e-12)
+
+
+def test_variance_floor_raises_only_the_diagonal_below_it():
+    # The full start is the Gaussian whose covariance is the sample one with
+    # its diagonal floored: a constant feature gets the floor, the others
+    # (variances far above it) and every covariance are unchanged.
+    Z = correlated(n_features=3)
+    Z = np.column_stack([Z, np.full(len(Z), 2.0)])
+    floor = np.array([0.5, 0.5, 0.5, 0.3])
+    start = probabilistic_pca(Z, 4, 1e-8, variance_floor=floor)
+    W = start.decoder_weight
+    model = W @ W.T + np.diag(start.noise_variance)
+    expected = np.cov(Z, rowvar=False, bias=True)
+    assert np.diag(expected)[:3].min() > 0.5
+    expected[3, 3] = 0.3
+    assert_allclose(model, expected, rtol=1e-8, atol=1e-10)
 
 
 def test_auto_shrinkage_is_ledoit_wolf_on_the_correlations():
