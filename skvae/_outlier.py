@@ -18,7 +18,7 @@ TUKEY_FENCE = 4.0
 # Support steps after the fit on all rows: each drops the least likely rows
 # under the current model and trains on the rest (a C-step of FAST-MCD), until
 # the rows kept no longer change, at most this many times. On the benchmark
-# data sets, ranking improved up to about ten; none had converged after three.
+# data sets, ranking improved up to about ten; several had not converged after three.
 MAX_SUPPORT_STEPS = 10
 # The linear start's variance of each feature is at least this fraction of
 # the variance of a rounding error on the feature's grid of values
@@ -204,15 +204,21 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         likelihood is unbounded as a variance goes to zero.
 
         The detector's linear start (the whole fit, for the default model)
-        also floors each feature's variance, in standardized units, at a
-        sixteenth of that of a rounding error on the feature's grid of
+        also floors each feature's variance, in the model's internal units,
+        at a sixteenth of that of a rounding error on the feature's grid of
         values: ``g ** 2 / 192``, with ``g`` the smallest gap between its
-        distinct values. For counts, codes and binary flags, a feature that
-        is constant (or nearly) on the support rows (see
+        distinct values there. For counts, codes and binary flags, a feature
+        that is constant (or nearly) on the support rows (see
         ``support_fraction``) would otherwise make every other value of it
-        the least likely thing in the data; for continuous features the
-        gaps, and the floor, are negligible. The fraction was chosen by
-        leaving one data set out (:doc:`/guide/outlier_detection`).
+        the least likely thing in the data, ahead of rows far out in other
+        features; with the floor such rows still score low, but below
+        those. For continuous features the gaps, and the floor, are
+        negligible. The floor applies to the start under the N(0, I) prior
+        (``prior_components=1``) and standardized or raw features, not to
+        a mixture prior's components, Gaussianized features
+        (``standardize="marginal"``) or ``init="random"``; a network trains
+        on from it with ``min_variance`` as its only floor. The fraction was
+        chosen by leaving one data set out (:doc:`/guide/outlier_detection`).
 
     beta : float, default=1.0
         Weight of the KL term. 1 gives the true ELBO; other values give the

@@ -124,9 +124,14 @@ def test_mixture_log_prob_matches_scipy():
     got = mixture_log_prob(*args)
     assert got.shape == (5, 2)
     assert_allclose(got.numpy(), expected, rtol=1e-10)
-    # The log-determinant passed in, as the module does, gives the same.
+    # The log-determinant passed in, as the module does, gives the same; and
+    # it is used: one more nat in each component's log-determinant is one
+    # nat less of density.
     log_det = torch.tensor(np.linalg.slogdet(covariances)[1] / 2)
     assert_allclose(mixture_log_prob(*args, log_det).numpy(), expected, rtol=1e-10)
+    assert_allclose(
+        mixture_log_prob(*args, log_det + 1.0).numpy(), expected - 1.0, rtol=1e-10
+    )
 
 
 def test_one_component_mixture_at_the_origin_is_the_standard_normal():

@@ -101,9 +101,10 @@ def test_auto_threshold_is_tukeys_fence_on_training_scores():
     assert detector.offset_ == pytest.approx(q1 - 4.0 * (q3 - q1))
     labels = detector.predict(X)
     assert np.all(labels[:4] == -1)
-    # Few of the 296 normal rows: 6 (2.0 %) after the support steps have
-    # converged. The 2 % bound on clean data is tested below, on 2,000 rows.
-    assert np.mean(labels[4:] == -1) < 0.025
+    # Few of the 296 normal rows: 6 (2.03 %) after the support steps have
+    # converged (5 after three steps). The 2 % bound on clean data without
+    # outliers is tested below, on 2,000 rows.
+    assert np.sum(labels[4:] == -1) <= 7
 
 
 @pytest.mark.parametrize("n_features", [2, 5, 10])
@@ -250,14 +251,14 @@ def test_rare_values_of_a_binary_feature_do_not_outrank_gross_outliers():
     # with only min_variance as its floor, a set flag would be the least
     # likely thing in the data. Floored at a sixteenth of the variance of a
     # rounding error on its grid (one step: g^2 / 12), a set flag costs at
-    # most 12 * 16 / 2 = 96 nats, less than rows 8 sd out in three features:
-    # those 10 are the 10 least likely.
+    # most 12 * 16 / 2 = 96 nats, less than rows 10 sd out in three
+    # features (over 3 * 100 / 2 = 150): those 10 are the 10 least likely.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3))
     flag = np.zeros(400)
     flag[rng.choice(np.arange(10, 400), 12, replace=False)] = 1.0
     X = np.column_stack([X, flag])
-    X[:10, :3] += 8.0
+    X[:10, :3] += 10.0
     scores = VAEOutlierDetector(random_state=0, device=DEVICE).fit(X).score_samples(X)
     assert set(np.argsort(scores)[:10]) == set(range(10))
 
