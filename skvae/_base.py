@@ -311,16 +311,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 order, test_size=self.validation_fraction, random_state=self._split_seed
             )
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
-        tensor, mask = to_tensor(
-            X,
-            self.mean_,
-            self.scale_,
-            torch.float32,
-            self.device_,
-            order,
-            stream=True,
-            knots=self.marginal_knots_,
-        )
+        tensor, mask = self._training_tensor(X, order)
         validation = slice(n_train, None) if early_stopping else None
         config = TrainingConfig(
             n_epochs=1 if incremental else self.max_iter,
@@ -368,6 +359,24 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._store_fit(result, config.batch_size, log_det, val_log_det)
         return result.converged or incremental
 
+    def _training_tensor(self, X, order=None):
+        """X in internal units (rows in ``order``), float32, for training.
+
+        Returns the tensor and its mask of observed entries (None for
+        complete data); data too large for the device stay in pinned host
+        memory (:func:`to_tensor` with ``stream=True``).
+        """
+        return to_tensor(
+            X,
+            self.mean_,
+            self.scale_,
+            torch.float32,
+            self.device_,
+            order,
+            stream=True,
+            knots=self.marginal_knots_,
+        )
+
     def _fits_in_closed_form(self):
         """Whether the model is a Gaussian whose fit has a closed form.
 
@@ -389,15 +398,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
     def _fit_closed_form(self, X):
         """Set the model to its closed-form fit on every row of X; no epochs."""
-        tensor, mask = to_tensor(
-            X,
-            self.mean_,
-            self.scale_,
-            torch.float32,
-            self.device_,
-            stream=True,
-            knots=self.marginal_knots_,
-        )
+        tensor, mask = self._training_tensor(X)
         kl = self._start_on_all_rows(X, tensor, mask)
         result = FitResult(True, kl, None, None)
         self._store_fit(result, self._batch_size(X.shape[0]), 0.0, 0.0)
