@@ -20,9 +20,9 @@ from skvae._training import (
 )
 
 
-def setup(n=256, seed=0):
+def setup(n=256, seed=0, decoder_variance="feature"):
     torch.manual_seed(seed)
-    module = VAEModule(3, 2, (8,), "tanh", "feature", 1e-4).to(DEVICE)
+    module = VAEModule(3, 2, (8,), "tanh", decoder_variance, 1e-4).to(DEVICE)
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(n, 2, generator=generator)
     noise = torch.randn(n, 3, generator=generator) * torch.tensor([0.5, 0.5, 0.01])
@@ -183,9 +183,7 @@ def test_a_plateau_at_the_starting_weights_stops_at_once():
     # Weights that never move (rate 0, fixed variance) keep the starting
     # validation ELBO: lowering the rate could not help, so training stops
     # at the first plateau, as with a constant rate.
-    _, _, X, config = setup(n=512)
-    module = VAEModule(3, 2, (8,), "tanh", 0.5, 1e-4).to(DEVICE)
-    optimizer = make_optimizer(module, 1e-2, 0.0)
+    module, optimizer, X, config = setup(n=512, decoder_variance=0.5)
     config = dataclasses.replace(
         config, early_stopping=True, learning_rate_drops=2, learning_rate_init=0.0
     )
@@ -200,9 +198,7 @@ def test_a_stage_that_does_not_clearly_improve_stops_with_drops_left(monkeypatch
     # lowers the rate; the "lower" rate here is 0, so the second stage
     # cannot beat the weights it started from and its plateau stops
     # training although a drop is left.
-    _, _, X, config = setup(n=512)
-    module = VAEModule(3, 2, (8,), "tanh", 0.5, 1e-4).to(DEVICE)
-    optimizer = make_optimizer(module, 1e-2, 0.0)
+    module, optimizer, X, config = setup(n=512, decoder_variance=0.5)
     config = dataclasses.replace(
         config, early_stopping=True, n_iter_no_change=3, learning_rate_drops=2
     )
