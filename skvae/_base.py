@@ -7,7 +7,6 @@ training loop in ``_training.py``.
 """
 
 import dataclasses
-import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
@@ -25,6 +24,8 @@ from ._device import draw_seed, inference_dtype, resolve_device, seeded_cpu_rng
 from ._inference import importance_draws, log_likelihood, map_rows, to_tensor
 from ._linear_start import (
     START_ROWS,
+    clearly_better,
+    larger_prior,
     mixture_prior,
     probabilistic_pca,
     start_log_likelihood,
@@ -32,7 +33,6 @@ from ._linear_start import (
 from ._model import VAEModule
 from ._training import (
     LEARNING_RATE_DROPS,
-    SIGNIFICANCE,
     FitResult,
     TrainingConfig,
     TrainingData,
@@ -344,10 +344,15 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 X[order[n_train:]], data, config, result
             )
         self._random_start_pending = False
+        start, self._start_to_refit = getattr(self, "_start_to_refit", None), None
         if self._history.kept_start and self.init_ == "linear":
             # Training did not beat the closed-form start: the start again,
-            # now on all rows, the held-out ones included.
-            result.kl_per_component = self._start_on_all_rows(X, tensor, mask)
+            # now on all rows, the held-out ones included, with the larger
+            # mixture prior that the held-out rows prefer, if any.
+            structure = None if start is None else larger_prior(*start)
+            result.kl_per_component = self._start_on_all_rows(
+                X, tensor, mask, structure
+            )
         if self.marginal_knots_ is None:
             log_det = log_jacobian(self.scale_, result.observed_fraction)
             val_log_det = log_jacobian(self.scale_, result.validation_observed_fraction)
@@ -475,6 +480,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         else:
             self.mean_, self.scale_ = standardization(X)
         self._variance_floor = self._start_variance_floor(X)
+        self._start_to_refit = None
         self.marginal_knots_ = None
         start = None
         self.init_ = "random" if self.init == "random" else "linear"
@@ -556,17 +562,21 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         results = {}
         for name, knots in candidates.items():
             start = self._linear_start(_internal(Z, knots)[0], seed, knots)
-            score = None
-            if len(candidates) > 1:
+            internal, log_slope, score = None, 0.0, None
+            if held_out is not None:
                 internal, log_slope = _internal(Z_held_out, knots)
+            if len(candidates) > 1:
                 score = start_log_likelihood(start, internal) + log_slope
-            results[name] = (knots, start, score)
+            results[name] = (knots, start, internal, score)
         name = next(iter(results))
         if len(results) > 1:
-            gain = results["marginal"][2] - results["affine"][2]
-            name = "marginal" if _clearly_better(gain) else "affine"
-        knots, start, _ = results[name]
+            gain = results["marginal"][3] - results["affine"][3]
+            name = "marginal" if clearly_better(gain) else "affine"
+        knots, start, internal, _ = results[name]
         self.marginal_knots_ = knots
+        if internal is not None and start.prior_search is not None:
+            # For a start kept after training (:meth:`_train_on`).
+            self._start_to_refit = (start, internal)
         return start if self.init_ == "linear" else None
 
     def _compare_random_start(self, held_out, data, config, result):
@@ -609,7 +619,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             config.learning_rate_drops
             and random_result.converged
             and epochs_left > 0
-            and not _clearly_better(-gain)
+            and not clearly_better(-gain)
         ):
             # Continue from the weights of the first plateau, as a plateau in
             # the loop would; the lower rates' weights are kept only if they
@@ -628,16 +638,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 self.module_, self._optimizer, data, lower, self._history
             )
             gain = self._log_likelihood(held_out) - linear_scores
-        if _clearly_better(gain):
+        if clearly_better(gain):
             return random_result
         self.module_, self._optimizer, self._history, result, self.init_ = linear
         return result
 
-    def _start_on_all_rows(self, X, tensor, mask):
+    def _start_on_all_rows(self, X, tensor, mask, structure=None):
         """Restart the module at the linear start fitted to every row of X.
 
-        Returns the mean KL per latent dimension over the rows (``tensor``,
-        X in internal units, with its ``mask``).
+        With a mixture prior of the ``(covariance_type, n_components)`` given
+        as ``structure``, if any. Returns the mean KL per latent dimension
+        over the rows (``tensor``, X in internal units, with its ``mask``).
         """
         rows = _start_rows(
             np.arange(X.shape[0]), np.random.default_rng(self._init_seed)
@@ -647,6 +658,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             _internal(Z, self.marginal_knots_)[0],
             self._init_seed,
             self.marginal_knots_,
+            structure,
         )
         self._new_module(
             X.shape,
@@ -657,8 +669,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         _, kl = posterior_statistics(self.module_, tensor, self._score_seed, 0, mask)
         return kl.cpu().numpy()
 
-    def _linear_start(self, Z, seed, knots):
-        """The closed-form start on Z, in the internal units that ``knots`` give."""
+    def _linear_start(self, Z, seed, knots, structure=None):
+        """The closed-form start on Z, in the internal units that ``knots`` give.
+
+        With a mixture prior of the ``(covariance_type, n_components)`` given
+        as ``structure``, if any, else as ``prior_components`` says.
+        """
         n_components = Z.shape[1] if self.n_components is None else self.n_components
         floor = getattr(self, "_variance_floor", None) if knots is None else None
         start = probabilistic_pca(
@@ -666,7 +682,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         )
         if self.prior_components == 1:
             return start
-        return mixture_prior(start, Z, self.prior_components, seed, self.min_variance)
+        return mixture_prior(
+            start, Z, self.prior_components, seed, self.min_variance, structure
+        )
 
     def _build_module(
         self,
@@ -914,11 +932,6 @@ def _module_state(module):
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))
         },
     }
-
-
-def _clearly_better(gain):
-    """Whether a mean per-row gain exceeds ``SIGNIFICANCE`` standard errors."""
-    return gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(gain.size)
 
 
 def _start_rows(rows, rng):

@@ -38,9 +38,13 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         Gaussians with learned weights, means and covariances, so that the
         model can follow clustered, multimodal or zero-inflated data.
         ``"auto"`` chooses the number by BIC, from 1 to 16, on the latent
-        codes of the linear start (see ``init``); a mixture the decoder noise
-        cannot follow (a component narrower than ``min_variance`` allows)
-        falls back to 1.
+        codes of the linear start (see ``init``), among mixtures with full or
+        diagonal covariances and no more parameters than rows. Where early
+        stopping holds rows out and training does not beat the closed-form
+        start, the start refitted on all rows takes the mixture of lowest BIC
+        without that cap instead, if it was clearly better on those rows.
+        A mixture the decoder noise cannot follow (a component narrower than
+        ``min_variance`` allows) is widened to what it can.
 
     hidden_layer_sizes : array-like of int, default=(64, 64)
         Hidden layer widths of the encoder; the decoder mirrors them. An empty

@@ -6,16 +6,19 @@ noise and exact posterior are known in closed form. Starting the network
 there, with its hidden layers' contributions at zero, makes training add to
 what a Gaussian achieves instead of starting from noise. Where the latent
 codes of that fit are clustered, a mixture prior fitted to them (a Gaussian
-mixture chosen by BIC) starts the model at a mixture of Gaussians instead.
+mixture chosen by BIC) starts the model at a mixture of Gaussians instead;
+where BIC cannot look far enough, held-out rows may choose a larger one
+(:func:`larger_prior`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.mixture import GaussianMixture
 
 from ._model import STD_FLOOR
+from ._training import SIGNIFICANCE
 
 # Rows used to compute the start on large data (a random subset).
 START_ROWS = 10_000
@@ -38,6 +41,9 @@ class LinearStart:
     prior_weights: np.ndarray | None = None  # (K,)
     prior_means: np.ndarray | None = None  # (K, n_components)
     prior_cholesky: np.ndarray | None = None  # (K, n_components, n_components)
+    prior_structure: tuple | None = None  # (covariance_type, K) of the mixture
+    # The BIC search that chose the mixture, for :func:`larger_prior`.
+    prior_search: object | None = field(default=None, repr=False)
 
     @property
     def prior_components(self):
@@ -142,14 +148,18 @@ def probabilistic_pca(
     )
 
 
-def mixture_prior(start, Z, n_components, random_state, min_variance):
+def mixture_prior(start, Z, n_components, random_state, min_variance, structure=None):
     """Add a mixture prior fitted to the latent codes of ``start``.
 
     Fits a full-covariance Gaussian mixture with ``n_components`` components
     to the latent codes of the rows of Z; with ``n_components="auto"``, the
-    mixture of lowest BIC (:func:`_mixture_by_bic`).
-    Returns ``start`` unchanged when one component wins (the N(0, I) prior
-    is then already right).
+    mixture of lowest BIC among those with at most as many parameters as
+    rows (:func:`_bic_path`), and the start returned keeps that search
+    (``prior_search``) for :func:`larger_prior`. ``structure``, a
+    ``(covariance_type, n_components)`` pair, fits that mixture instead. The
+    start returned records the structure of its mixture
+    (``prior_structure``). Returns ``start`` unchanged when one component
+    wins (the N(0, I) prior is then already right).
 
     With as many latent dimensions as features, the codes are the whitened
     rows, ``W^-1 (x - b)`` with ``W = U Lambda^{1/2}``: the data-space model
@@ -162,85 +172,167 @@ def mixture_prior(start, Z, n_components, random_state, min_variance):
     probabilistic PCA, narrower than z by the posterior variance, which is
     added back to each component's covariance.
     """
-    weight, bias = start.decoder_weight, start.decoder_bias
-    full = weight.shape[0] == weight.shape[1]
-    if full:
-        covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        eigenvalues = np.maximum(eigenvalues, min_variance)
-        weight = eigenvectors * np.sqrt(eigenvalues)
-        encoder_weight = (eigenvectors / np.sqrt(eigenvalues)).T
-        codes = (Z - bias) @ encoder_weight.T
-    else:
-        codes = Z @ start.encoder_weight.T + start.encoder_bias
-    best = _mixture_by_bic(codes, n_components, random_state)
-    if best is None or best.n_components == 1:
-        return start
-    covariances = _full_covariances(best)
-    if full:
-        in_data = weight @ covariances @ weight.T
-        smallest = 0.5 * min(np.linalg.eigvalsh(c)[0] for c in in_data)
-        noise = _noise_floor(smallest, min_variance, eigenvalues.max())
-        likelihood_variance = np.diag(noise / eigenvalues)  # of z given x
-        covariances = covariances - likelihood_variance
-        if noise > smallest:
-            # A component narrower than the decoder noise allows: the model
-            # cannot follow it exactly. Its prior is kept at least half as
-            # wide as the likelihood of z in every direction, so that the
-            # posterior is never much narrower than the encoder's proposal
-            # (which would ruin the importance weights).
-            values, vectors = np.linalg.eigh(covariances)
-            values = np.maximum(values, 0.0)
-            covariances = (vectors * values[:, None, :]) @ np.swapaxes(vectors, 1, 2)
-            covariances = covariances + 0.5 * likelihood_variance
-        start = LinearStart(
-            decoder_weight=weight,
-            decoder_bias=bias,
-            encoder_weight=encoder_weight,
-            encoder_bias=-encoder_weight @ bias,
-            posterior_std=np.sqrt(noise / eigenvalues),
-            noise_variance=np.full(weight.shape[0], noise),
+    codes = _Codes(start, Z, min_variance)
+    if structure is not None or n_components != "auto":
+        covariance_type, k = structure or ("full", n_components)
+        mixture = GaussianMixture(
+            k, covariance_type=covariance_type, random_state=random_state
         )
-    else:
-        covariances = covariances + np.diag(start.posterior_std**2)
-    start.prior_weights = best.weights_
-    start.prior_means = best.means_
-    start.prior_cholesky = np.linalg.cholesky(covariances)
-    return start
+        return codes.start(mixture.fit(codes.values))
+    path = _bic_path(codes.values, random_state)
+    if not path:
+        return start
+    chosen = min(path, key=lambda fit: fit[1])[0]
+    return replace(
+        codes.start(chosen), prior_search=_Search(codes, path, chosen, random_state)
+    )
 
 
-def _mixture_by_bic(codes, n_components, random_state):
-    """The Gaussian mixture of the codes: ``n_components`` of them, or chosen by BIC.
+def larger_prior(start, held_out):
+    """A larger mixture prior than ``start``'s that ``held_out`` rows clearly prefer.
 
-    ``"auto"`` tries full and diagonal covariances with 1 to
-    ``MAX_PRIOR_COMPONENTS`` components each (diagonal ones fit more
-    components where there are few rows per parameter), stopping a search
-    once BIC has risen ``BIC_PATIENCE`` times in a row and skipping mixtures
-    with more parameters than rows.
+    On data with few rows per parameter (a full covariance in 27 dimensions
+    has 405), :func:`mixture_prior`'s count of parameters against rows stops
+    the BIC search before the clusters are all found. This goes on with the
+    search past that count; if the mixture of lowest BIC overall gives the
+    held-out rows (in the units of the start) a higher log-likelihood than
+    ``start`` by more than ``SIGNIFICANCE`` standard errors of the per-row
+    gain, returns its ``(covariance_type, n_components)``, else None (also
+    for a start without a BIC search).
+    """
+    search = start.prior_search
+    if search is None:
+        return None
+    path = _bic_path(
+        search.codes.values,
+        search.random_state,
+        within_row_count=False,
+        fitted=search.path,
+    )
+    larger = min(path, key=lambda fit: fit[1])[0]
+    if larger is search.chosen:
+        return None
+    gain = start_log_likelihood(search.codes.start(larger), held_out)
+    gain -= start_log_likelihood(start, held_out)
+    if not clearly_better(gain):
+        return None
+    return larger.covariance_type, larger.n_components
+
+
+@dataclass
+class _Search:
+    """A BIC search of :func:`mixture_prior`: the codes, the mixtures fitted."""
+
+    codes: "_Codes"
+    path: list
+    chosen: GaussianMixture
+    random_state: int
+
+
+class _Codes:
+    """The latent codes of the rows of Z under ``start``, and the start at a mixture."""
+
+    def __init__(self, start, Z, min_variance):
+        self.base, self.min_variance = start, min_variance
+        weight, bias = start.decoder_weight, start.decoder_bias
+        self.full = weight.shape[0] == weight.shape[1]
+        if self.full:
+            covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
+            eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+            self.eigenvalues = np.maximum(eigenvalues, min_variance)
+            self.weight = eigenvectors * np.sqrt(self.eigenvalues)
+            self.encoder_weight = (eigenvectors / np.sqrt(self.eigenvalues)).T
+            self.values = (Z - bias) @ self.encoder_weight.T
+        else:
+            self.values = Z @ start.encoder_weight.T + start.encoder_bias
+
+    def start(self, mixture):
+        """A new start with ``mixture`` as its prior (the base one for one component)."""
+        if mixture.n_components == 1:
+            return self.base
+        covariances = _full_covariances(mixture)
+        if self.full:
+            weight, eigenvalues = self.weight, self.eigenvalues
+            in_data = weight @ covariances @ weight.T
+            smallest = 0.5 * min(np.linalg.eigvalsh(c)[0] for c in in_data)
+            noise = _noise_floor(smallest, self.min_variance, eigenvalues.max())
+            likelihood_variance = np.diag(noise / eigenvalues)  # of z given x
+            covariances = covariances - likelihood_variance
+            if noise > smallest:
+                # A component narrower than the decoder noise allows: the
+                # model cannot follow it exactly. Its prior is kept at least
+                # half as wide as the likelihood of z in every direction, so
+                # that the posterior is never much narrower than the
+                # encoder's proposal (which would ruin the importance weights).
+                values, vectors = np.linalg.eigh(covariances)
+                values = np.maximum(values, 0.0)
+                covariances = (vectors * values[:, None, :]) @ np.swapaxes(
+                    vectors, 1, 2
+                )
+                covariances = covariances + 0.5 * likelihood_variance
+            bias = self.base.decoder_bias
+            start = LinearStart(
+                decoder_weight=weight,
+                decoder_bias=bias,
+                encoder_weight=self.encoder_weight,
+                encoder_bias=-self.encoder_weight @ bias,
+                posterior_std=np.sqrt(noise / eigenvalues),
+                noise_variance=np.full(weight.shape[0], noise),
+            )
+        else:
+            start = replace(self.base)
+            covariances = covariances + np.diag(start.posterior_std**2)
+        start.prior_weights = mixture.weights_
+        start.prior_means = mixture.means_
+        start.prior_cholesky = np.linalg.cholesky(covariances)
+        start.prior_structure = (mixture.covariance_type, mixture.n_components)
+        return start
+
+
+def _bic_path(codes, random_state, within_row_count=True, fitted=()):
+    """The Gaussian mixtures of the codes that the BIC search fits.
+
+    Tries full and diagonal covariances with 1 to ``MAX_PRIOR_COMPONENTS``
+    components each (diagonal ones fit more components where there are few
+    rows per parameter), stopping a search once BIC has risen
+    ``BIC_PATIENCE`` times in a row and, with ``within_row_count``, at
+    mixtures with more parameters than rows (never more components than
+    rows). Returns ``(mixture, bic,
+    within)`` triples, ``within`` saying whether the mixture has at most as
+    many parameters as rows; empty when there are too few rows for any
+    mixture to say more than one Gaussian. The mixtures of a search already
+    run (``fitted``, such triples) are taken from it rather than fitted again.
     """
     n_samples, q = codes.shape
-    if n_components != "auto":
-        return GaussianMixture(n_components, random_state=random_state).fit(codes)
-    if n_samples <= q + 1:  # too few rows for any mixture to say more
-        return None
+    if n_samples <= q + 1:
+        return []
     per_component = {"full": q + q * (q + 1) / 2, "diag": 2 * q}
-    best, best_bic = None, np.inf
+    known = {(m.covariance_type, m.n_components): (m, bic) for m, bic, _ in fitted}
+    path = []
     for covariance_type, n_parameters in per_component.items():
         rises, last = 0, np.inf
-        for k in range(1, MAX_PRIOR_COMPONENTS + 1):
-            if k > 1 and k * n_parameters + k - 1 > n_samples:
+        for k in range(1, min(MAX_PRIOR_COMPONENTS, n_samples) + 1):
+            within = k == 1 or k * n_parameters + k - 1 <= n_samples
+            if within_row_count and not within:
                 break
-            mixture = GaussianMixture(
-                k, covariance_type=covariance_type, random_state=random_state
-            ).fit(codes)
-            bic = mixture.bic(codes)
-            if bic < best_bic:
-                best, best_bic = mixture, bic
+            if (covariance_type, k) in known:
+                mixture, bic = known[covariance_type, k]
+            else:
+                mixture = GaussianMixture(
+                    k, covariance_type=covariance_type, random_state=random_state
+                ).fit(codes)
+                bic = mixture.bic(codes)
+            path.append((mixture, bic, within))
             rises = rises + 1 if bic >= last else 0
             last = min(last, bic)
             if rises >= BIC_PATIENCE:
                 break
-    return best
+    return path
+
+
+def clearly_better(gain):
+    """Whether a mean per-row gain exceeds ``SIGNIFICANCE`` standard errors."""
+    return gain.mean() > SIGNIFICANCE * gain.std() / np.sqrt(gain.size)
 
 
 def _full_covariances(mixture):

@@ -9,8 +9,11 @@ from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from skvae import GaussianVAE
 from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
+    _bic_path,
+    larger_prior,
     mixture_prior,
     probabilistic_pca,
     resolution_variance,
@@ -156,6 +159,102 @@ def test_gaussian_data_keep_the_standard_normal_prior():
     Z = correlated(n_samples=2000)
     start = mixture_prior(probabilistic_pca(Z, 5, 1e-8), Z, "auto", 0, 1e-8)
     assert start.prior_components == 1 and start.prior_weights is None
+
+
+def few_rows_per_parameter(n_samples, seed, n_features=8):
+    """Four separated clusters, each with its own strongly correlated shape.
+
+    A full-covariance component has 44 parameters in 8 dimensions: on 150
+    rows, BIC may not try four of them (more parameters than rows).
+    """
+    rng = np.random.default_rng(seed)
+    shapes = np.random.default_rng(100)  # the same clusters for every seed
+    factors = [
+        np.linalg.qr(shapes.normal(size=(n_features, n_features)))[0]
+        * np.geomspace(1.5, 0.2, n_features)
+        for _ in range(4)
+    ]
+    labels = rng.integers(0, 4, n_samples)
+    noise = rng.normal(size=(n_samples, n_features))
+    centres = 6.0 * np.eye(4, n_features)
+    return np.stack(
+        [centres[k] + factors[k] @ e for k, e in zip(labels, noise, strict=True)]
+    )
+
+
+def test_bic_path_counts_parameters_against_rows():
+    codes = few_rows_per_parameter(150, 0)
+    n_parameters = {"full": 8 + 36, "diag": 16}
+    within = _bic_path(codes, 0)
+    assert all(fit[2] for fit in within)
+    for mixture, bic, _ in within:
+        k = mixture.n_components
+        assert k * n_parameters[mixture.covariance_type] + k - 1 <= 150 or k == 1
+        assert bic == pytest.approx(mixture.bic(codes))
+    beyond = _bic_path(codes, 0, within_row_count=False)
+    assert not all(fit[2] for fit in beyond)
+    # The search with the cap is the start of the one without it.
+    assert [(m.covariance_type, m.n_components) for m, _, _ in within] == [
+        (m.covariance_type, m.n_components) for m, _, w in beyond if w
+    ]
+    # Going on from a search reuses its mixtures and fits the same others.
+    again = _bic_path(codes, 0, within_row_count=False, fitted=within)
+    assert [m for m, _, w in again if w] == [m for m, _, _ in within]
+    assert [bic for _, bic, _ in again] == pytest.approx([b for _, b, _ in beyond])
+
+
+def test_held_out_rows_find_a_mixture_beyond_the_row_count():
+    Z, held_out, test = (
+        few_rows_per_parameter(n, seed) for n, seed in ((150, 0), (150, 1), (4000, 2))
+    )
+    start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
+    # BIC may not try four full components (177 parameters on 150 rows).
+    assert start.prior_structure != ("full", 4)
+    assert larger_prior(start, held_out) == ("full", 4)
+    # The larger mixture generalizes: new rows from the same clusters agree.
+    larger = mixture_prior(
+        probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8, structure=("full", 4)
+    )
+    gain = start_log_likelihood(larger, test) - start_log_likelihood(start, test)
+    assert gain.mean() > 0.5
+    # Gaussian held-out rows of Gaussian data find nothing larger.
+    Z = correlated(n_samples=200, n_features=8)
+    start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
+    assert start.prior_components == 1
+    assert larger_prior(start, correlated(200, 8, 1)) is None
+
+
+def test_a_structure_is_refitted_as_given():
+    Z = few_rows_per_parameter(150, 0)
+    base = probabilistic_pca(Z, 8, 1e-8)
+    start = mixture_prior(base, Z, "auto", 0, 1e-8, structure=("diag", 3))
+    assert start.prior_structure == ("diag", 3) and start.prior_components == 3
+    # The mixture is fitted to the latent codes: the whitened rows.
+    codes = (Z - start.decoder_bias) @ start.encoder_weight.T
+    gmm = GaussianMixture(3, covariance_type="diag", random_state=0).fit(codes)
+    assert_allclose(start.prior_weights, gmm.weights_, rtol=1e-6)
+    assert_allclose(start.prior_means, gmm.means_, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("random_state", "kept"), [(1, True), (3, False)])
+def test_estimator_takes_the_larger_mixture_for_a_kept_start(random_state, kept):
+    # 140 training rows and 35 held out: four full components have more
+    # parameters (179) than the training rows, and than all 175 rows.
+    X = few_rows_per_parameter(175, 0)
+    vae = GaussianVAE(
+        hidden_layer_sizes=(),
+        standardize=True,
+        validation_fraction=0.2,
+        random_state=random_state,
+    ).fit(X)
+    assert vae._history.kept_start == kept
+    if kept:
+        # The start, refitted on all rows, has the four components that BIC
+        # alone could not give them.
+        assert vae.module_.prior_components == 4
+    else:
+        # Trained weights, from BIC's first choice, are kept as they are.
+        assert vae.module_.prior_components < 4
 
 
 def test_module_at_a_mixture_start_scores_the_mixture():
