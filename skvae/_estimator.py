@@ -90,7 +90,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
           gain. Without validation rows, ``"linear"``. ``init_`` says which
           was kept.
 
-    shrinkage : float in [0, 1] or "auto", default=0.0
+    shrinkage : float in [0, 1] or "auto", default="auto"
         How far the correlations of the linear start (see ``init``) are
         shrunk toward zero: the covariance ``S`` of the features in the
         model's internal units becomes ``(1 - shrinkage) * S + shrinkage *
@@ -358,7 +358,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         hidden_layer_sizes=(64, 64),
         activation="tanh",
         init="auto",
-        shrinkage=0.0,
+        shrinkage="auto",
         decoder_variance="feature",
         min_variance=1e-6,
         beta=1.0,

@@ -384,11 +384,15 @@ def test_sample(default_vae, ppca):
     # Seeded estimator: the same draws each time; another seed, others.
     assert_array_equal(vae.sample(5), vae.sample(5))
     assert not np.allclose(vae.sample(5, random_state=1), vae.sample(5))
-    # Decoder noise included: the moments are those of the data.
+    # Decoder noise included: the moments are those of the data. Without
+    # the noise (0.5 per feature) the first feature's variance, 0.63, would
+    # be 0.13; the fit's own error is up to 15 % (the fourth feature's).
     assert_allclose(
         draws.mean(0), ppca.b, atol=0.1 * np.sqrt(np.diag(ppca.covariance)).max()
     )
-    assert_allclose(np.cov(draws.T), ppca.covariance, atol=0.15 * ppca.covariance.max())
+    covariance = np.cov(draws.T)
+    assert_allclose(np.diag(covariance), np.diag(ppca.covariance), rtol=0.2)
+    assert_allclose(covariance, ppca.covariance, atol=0.2 * ppca.covariance.max())
 
 
 # -------------------------------------------------------------- the ELBO terms
