@@ -62,7 +62,8 @@ RANDOM_START_COMPONENTS = 2
 # Validation rows that early_stopping="auto" needs to hold out rows at all.
 MIN_AUTO_VALIDATION_ROWS = 2
 # Held-out rows needed to choose between the standardized and the
-# Gaussianized features (standardize="auto"); with fewer, standardized.
+# Gaussianized features (standardize="auto"; with fewer, standardized), or
+# to choose a larger mixture prior than BIC's (with fewer, BIC's).
 MIN_CHOICE_ROWS = 10
 
 
@@ -300,6 +301,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         last call's, so the best loss of that call is no reference.
         """
         n_samples = X.shape[0]
+        # The start :meth:`_choose_start` left for a kept start, used (and
+        # dropped, with its codes and mixtures) by this call only.
+        start, self._start_to_refit = getattr(self, "_start_to_refit", None), None
         if not incremental:
             self._history.restart()
             if self._fits_in_closed_form() and not np.isnan(X).any():
@@ -344,14 +348,15 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 X[order[n_train:]], data, config, result
             )
         self._random_start_pending = False
-        start, self._start_to_refit = getattr(self, "_start_to_refit", None), None
         if self._history.kept_start and self.init_ == "linear":
             # Training did not beat the closed-form start: the start again,
             # now on all rows, the held-out ones included, with the larger
-            # mixture prior that the held-out rows prefer, if any.
-            structure = None if start is None else larger_prior(*start)
+            # mixture prior that the held-out rows prefer, if any (found
+            # once, at the first fit, and kept for warm-started refits).
+            if start is not None:
+                self._prior_structure = larger_prior(*start)
             result.kl_per_component = self._start_on_all_rows(
-                X, tensor, mask, structure
+                X, tensor, mask, getattr(self, "_prior_structure", None)
             )
         if self.marginal_knots_ is None:
             log_det = log_jacobian(self.scale_, result.observed_fraction)
@@ -480,7 +485,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         else:
             self.mean_, self.scale_ = standardization(X)
         self._variance_floor = self._start_variance_floor(X)
-        self._start_to_refit = None
+        self._start_to_refit = self._prior_structure = None
         self.marginal_knots_ = None
         start = None
         self.init_ = "random" if self.init == "random" else "linear"
@@ -534,6 +539,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         on the Gaussianized features, and the Gaussianizing map is kept only
         if it gives the held-out rows a higher likelihood, in the units of X,
         by more than ``SIGNIFICANCE`` standard errors of the per-row gain.
+        With a BIC-chosen mixture prior and at least ``MIN_CHOICE_ROWS``
+        held-out rows, the start and those rows are left in
+        ``_start_to_refit`` for :meth:`_train_on`, which looks for a larger
+        mixture (:func:`larger_prior`) should training not beat the start.
         """
         candidates = {"affine": None}
         if self.standardize in ("marginal", "auto"):
@@ -574,8 +583,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             name = "marginal" if clearly_better(gain) else "affine"
         knots, start, internal, _ = results[name]
         self.marginal_knots_ = knots
-        if internal is not None and start.prior_search is not None:
-            # For a start kept after training (:meth:`_train_on`).
+        if (
+            start.prior_search is not None
+            and internal is not None
+            and internal.shape[0] >= MIN_CHOICE_ROWS
+        ):
+            # For :meth:`_train_on`, should training not beat the start.
             self._start_to_refit = (start, internal)
         return start if self.init_ == "linear" else None
 

@@ -49,9 +49,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         ``"auto"`` chooses the number by BIC, from 1 to 16, on the latent
         codes of the linear start (see ``init``), among mixtures with full or
         diagonal covariances and no more parameters than rows. Where early
-        stopping holds rows out and training does not beat the closed-form
-        start, the start refitted on all rows takes the mixture of lowest BIC
-        without that cap instead, if it was clearly better on those rows.
+        stopping holds out 10 rows or more and training does not beat the
+        closed-form start, the start refitted on all rows takes the mixture
+        of lowest BIC without that cap instead, if it was clearly better on
+        those rows (and keeps it in warm-started refits).
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 
@@ -70,8 +71,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
           beside their hidden layers (the decoder mean is ``W z + b +
           MLP(z)``), started at the closed-form probabilistic PCA solution
           (Tipping and Bishop 1999; with as many latent dimensions as
-          features, the maximum-likelihood Gaussian) and, with a mixture
-          prior, at a Gaussian mixture fitted to its latent codes. The hidden
+          features, the maximum-likelihood Gaussian, its correlations shrunk
+          as ``shrinkage`` says) and, with a mixture prior, at a Gaussian
+          mixture fitted to its latent codes. The hidden
           layers' contributions start at zero, so training adds to what the
           Gaussian or the mixture achieves instead of starting from noise;
           with early stopping, the start is kept unless training beats it on

@@ -9,6 +9,7 @@ from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+import skvae
 from skvae import GaussianVAE
 from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
@@ -217,6 +218,10 @@ def test_held_out_rows_find_a_mixture_beyond_the_row_count():
     )
     gain = start_log_likelihood(larger, test) - start_log_likelihood(start, test)
     assert gain.mean() > 0.5
+    # Rows the larger mixture fits worse (far out, where its tight
+    # components put less mass) veto it.
+    far = np.random.default_rng(3).normal(size=(150, 8)) * 8.0
+    assert larger_prior(start, far) is None
     # Gaussian held-out rows of Gaussian data find nothing larger.
     Z = correlated(n_samples=200, n_features=8)
     start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
@@ -248,13 +253,28 @@ def test_estimator_takes_the_larger_mixture_for_a_kept_start(random_state, kept)
         random_state=random_state,
     ).fit(X)
     assert vae._history.kept_start == kept
+    # The search and the held-out rows are not kept in the fitted model.
+    assert vae._start_to_refit is None
     if kept:
         # The start, refitted on all rows, has the four components that BIC
-        # alone could not give them.
+        # alone could not give them; so has a warm-started refit.
+        assert vae.module_.prior_components == 4
+        vae.set_params(warm_start=True).fit(X)
         assert vae.module_.prior_components == 4
     else:
         # Trained weights, from BIC's first choice, are kept as they are.
         assert vae.module_.prior_components < 4
+
+
+def test_closed_form_fit_keeps_no_search(tmp_path):
+    # Gaussian rows: BIC searched for a mixture and chose one component.
+    X = correlated(n_samples=300)
+    vae = GaussianVAE(hidden_layer_sizes=(), init="linear", random_state=0).fit(X)
+    assert vae.n_iter_ == 0 and vae._start_to_refit is None
+    # Nothing unsaveable is left behind.
+    skvae.save(vae, tmp_path / "vae.safetensors")
+    loaded = skvae.load(tmp_path / "vae.safetensors")
+    assert_allclose(loaded.score_samples(X[:20]), vae.score_samples(X[:20]))
 
 
 def test_module_at_a_mixture_start_scores_the_mixture():
