@@ -158,8 +158,9 @@ def mixture_prior(start, Z, n_components, random_state, min_variance, structure=
     (``prior_search``) for :func:`larger_prior`. ``structure``, a
     ``(covariance_type, n_components)`` pair, fits that mixture instead. The
     start returned records the structure of its mixture
-    (``prior_structure``). Returns ``start`` unchanged when one component
-    wins (the N(0, I) prior is then already right).
+    (``prior_structure``). When one component wins, the start is returned
+    with the N(0, I) prior, which is then already right (and, for ``"auto"``,
+    its search).
 
     With as many latent dimensions as features, the codes are the whitened
     rows, ``W^-1 (x - b)`` with ``W = U Lambda^{1/2}``: the data-space model
