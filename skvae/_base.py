@@ -303,7 +303,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         n_samples = X.shape[0]
         # The start :meth:`_choose_start` left for a kept start, used (and
         # dropped, with its codes and mixtures) by this call only.
-        start, self._start_to_refit = getattr(self, "_start_to_refit", None), None
+        to_refit = getattr(self, "_start_to_refit", None)
+        self._start_to_refit = None
         if not incremental:
             self._history.restart()
             if self._fits_in_closed_form() and not np.isnan(X).any():
@@ -353,8 +354,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             # now on all rows, the held-out ones included, with the larger
             # mixture prior that the held-out rows prefer, if any (found
             # once, at the first fit, and kept for warm-started refits).
-            if start is not None:
-                self._prior_structure = larger_prior(*start)
+            if to_refit is not None:
+                self._prior_structure = larger_prior(*to_refit)
             result.kl_per_component = self._start_on_all_rows(
                 X, tensor, mask, getattr(self, "_prior_structure", None)
             )

@@ -41,7 +41,6 @@ class LinearStart:
     prior_weights: np.ndarray | None = None  # (K,)
     prior_means: np.ndarray | None = None  # (K, n_components)
     prior_cholesky: np.ndarray | None = None  # (K, n_components, n_components)
-    prior_structure: tuple | None = None  # (covariance_type, K) of the mixture
     # The BIC search that chose the mixture, for :func:`larger_prior`.
     prior_search: object | None = field(default=None, repr=False)
 
@@ -156,11 +155,9 @@ def mixture_prior(start, Z, n_components, random_state, min_variance, structure=
     mixture of lowest BIC among those with at most as many parameters as
     rows (:func:`_bic_path`), and the start returned keeps that search
     (``prior_search``) for :func:`larger_prior`. ``structure``, a
-    ``(covariance_type, n_components)`` pair, fits that mixture instead. The
-    start returned records the structure of its mixture
-    (``prior_structure``). When one component wins, the start is returned
-    with the N(0, I) prior, which is then already right (and, for ``"auto"``,
-    its search).
+    ``(covariance_type, n_components)`` pair, fits that mixture instead.
+    When one component wins, the start is returned with the N(0, I) prior,
+    which is then already right (and, for ``"auto"``, its search).
 
     With as many latent dimensions as features, the codes are the whitened
     rows, ``W^-1 (x - b)`` with ``W = U Lambda^{1/2}``: the data-space model
@@ -286,7 +283,6 @@ class _Codes:
         start.prior_weights = mixture.weights_
         start.prior_means = mixture.means_
         start.prior_cholesky = np.linalg.cholesky(covariances)
-        start.prior_structure = (mixture.covariance_type, mixture.n_components)
         return start
 
 

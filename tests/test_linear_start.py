@@ -210,7 +210,8 @@ def test_held_out_rows_find_a_mixture_beyond_the_row_count():
     )
     start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
     # BIC may not try four full components (177 parameters on 150 rows).
-    assert start.prior_structure != ("full", 4)
+    first = start.prior_search.chosen
+    assert (first.covariance_type, first.n_components) != ("full", 4)
     assert larger_prior(start, held_out) == ("full", 4)
     # The larger mixture generalizes: new rows from the same clusters agree.
     larger = mixture_prior(
@@ -233,7 +234,10 @@ def test_a_structure_is_refitted_as_given():
     Z = few_rows_per_parameter(150, 0)
     base = probabilistic_pca(Z, 8, 1e-8)
     start = mixture_prior(base, Z, "auto", 0, 1e-8, structure=("diag", 3))
-    assert start.prior_structure == ("diag", 3) and start.prior_components == 3
+    assert start.prior_components == 3
+    # Diagonal components: their Cholesky factors are diagonal too.
+    for factor in start.prior_cholesky:
+        assert_allclose(factor, np.diag(np.diag(factor)))
     # The mixture is fitted to the latent codes: the whitened rows.
     codes = (Z - start.decoder_bias) @ start.encoder_weight.T
     gmm = GaussianMixture(3, covariance_type="diag", random_state=0).fit(codes)
