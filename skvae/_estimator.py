@@ -172,7 +172,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         need to reach the same held-out likelihood. The measurements behind
         the rule are in :doc:`/guide/scaling`.
 
-    max_iter : int, default=200
+    max_iter : int, default=500
         Maximum number of epochs.
 
     learning_rate : {"adaptive", "constant"}, default="adaptive"
@@ -213,7 +213,13 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Proportion of rows held out for early stopping.
 
     n_iter_no_change : int, default=10
-        Epochs without an improvement of at least ``tol`` before stopping.
+        Epochs without an improvement of at least ``tol`` before stopping,
+        or before the rate is lowered (``learning_rate="adaptive"``). The
+        patience grows with the run: it is the larger of ``n_iter_no_change``
+        and a fifth of the epochs run at the current rate, so that a long run
+        still improving by a little per epoch, which the noise of the
+        criterion hides for more than ``n_iter_no_change`` epochs at a time,
+        is not cut short.
 
     tol : float, default=1e-4
         Improvement, in nats per row, that counts: of the training loss, or of
@@ -367,7 +373,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         kl_warmup=0,
         standardize="auto",
         batch_size="auto",
-        max_iter=200,
+        max_iter=500,
         learning_rate="adaptive",
         learning_rate_init=1e-3,
         alpha=0.0,

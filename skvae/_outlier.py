@@ -307,7 +307,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         Proportion of rows held out for early stopping.
 
     n_iter_no_change : int, default=10
-        Epochs without an improvement of at least ``tol`` before stopping.
+        Epochs without an improvement of at least ``tol`` before stopping,
+        or before the rate is lowered (``learning_rate="adaptive"``). The
+        patience grows with the run: it is the larger of ``n_iter_no_change``
+        and a fifth of the epochs run at the current rate, so that a long run
+        still improving by a little per epoch, which the noise of the
+        criterion hides for more than ``n_iter_no_change`` epochs at a time,
+        is not cut short.
 
     tol : float, default=1e-4
         Improvement, in nats per row, that counts: of the training loss, or of

@@ -40,6 +40,12 @@ SIGNIFICANCE = 2.0
 # LEARNING_RATE_FACTOR each time, before the next plateau stops training.
 LEARNING_RATE_DROPS = 2
 LEARNING_RATE_FACTOR = 10.0
+# The patience grows with the epochs run at one rate: a plateau is more than
+# max(n_iter_no_change, PATIENCE_GROWTH * those epochs) epochs without an
+# improvement, as the "patience increase" of the early stopping in the
+# deeplearning.net (Theano) tutorials grows with the iterations run. A long
+# run improves in small steps that its criterion's noise hides for a while.
+PATIENCE_GROWTH = 0.2
 # After training, the stored decoder variance is the posterior mean squared
 # residual over the training rows, from enough draws of z per row for about
 # POSTERIOR_SAMPLES residuals per feature (1 to MAX_POSTERIOR_DRAWS per row).
@@ -383,7 +389,9 @@ def train(module, optimizer, data, config, history):
 
     Stops early when the training loss (or, with early stopping, the
     validation ELBO) has not improved by ``tol`` for more than
-    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does. The first
+    ``n_iter_no_change`` epochs, as ``MLPRegressor`` does, or for more than
+    a fifth of the epochs run at the current rate if that is longer
+    (:func:`patience`). The first
     ``config.learning_rate_drops`` such plateaus do not stop training but
     lower the learning rate (:func:`lower_learning_rate`), unless the stage
     that just ended (at one rate) has not clearly beaten the weights it
@@ -414,6 +422,7 @@ def train(module, optimizer, data, config, history):
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate_init
     drops_left = config.learning_rate_drops
+    stage_epoch = history.n_iter
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
     converged = True
     initial = initial_state = best_rows = stage_start = None
@@ -471,10 +480,13 @@ def train(module, optimizer, data, config, history):
         )
         if config.verbose:
             print(f"{message} ({time.perf_counter() - tic:.2f} s)")
-        plateau = history.no_improvement_count > config.n_iter_no_change
+        plateau = history.no_improvement_count > patience(
+            config.n_iter_no_change, history.n_iter - stage_epoch
+        )
         if plateau and drops_left and _worth_lower_rates(X_val, best_rows, stage_start):
             drops_left -= 1
             stage_start = best_rows
+            stage_epoch = history.n_iter
             lower_learning_rate(module, optimizer, history, config.verbose)
             continue
         if plateau:
@@ -494,6 +506,18 @@ def train(module, optimizer, data, config, history):
         if history.best_state is not None:
             module.load_state_dict(history.best_state)
     return converged
+
+
+def patience(n_iter_no_change, epochs_at_rate):
+    """Epochs without improvement a run may go before its plateau.
+
+    ``n_iter_no_change``, or a ``PATIENCE_GROWTH`` fraction of the epochs run
+    at the current rate in this call if that is more: the criterion of a
+    long run still rising by a little per epoch is noisier than its rise, so
+    a fixed patience would end it while it still improves. A run that ends
+    early (a kept start, most of all) stops as with a fixed patience.
+    """
+    return max(n_iter_no_change, int(PATIENCE_GROWTH * epochs_at_rate))
 
 
 def _worth_lower_rates(X_val, best_rows, stage_start):

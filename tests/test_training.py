@@ -16,6 +16,7 @@ from skvae._training import (
     kl_weight,
     lower_learning_rate,
     make_optimizer,
+    patience,
     train,
 )
 
@@ -215,6 +216,59 @@ def test_a_stage_that_does_not_clearly_improve_stops_with_drops_left(monkeypatch
     assert train(module, optimizer, data, config, history)
     assert len(drops) == 1
     assert history.n_iter == drops[0] + config.n_iter_no_change + 1
+    assert not history.kept_start
+
+
+def test_patience_is_n_iter_no_change_until_a_fifth_of_the_run_is_longer():
+    assert _training.PATIENCE_GROWTH == 0.2
+    assert [patience(10, epochs) for epochs in (0, 11, 54, 55, 100, 151)] == [
+        10,
+        10,
+        10,
+        11,
+        20,
+        30,
+    ]
+    assert patience(30, 100) == 30
+
+
+def _scripted_validation(monkeypatch, scores):
+    """Make the validation ELBO of the i-th evaluation (0: the start) scores(i)."""
+    calls = []
+
+    def validation_elbo(module, X_val, eps, mask=None):
+        calls.append(None)
+        return torch.full(
+            (X_val.shape[0],), scores(len(calls) - 1), dtype=torch.float64
+        )
+
+    monkeypatch.setattr(_training, "validation_elbo", validation_elbo)
+
+
+@pytest.mark.parametrize("growth, stop", [(0.0, 71), (0.2, 151)])
+def test_a_long_run_improving_in_rare_steps_is_not_cut_short(monkeypatch, growth, stop):
+    # Sixty epochs of steady gains, then a new best only every 12th epoch up
+    # to epoch 120, then none. A fixed patience of 10 stops at epoch 71,
+    # missing five gains; the growing one (14 epochs by then) waits for them
+    # all and stops once a fifth of the run has passed since the last.
+    def scores(epoch):
+        if epoch <= 60:
+            return 0.01 * epoch
+        if epoch <= 120 and epoch % 12 == 0:
+            return 0.6 + 0.05 * (epoch - 60) / 12
+        return 0.5
+
+    _scripted_validation(monkeypatch, scores)
+    monkeypatch.setattr(_training, "PATIENCE_GROWTH", growth)
+    module, optimizer, X, config = setup(n=512)
+    config = dataclasses.replace(config, early_stopping=True, n_epochs=300)
+    history = TrainingHistory()
+    assert train(
+        module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history
+    )
+    assert history.n_iter == stop
+    best = 0.6 if stop == 71 else 0.85
+    assert history.best_validation_score == pytest.approx(best)
     assert not history.kept_start
 
 
