@@ -607,7 +607,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         full rate to its first plateau; it goes on at the lower rates only if
         the start is not then clearly better on the held-out rows, so that a
         network far behind the start (most real data) costs no more than
-        before. Returns the training result of the model kept.
+        before. For the same reason its patience grows with its epochs
+        (:func:`~skvae._training.patience`) only while the start does not
+        clearly lead it. Returns the training result of the model kept.
         """
         linear = (self.module_, self._optimizer, self._history, result, self.init_)
         linear_scores = self._log_likelihood(held_out)
@@ -623,7 +625,15 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         )
         self._history = TrainingHistory()
         self.init_ = "random"
-        first = dataclasses.replace(config, learning_rate_drops=0)
+
+        def more_patience():
+            # Epochs past n_iter_no_change only for a network the start
+            # does not clearly lead (its weights now, on the held-out rows).
+            return not clearly_better(linear_scores - self._log_likelihood(held_out))
+
+        first = dataclasses.replace(
+            config, learning_rate_drops=0, more_patience=more_patience
+        )
         random_result = fit_module(
             self.module_, self._optimizer, data, first, self._history
         )

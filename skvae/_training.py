@@ -12,6 +12,7 @@ import itertools
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,7 +89,12 @@ class TrainingConfig:
     ``learning_rate_init`` is the rate this call starts from (None: the
     optimiser's current one, as ``partial_fit`` goes on), and
     ``learning_rate_drops`` the plateaus that lower it before one stops
-    training (0: the first plateau stops it).
+    training (0: the first plateau stops it). ``more_patience``, if given,
+    is asked when a run that the growing patience (:func:`patience`) would
+    let go on has gone ``n_iter_no_change`` epochs without improvement:
+    False ends that stage there, as a fixed patience would (a network
+    candidate that the closed-form start clearly leads is not worth the
+    extra epochs).
     """
 
     n_epochs: int
@@ -104,6 +110,7 @@ class TrainingConfig:
     verbose: int
     learning_rate_init: float | None = None
     learning_rate_drops: int = 0
+    more_patience: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -480,9 +487,15 @@ def train(module, optimizer, data, config, history):
         )
         if config.verbose:
             print(f"{message} ({time.perf_counter() - tic:.2f} s)")
-        plateau = history.no_improvement_count > patience(
-            config.n_iter_no_change, history.n_iter - stage_epoch
-        )
+        limit = patience(config.n_iter_no_change, history.n_iter - stage_epoch)
+        if (
+            limit > config.n_iter_no_change
+            and history.no_improvement_count == config.n_iter_no_change + 1
+            and config.more_patience is not None
+            and not config.more_patience()
+        ):
+            limit = config.n_iter_no_change
+        plateau = history.no_improvement_count > limit
         if plateau and drops_left and _worth_lower_rates(X_val, best_rows, stage_start):
             drops_left -= 1
             stage_start = best_rows
@@ -493,7 +506,7 @@ def train(module, optimizer, data, config, history):
             if config.verbose:
                 print(
                     f"No improvement of at least tol={config.tol} for "
-                    f"{config.n_iter_no_change} consecutive epochs. Stopping."
+                    f"{limit} consecutive epochs. Stopping."
                 )
             break
     else:

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skvae import GaussianVAE, _base
+from skvae import GaussianVAE, _base, _training
 from skvae._device import resolve_device
 from skvae._training import fit_module
 
@@ -810,6 +810,33 @@ def test_a_network_far_behind_the_start_stops_at_its_first_plateau(monkeypatch):
     vae = GaussianVAE(random_state=0, device=DEVICE).fit(X)
     assert vae.init_ == "linear"
     assert calls == [(1e-3, 2), (1e-3, 0)]
+
+
+def test_a_network_far_behind_the_start_gets_no_growing_patience(monkeypatch):
+    # With a patience as long as the run (growth 1), a network left alone
+    # would never reach a plateau and would run all max_iter epochs. The
+    # start clearly leads it here, so it stops where a fixed patience does.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 6)) @ rng.normal(size=(6, 6))
+
+    def network_epochs(growth):
+        monkeypatch.setattr(_training, "PATIENCE_GROWTH", growth)
+        runs = []
+
+        def spy(module, optimizer, data, config, history):
+            result = fit_module(module, optimizer, data, config, history)
+            runs.append((config.more_patience is not None, history.n_iter))
+            return result
+
+        monkeypatch.setattr(_base, "fit_module", spy)
+        vae = GaussianVAE(max_iter=300, random_state=0, device=DEVICE).fit(X)
+        assert vae.init_ == "linear"
+        [(screened, epochs)] = [run for run in runs if run[0]]
+        return epochs
+
+    fixed = network_epochs(0.0)
+    assert fixed < 100
+    assert network_epochs(1.0) == fixed
 
 
 def test_sample_draws_from_the_mixture_prior():

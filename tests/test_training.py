@@ -245,12 +245,18 @@ def _scripted_validation(monkeypatch, scores):
     monkeypatch.setattr(_training, "validation_elbo", validation_elbo)
 
 
-@pytest.mark.parametrize("growth, stop", [(0.0, 71), (0.2, 151)])
-def test_a_long_run_improving_in_rare_steps_is_not_cut_short(monkeypatch, growth, stop):
+@pytest.mark.parametrize(
+    "growth, answer, stop", [(0.0, None, 71), (0.2, None, 151), (0.2, False, 71)]
+)
+def test_a_long_run_improving_in_rare_steps_is_not_cut_short(
+    monkeypatch, growth, answer, stop
+):
     # Sixty epochs of steady gains, then a new best only every 12th epoch up
     # to epoch 120, then none. A fixed patience of 10 stops at epoch 71,
     # missing five gains; the growing one (14 epochs by then) waits for them
-    # all and stops once a fifth of the run has passed since the last.
+    # all and stops once a fifth of the run has passed since the last;
+    # unless more_patience, asked once when the fixed patience runs out,
+    # says no.
     def scores(epoch):
         if epoch <= 60:
             return 0.01 * epoch
@@ -261,7 +267,11 @@ def test_a_long_run_improving_in_rare_steps_is_not_cut_short(monkeypatch, growth
     _scripted_validation(monkeypatch, scores)
     monkeypatch.setattr(_training, "PATIENCE_GROWTH", growth)
     module, optimizer, X, config = setup(n=512)
-    config = dataclasses.replace(config, early_stopping=True, n_epochs=300)
+    asked = []
+    more_patience = None if answer is None else lambda: asked.append(0) or answer
+    config = dataclasses.replace(
+        config, early_stopping=True, n_epochs=300, more_patience=more_patience
+    )
     history = TrainingHistory()
     assert train(
         module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history
@@ -270,6 +280,7 @@ def test_a_long_run_improving_in_rare_steps_is_not_cut_short(monkeypatch, growth
     best = 0.6 if stop == 71 else 0.85
     assert history.best_validation_score == pytest.approx(best)
     assert not history.kept_start
+    assert len(asked) == (answer is not None)
 
 
 def test_a_fit_starts_at_learning_rate_init_and_partial_fit_keeps_the_rate():
