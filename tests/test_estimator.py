@@ -813,25 +813,29 @@ def test_a_network_far_behind_the_start_stops_at_its_first_plateau(monkeypatch):
 
 
 def test_a_network_far_behind_the_start_gets_no_growing_patience(monkeypatch):
-    # With a patience as long as the run (growth 1), a network left alone
-    # would never reach a plateau and would run all max_iter epochs. The
-    # start clearly leads it here, so it stops where a fixed patience does.
+    # With a patience as long as the run (growth 1) in the network's
+    # training, a network left alone would never reach a plateau and would
+    # run all max_iter epochs. The start clearly leads it here, so it stops
+    # where a fixed patience does.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1000, 6)) @ rng.normal(size=(6, 6))
 
     def network_epochs(growth):
-        monkeypatch.setattr(_training, "PATIENCE_GROWTH", growth)
         runs = []
 
         def spy(module, optimizer, data, config, history):
-            result = fit_module(module, optimizer, data, config, history)
-            runs.append((config.more_patience is not None, history.n_iter))
+            network = not module.linear_path
+            with monkeypatch.context() as patch:
+                if network:
+                    patch.setattr(_training, "PATIENCE_GROWTH", growth)
+                result = fit_module(module, optimizer, data, config, history)
+            runs.append((network, history.n_iter))
             return result
 
         monkeypatch.setattr(_base, "fit_module", spy)
         vae = GaussianVAE(max_iter=300, random_state=0, device=DEVICE).fit(X)
         assert vae.init_ == "linear"
-        [(screened, epochs)] = [run for run in runs if run[0]]
+        [(_, epochs)] = [run for run in runs if run[0]]
         return epochs
 
     fixed = network_epochs(0.0)
