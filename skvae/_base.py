@@ -32,6 +32,7 @@ from ._linear_start import (
 )
 from ._model import VAEModule
 from ._training import (
+    FINAL_FRACTION,
     LEARNING_RATE_DROPS,
     FitResult,
     TrainingConfig,
@@ -336,6 +337,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             verbose=self.verbose,
+            final_epochs=(
+                int(FINAL_FRACTION * self.max_iter)
+                if self.learning_rate == "adaptive" and not incremental
+                else 0
+            ),
         )
         data = TrainingData(
             tensor[:n_train],
@@ -609,7 +615,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         network far behind the start (most real data) costs no more than
         before. For the same reason its patience grows with its epochs
         (:func:`~skvae._training.patience`) only while the start does not
-        clearly lead it. Returns the training result of the model kept.
+        clearly lead its best weights so far. Returns the training result of
+        the model kept.
         """
         linear = (self.module_, self._optimizer, self._history, result, self.init_)
         linear_scores = self._log_likelihood(held_out)
@@ -627,9 +634,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self.init_ = "random"
 
         def more_patience():
-            # Epochs past n_iter_no_change only for a network the start
-            # does not clearly lead (its weights now, on the held-out rows).
-            return not clearly_better(linear_scores - self._log_likelihood(held_out))
+            # Epochs past n_iter_no_change only for a network the start does
+            # not clearly lead: its best weights so far, on the held-out rows.
+            best = self._history.best_state
+            current = {k: v.clone() for k, v in self.module_.state_dict().items()}
+            self.module_.load_state_dict(current if best is None else best)
+            try:
+                gain = linear_scores - self._log_likelihood(held_out)
+            finally:
+                self.module_.load_state_dict(current)
+            return not clearly_better(gain)
 
         first = dataclasses.replace(
             config, learning_rate_drops=0, more_patience=more_patience
@@ -657,6 +671,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 n_epochs=epochs_left,
                 learning_rate_init=None,  # go on at the lowered rate
                 learning_rate_drops=config.learning_rate_drops - 1,
+                more_patience=more_patience,
+                final_epochs=0,
             )
             random_result = fit_module(
                 self.module_, self._optimizer, data, lower, self._history

@@ -187,6 +187,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         ELBO has clearly risen (by two standard errors of the per-row gain)
         over the stage that ends: above the starting weights' at the first
         plateau, above the best weights of the previous rate at the second.
+        The last tenth of ``max_iter`` is kept for the lower rates: the
+        stage still running when only that is left ends there as at a
+        plateau.
         Each ``fit`` starts at
         ``learning_rate_init``; ``partial_fit`` goes on at the current rate
         and never lowers it.
@@ -216,10 +219,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Epochs without an improvement of at least ``tol`` before stopping,
         or before the rate is lowered (``learning_rate="adaptive"``). The
         patience grows with the run: it is the larger of ``n_iter_no_change``
-        and a fifth of the epochs run at the current rate, so that a long run
-        still improving by a little per epoch, which the noise of the
-        criterion hides for more than ``n_iter_no_change`` epochs at a time,
-        is not cut short.
+        and a fifth of the epochs run at the current rate in this call to
+        ``fit`` (after any warm-up), so that a long run still improving by a
+        little per epoch, which the noise of the criterion hides for more
+        than ``n_iter_no_change`` epochs at a time, is not cut short.
 
     tol : float, default=1e-4
         Improvement, in nats per row, that counts: of the training loss, or of

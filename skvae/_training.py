@@ -47,6 +47,12 @@ LEARNING_RATE_FACTOR = 10.0
 # deeplearning.net (Theano) tutorials grows with the iterations run. A long
 # run improves in small steps that its criterion's noise hides for a while.
 PATIENCE_GROWTH = 0.2
+# learning_rate="adaptive": when only this fraction of max_iter is left, the
+# stage running then ends as at a plateau, so that a run still improving at
+# its starting rate spends the rest at the lower rates: at a high rate the
+# best weights are those of a lucky epoch among noisy ones, and a tenth of
+# the rate settles them.
+FINAL_FRACTION = 0.1
 # After training, the stored decoder variance is the posterior mean squared
 # residual over the training rows, from enough draws of z per row for about
 # POSTERIOR_SAMPLES residuals per feature (1 to MAX_POSTERIOR_DRAWS per row).
@@ -90,11 +96,12 @@ class TrainingConfig:
     optimiser's current one, as ``partial_fit`` goes on), and
     ``learning_rate_drops`` the plateaus that lower it before one stops
     training (0: the first plateau stops it). ``more_patience``, if given,
-    is asked when a run that the growing patience (:func:`patience`) would
-    let go on has gone ``n_iter_no_change`` epochs without improvement:
-    False ends that stage there, as a fixed patience would (a network
-    candidate that the closed-form start clearly leads is not worth the
-    extra epochs).
+    is asked each time a run has gone ``n_iter_no_change + 1`` epochs
+    without improvement while the growing patience (:func:`patience`)
+    would let it go on: False ends that stage there, as a fixed patience
+    would (a network candidate that the closed-form start clearly leads is
+    not worth the extra epochs). When only ``final_epochs`` of ``n_epochs`` are left, the
+    stage running then ends as at a plateau (0: never).
     """
 
     n_epochs: int
@@ -111,6 +118,7 @@ class TrainingConfig:
     learning_rate_init: float | None = None
     learning_rate_drops: int = 0
     more_patience: Callable[[], bool] | None = None
+    final_epochs: int = 0
 
 
 @dataclass
@@ -398,7 +406,8 @@ def train(module, optimizer, data, config, history):
     validation ELBO) has not improved by ``tol`` for more than
     ``n_iter_no_change`` epochs, as ``MLPRegressor`` does, or for more than
     a fifth of the epochs run at the current rate if that is longer
-    (:func:`patience`). The first
+    (:func:`patience`); the stage running when only
+    ``config.final_epochs`` are left ends there as at a plateau. The first
     ``config.learning_rate_drops`` such plateaus do not stop training but
     lower the learning rate (:func:`lower_learning_rate`), unless the stage
     that just ended (at one rate) has not clearly beaten the weights it
@@ -429,8 +438,11 @@ def train(module, optimizer, data, config, history):
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate_init
     drops_left = config.learning_rate_drops
-    stage_epoch = history.n_iter
     warmup_end = max(config.kl_warmup, _heteroscedastic_warmup(module, config))
+    # The patience grows with the epochs at the current rate that count:
+    # from the end of any warm-up, as the stopping rule counts.
+    stage_epoch = max(history.n_iter, warmup_end)
+    final_start = history.n_iter + config.n_epochs - config.final_epochs
     converged = True
     initial = initial_state = best_rows = stage_start = None
     if X_val is not None:
@@ -487,7 +499,7 @@ def train(module, optimizer, data, config, history):
         )
         if config.verbose:
             print(f"{message} ({time.perf_counter() - tic:.2f} s)")
-        limit = patience(config.n_iter_no_change, history.n_iter - stage_epoch)
+        limit = patience(config.n_iter_no_change, max(history.n_iter - stage_epoch, 0))
         if (
             limit > config.n_iter_no_change
             and history.no_improvement_count == config.n_iter_no_change + 1
@@ -495,7 +507,8 @@ def train(module, optimizer, data, config, history):
             and not config.more_patience()
         ):
             limit = config.n_iter_no_change
-        plateau = history.no_improvement_count > limit
+        final = config.final_epochs > 0 and stage_epoch < final_start <= history.n_iter
+        plateau = final or history.no_improvement_count > limit
         if plateau and drops_left and _worth_lower_rates(X_val, best_rows, stage_start):
             drops_left -= 1
             stage_start = best_rows
@@ -503,7 +516,9 @@ def train(module, optimizer, data, config, history):
             lower_learning_rate(module, optimizer, history, config.verbose)
             continue
         if plateau:
-            if config.verbose:
+            if config.verbose and final:
+                print(f"{config.final_epochs} epochs left. Stopping this stage.")
+            elif config.verbose:
                 print(
                     f"No improvement of at least tol={config.tol} for "
                     f"{limit} consecutive epochs. Stopping."

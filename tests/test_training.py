@@ -219,8 +219,10 @@ def test_a_stage_that_does_not_clearly_improve_stops_with_drops_left(monkeypatch
     assert not history.kept_start
 
 
-def test_patience_is_n_iter_no_change_until_a_fifth_of_the_run_is_longer():
-    assert _training.PATIENCE_GROWTH == 0.2
+def test_patience_is_n_iter_no_change_until_a_fifth_of_the_run_is_longer(
+    monkeypatch,
+):
+    monkeypatch.setattr(_training, "PATIENCE_GROWTH", 0.2)
     assert [patience(10, epochs) for epochs in (0, 11, 54, 55, 100, 151)] == [
         10,
         10,
@@ -246,17 +248,24 @@ def _scripted_validation(monkeypatch, scores):
 
 
 @pytest.mark.parametrize(
-    "growth, answer, stop", [(0.0, None, 71), (0.2, None, 151), (0.2, False, 71)]
+    "growth, answer, stop, asks",
+    [
+        (0.0, None, 71, []),
+        (0.2, None, 151, []),
+        (0.2, True, 151, [71, 83, 95, 107, 119, 131]),
+        (0.2, False, 71, [71]),
+    ],
 )
 def test_a_long_run_improving_in_rare_steps_is_not_cut_short(
-    monkeypatch, growth, answer, stop
+    monkeypatch, growth, answer, stop, asks
 ):
     # Sixty epochs of steady gains, then a new best only every 12th epoch up
     # to epoch 120, then none. A fixed patience of 10 stops at epoch 71,
     # missing five gains; the growing one (14 epochs by then) waits for them
-    # all and stops once a fifth of the run has passed since the last;
-    # unless more_patience, asked once when the fixed patience runs out,
-    # says no.
+    # all and stops once a fifth of the run has passed since the last.
+    # more_patience is asked each time the fixed patience runs out while the
+    # grown one would go on (11 epochs after each best, and once more after
+    # the last); a no stops the run there.
     def scores(epoch):
         if epoch <= 60:
             return 0.01 * epoch
@@ -267,12 +276,18 @@ def test_a_long_run_improving_in_rare_steps_is_not_cut_short(
     _scripted_validation(monkeypatch, scores)
     monkeypatch.setattr(_training, "PATIENCE_GROWTH", growth)
     module, optimizer, X, config = setup(n=512)
-    asked = []
-    more_patience = None if answer is None else lambda: asked.append(0) or answer
+    history, asked = TrainingHistory(), []
+
+    def more_patience():
+        asked.append(history.n_iter)
+        return answer
+
     config = dataclasses.replace(
-        config, early_stopping=True, n_epochs=300, more_patience=more_patience
+        config,
+        early_stopping=True,
+        n_epochs=300,
+        more_patience=None if answer is None else more_patience,
     )
-    history = TrainingHistory()
     assert train(
         module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history
     )
@@ -280,7 +295,53 @@ def test_a_long_run_improving_in_rare_steps_is_not_cut_short(
     best = 0.6 if stop == 71 else 0.85
     assert history.best_validation_score == pytest.approx(best)
     assert not history.kept_start
-    assert len(asked) == (answer is not None)
+    assert asked == asks
+
+
+def test_the_patience_grows_from_the_end_of_the_warm_up(monkeypatch):
+    # A flat validation ELBO after a KL warm-up of 100 epochs: the stopping
+    # rule counts from the warm-up's last epoch, and so does the growth, so
+    # training stops n_iter_no_change epochs later, as with a fixed
+    # patience (counted from epoch 0, the growth would make that 20).
+    _scripted_validation(monkeypatch, lambda epoch: 0.0)
+    module, optimizer, X, config = setup(n=512)
+    config = dataclasses.replace(
+        config, early_stopping=True, n_epochs=300, kl_warmup=100
+    )
+    history = TrainingHistory()
+    assert train(
+        module, optimizer, TrainingData(X[:400], X_val=X[400:]), config, history
+    )
+    assert history.n_iter == 100 + config.n_iter_no_change
+
+
+@pytest.mark.parametrize("final_epochs, drops", [(0, 2), (10, 2), (10, 0)])
+def test_the_last_epochs_go_to_a_lower_rate(monkeypatch, final_epochs, drops):
+    # A validation ELBO that rises every epoch never reaches a plateau: the
+    # whole run would stay at the starting rate. With final_epochs, the stage
+    # running when only they are left ends there, once: the rate drops (or,
+    # without drops left, training stops there, as at a plateau, so that the
+    # caller can go on at a lower rate).
+    _scripted_validation(monkeypatch, lambda epoch: 0.001 * epoch)
+    module, optimizer, X, config = setup(n=512)
+    config = dataclasses.replace(
+        config,
+        early_stopping=True,
+        n_epochs=100,
+        learning_rate_drops=drops,
+        final_epochs=final_epochs,
+    )
+    history = TrainingHistory()
+    data = TrainingData(X[:400], X_val=X[400:])
+    converged = train(module, optimizer, data, config, history)
+    rate = optimizer.param_groups[0]["lr"]
+    if final_epochs == 0:
+        assert (history.n_iter, converged, rate) == (100, False, 1e-2)
+    elif drops:
+        assert (history.n_iter, converged) == (100, False)
+        assert rate == pytest.approx(1e-3)
+    else:
+        assert (history.n_iter, converged, rate) == (90, True, 1e-2)
 
 
 def test_a_fit_starts_at_learning_rate_init_and_partial_fit_keeps_the_rate():
