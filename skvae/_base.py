@@ -39,6 +39,7 @@ from ._training import (
     TrainingData,
     TrainingHistory,
     auto_batch_size,
+    clone_state,
     fit_module,
     lower_learning_rate,
     make_optimizer,
@@ -319,6 +320,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             order, n_train = np.concatenate([train_idx, val_idx]), len(train_idx)
         tensor, mask = self._training_tensor(X, order)
         validation = slice(n_train, None) if early_stopping else None
+        adaptive = self.learning_rate == "adaptive" and not incremental
         config = TrainingConfig(
             n_epochs=1 if incremental else self.max_iter,
             seed=self._train_seed,
@@ -328,20 +330,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             beta=float(self.beta),
             kl_warmup=self.kl_warmup,
             learning_rate_init=None if incremental else self.learning_rate_init,
-            learning_rate_drops=(
-                LEARNING_RATE_DROPS
-                if self.learning_rate == "adaptive" and not incremental
-                else 0
-            ),
+            learning_rate_drops=LEARNING_RATE_DROPS if adaptive else 0,
             early_stopping=early_stopping,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             verbose=self.verbose,
-            final_epochs=(
-                int(FINAL_FRACTION * self.max_iter)
-                if self.learning_rate == "adaptive" and not incremental
-                else 0
-            ),
+            final_epochs=int(FINAL_FRACTION * self.max_iter) if adaptive else 0,
         )
         data = TrainingData(
             tensor[:n_train],
@@ -637,7 +631,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             # Epochs past n_iter_no_change only for a network the start does
             # not clearly lead: its best weights so far, on the held-out rows.
             best = self._history.best_state
-            current = {k: v.clone() for k, v in self.module_.state_dict().items()}
+            current = clone_state(self.module_.state_dict())
             self.module_.load_state_dict(current if best is None else best)
             try:
                 gain = linear_scores - self._log_likelihood(held_out)

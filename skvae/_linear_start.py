@@ -294,9 +294,8 @@ def _bic_path(codes, random_state, within_row_count=True, fitted=()):
     rows per parameter), stopping a search once BIC has risen
     ``BIC_PATIENCE`` times in a row and, with ``within_row_count``, at
     mixtures with more parameters than rows (never more components than
-    rows). Returns ``(mixture, bic,
-    within)`` triples, ``within`` saying whether the mixture has at most as
-    many parameters as rows; empty when there are too few rows for any
+    rows). Returns ``(mixture, bic, within)`` triples, ``within`` saying
+    whether the mixture has at most as many parameters as rows; empty when there are too few rows for any
     mixture to say more than one Gaussian. The mixtures of a search already
     run (``fitted``, such triples) are taken from it rather than fitted again.
     """

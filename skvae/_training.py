@@ -100,8 +100,8 @@ class TrainingConfig:
     without improvement while the growing patience (:func:`patience`)
     would let it go on: False ends that stage there, as a fixed patience
     would (a network candidate that the closed-form start clearly leads is
-    not worth the extra epochs). When only ``final_epochs`` of ``n_epochs`` are left, the
-    stage running then ends as at a plateau (0: never).
+    not worth the extra epochs). When only ``final_epochs`` of ``n_epochs``
+    are left, the stage running then ends as at a plateau (0: never).
     """
 
     n_epochs: int
@@ -376,19 +376,19 @@ def fit_module(module, optimizer, data, config, history):
     )
 
 
-def _clone(state):
+def clone_state(state):
     """A copy of a (nested) state dict: 10x faster than ``copy.deepcopy``."""
     if isinstance(state, torch.Tensor):
         return state.clone()
     if isinstance(state, dict):
-        return {key: _clone(value) for key, value in state.items()}
+        return {key: clone_state(value) for key, value in state.items()}
     if isinstance(state, list):
-        return [_clone(value) for value in state]
+        return [clone_state(value) for value in state]
     return state
 
 
 def _snapshot(module, optimizer):
-    return _clone(module.state_dict()), _clone(optimizer.state_dict())
+    return clone_state(module.state_dict()), clone_state(optimizer.state_dict())
 
 
 def _all_finite(loss, module):
@@ -452,7 +452,7 @@ def train(module, optimizer, data, config, history):
         initial = best_rows = stage_start = rows
         if rows.mean().item() > history.best_validation_score:
             history.best_validation_score = rows.mean().item()
-            history.best_state = initial_state = _clone(module.state_dict())
+            history.best_state = initial_state = clone_state(module.state_dict())
     for _ in range(config.n_epochs):
         epoch = history.n_iter
         if (
@@ -486,7 +486,7 @@ def train(module, optimizer, data, config, history):
             improved = score > history.best_validation_score + config.tol
             if score > history.best_validation_score or not counting:
                 history.best_validation_score = score
-                history.best_state = _clone(module.state_dict())
+                history.best_state = clone_state(module.state_dict())
                 best_rows = rows
         else:
             improved = loss < history.best_loss - config.tol
