@@ -26,6 +26,10 @@ START_ROWS = 10_000
 # stops once BIC has risen this many times in a row.
 BIC_PATIENCE = 3
 MAX_PRIOR_COMPONENTS = 16
+# Past the BIC search, held-out rows may choose larger mixtures, tried at
+# this many times as many components each, up to this many (larger_prior).
+HELD_OUT_GROWTH = 1.5
+MAX_HELD_OUT_COMPONENTS = 64
 
 
 @dataclass
@@ -189,32 +193,99 @@ def mixture_prior(start, Z, n_components, random_state, min_variance, structure=
 def larger_prior(start, held_out):
     """A larger mixture prior than ``start``'s that ``held_out`` rows clearly prefer.
 
-    On data with few rows per parameter (a full covariance in 27 dimensions
-    has 405), :func:`mixture_prior`'s count of parameters against rows stops
-    the BIC search before the clusters are all found. This goes on with the
-    search past that count; if the mixture of lowest BIC overall gives the
-    held-out rows (in the units of the start) a higher log-likelihood than
-    ``start`` by more than ``SIGNIFICANCE`` standard errors of the per-row
-    gain, returns its ``(covariance_type, n_components)``, else None (also
-    for a start without a BIC search).
+    BIC chooses the mixture prior with a penalty of ``log(n) / 2`` per
+    parameter, and :func:`mixture_prior` counts parameters against rows: on
+    data with few rows per parameter (a full covariance in 27 dimensions has
+    405) the search stops before the clusters are all found, and on large
+    data BIC stops short of the mixture that generalizes best. This goes on
+    with the search past that count, scores every mixture of the search on
+    the held-out rows (in the units of the start) and, while they still
+    prefer the largest mixture tried of a covariance type, tries larger ones
+    (``HELD_OUT_GROWTH`` times as many components, up to
+    ``MAX_HELD_OUT_COMPONENTS``). The candidate is the mixture with the
+    fewest parameters whose held-out score is within one standard error of
+    the best one's (the one-standard-error rule: held-out rows that choose
+    among many mixtures flatter the one they choose). If it has more
+    parameters than BIC's choice and gives the
+    held-out rows a higher log-likelihood than ``start`` by more than
+    ``SIGNIFICANCE`` standard errors of the per-row gain, returns its
+    ``(covariance_type, n_components)``, else None (also for a start without
+    a BIC search).
     """
     search = start.prior_search
     if search is None:
         return None
+    codes = search.codes
     path = _bic_path(
-        search.codes.values,
-        search.random_state,
-        within_row_count=False,
-        fitted=search.path,
+        codes.values, search.random_state, within_row_count=False, fitted=search.path
     )
-    larger = min(path, key=lambda fit: fit[1])[0]
-    if larger is search.chosen:
+    scored = [
+        (mixture, start_log_likelihood(codes.start(mixture), held_out))
+        for mixture, _, _ in path
+    ]
+    scored += _grown_mixtures(codes, scored, held_out, search.random_state)
+    candidate = _one_standard_error(scored)
+    if _n_parameters(candidate) <= _n_parameters(search.chosen):
         return None
-    gain = start_log_likelihood(search.codes.start(larger), held_out)
-    gain -= start_log_likelihood(start, held_out)
+    gain = dict(scored)[candidate] - start_log_likelihood(start, held_out)
     if not clearly_better(gain):
         return None
-    return larger.covariance_type, larger.n_components
+    return candidate.covariance_type, candidate.n_components
+
+
+def _grown_mixtures(codes, scored, held_out, random_state):
+    """Mixtures larger than a search's, while the held-out rows may still prefer them.
+
+    For the covariance type of the mixture that ``held_out`` scores best
+    among ``scored`` (``(mixture, per-row held-out scores)`` pairs), goes on
+    past the largest mixture of that type with ``HELD_OUT_GROWTH`` times as
+    many components each, until the held-out mean has failed
+    ``BIC_PATIENCE`` times in a row to beat the best so far (the larger
+    mixtures of ``scored`` count), or the next would have more than
+    ``MAX_HELD_OUT_COMPONENTS`` components or fewer than ``q + 1`` rows per
+    component. Returns the new pairs.
+    """
+    best, best_scores = max(scored, key=lambda pair: pair[1].mean())
+    covariance_type = best.covariance_type
+    sizes = [m.n_components for m, _ in scored if m.covariance_type == covariance_type]
+    k, misses = max(sizes), sum(size > best.n_components for size in sizes)
+    n_samples, q = codes.values.shape
+    best_mean, grown = best_scores.mean(), []
+    while misses < BIC_PATIENCE:
+        k = int(np.ceil(HELD_OUT_GROWTH * k))
+        if k > MAX_HELD_OUT_COMPONENTS or k * (q + 1) > n_samples:
+            break
+        mixture = GaussianMixture(
+            k, covariance_type=covariance_type, random_state=random_state
+        ).fit(codes.values)
+        scores = start_log_likelihood(codes.start(mixture), held_out)
+        grown.append((mixture, scores))
+        misses = misses + 1 if scores.mean() <= best_mean else 0
+        best_mean = max(best_mean, scores.mean())
+    return grown
+
+
+def _one_standard_error(scored):
+    """The mixture with the fewest parameters within one standard error of the best.
+
+    ``scored`` holds ``(mixture, per-row held-out scores)`` pairs; the
+    standard error is that of the mean per-row difference to the best.
+    """
+    best_scores = max(scored, key=lambda pair: pair[1].mean())[1]
+    close = [
+        mixture
+        for mixture, scores in scored
+        if (best_scores - scores).mean()
+        <= (best_scores - scores).std() / np.sqrt(scores.size)
+    ]
+    return min(close, key=_n_parameters)
+
+
+def _n_parameters(mixture):
+    """The free parameters of a fitted Gaussian mixture (full or diagonal)."""
+    k, q = mixture.means_.shape
+    per_component = {"full": q + q * (q + 1) // 2, "diag": 2 * q}
+    return k * per_component[mixture.covariance_type] + k - 1
 
 
 @dataclass

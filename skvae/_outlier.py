@@ -110,9 +110,12 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         codes of the linear start (see ``init``), among mixtures with full or
         diagonal covariances and no more parameters than rows. Where early
         stopping holds out 10 rows or more and training does not beat the
-        closed-form start, the start refitted on all rows takes the mixture
-        of lowest BIC without that cap instead, if it was clearly better on
-        those rows (and keeps it in warm-started refits).
+        closed-form start, the start refitted on all rows may take a larger
+        mixture instead (and keeps it in warm-started refits): the search
+        goes on without that cap, and past 16 components (up to 64) while
+        the held-out rows prefer its largest mixture; the smallest mixture
+        within one standard error of the held-out rows' best replaces BIC's
+        choice if it is clearly better on those rows.
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 

@@ -13,7 +13,9 @@ import skvae
 from skvae import GaussianVAE
 from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
+    MAX_PRIOR_COMPONENTS,
     _bic_path,
+    _one_standard_error,
     larger_prior,
     mixture_prior,
     probabilistic_pca,
@@ -224,10 +226,55 @@ def test_held_out_rows_find_a_mixture_beyond_the_row_count():
     far = np.random.default_rng(3).normal(size=(150, 8)) * 8.0
     assert larger_prior(start, far) is None
     # Gaussian held-out rows of Gaussian data find nothing larger.
-    Z = correlated(n_samples=200, n_features=8)
+    Z, held_out = np.split(correlated(n_samples=400, n_features=8), 2)
     start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
     assert start.prior_components == 1
-    assert larger_prior(start, correlated(200, 8, 1)) is None
+    assert larger_prior(start, held_out) is None
+
+
+def many_clusters(n_samples, seed, n_clusters=40):
+    """Rows of ``n_clusters`` small round clusters on a grid in the plane."""
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(np.sqrt(n_clusters)))
+    centres = np.stack(np.divmod(np.arange(n_clusters), side), axis=1) * 4.0
+    labels = rng.integers(0, n_clusters, n_samples)
+    return centres[labels] + 0.5 * rng.normal(size=(n_samples, 2))
+
+
+def test_held_out_rows_grow_the_mixture_past_the_bic_search():
+    """BIC's search stops at MAX_PRIOR_COMPONENTS; 40 clusters need more."""
+    Z, held_out, test = (
+        many_clusters(n, seed) for n, seed in ((4000, 0), (800, 1), (4000, 2))
+    )
+    start = mixture_prior(probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8)
+    assert start.prior_components <= MAX_PRIOR_COMPONENTS
+    covariance_type, k = larger_prior(start, held_out)
+    assert k > MAX_PRIOR_COMPONENTS
+    larger = mixture_prior(
+        probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8, (covariance_type, k)
+    )
+    # New rows from the same clusters agree.
+    gain = start_log_likelihood(larger, test) - start_log_likelihood(start, test)
+    assert gain.mean() > 0.2
+
+
+def test_one_standard_error_rule_takes_the_smallest_close_mixture():
+    Z = few_rows_per_parameter(300, 0)
+    mixtures = [GaussianMixture(k, random_state=0).fit(Z) for k in (2, 3, 4)]
+    rng = np.random.default_rng(0)
+    best = 1.0 + rng.normal(size=400)
+    wide, narrow = rng.normal(size=(2, 400))
+    wide, narrow = wide - wide.mean(), narrow - narrow.mean()
+    # Per-row held-out scores: the largest mixture is best; the middle one
+    # is 0.05 a row behind with a standard error of 0.1, the smallest 0.5
+    # behind with a standard error of 0.05.
+    close = best - 0.05 - 2.0 * wide
+    far = best - 0.5 - narrow
+    scored = list(zip(mixtures, (far, close, best), strict=True))
+    assert _one_standard_error(scored) is mixtures[1]
+    # The best itself, where the close one has more parameters.
+    swapped = [(mixtures[1], best), (mixtures[2], close)]
+    assert _one_standard_error(swapped) is mixtures[1]
 
 
 def test_a_structure_is_refitted_as_given():
