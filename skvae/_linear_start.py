@@ -282,10 +282,15 @@ def _one_standard_error(scored):
 
 
 def _n_parameters(mixture):
-    """The free parameters of a fitted Gaussian mixture (full or diagonal)."""
+    """The free parameters of a fitted Gaussian mixture."""
     k, q = mixture.means_.shape
+    return _parameter_count(mixture.covariance_type, k, q)
+
+
+def _parameter_count(covariance_type, k, q):
+    """Free parameters of ``k`` Gaussians in ``q`` dimensions ("full" or "diag")."""
     per_component = {"full": q + q * (q + 1) // 2, "diag": 2 * q}
-    return k * per_component[mixture.covariance_type] + k - 1
+    return k * per_component[covariance_type] + k - 1
 
 
 @dataclass
@@ -373,13 +378,12 @@ def _bic_path(codes, random_state, within_row_count=True, fitted=()):
     n_samples, q = codes.shape
     if n_samples <= q + 1:
         return []
-    per_component = {"full": q + q * (q + 1) / 2, "diag": 2 * q}
     known = {(m.covariance_type, m.n_components): (m, bic) for m, bic, _ in fitted}
     path = []
-    for covariance_type, n_parameters in per_component.items():
+    for covariance_type in ("full", "diag"):
         rises, last = 0, np.inf
         for k in range(1, min(MAX_PRIOR_COMPONENTS, n_samples) + 1):
-            within = k == 1 or k * n_parameters + k - 1 <= n_samples
+            within = k == 1 or _parameter_count(covariance_type, k, q) <= n_samples
             if within_row_count and not within:
                 break
             if (covariance_type, k) in known:
