@@ -12,6 +12,7 @@ the tables already there).
 
     OMP_NUM_THREADS=1 python benchmarks/imputation.py [--seeds 5]
         [--rates 0.1 0.3 0.5] [--max-rows 2000] [--quick] [--vae JSON ...]
+        [--data NAME ...]
         [--runs FILE] [--n-jobs 1] [--write-docs [--append]]
 
 With ``--runs FILE``, each finished cell (data set, imputer, rate, seed) is
@@ -38,22 +39,30 @@ from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 from skvae import VAEImputer
 
 
-def datasets(quick, max_rows):
-    """(name, X) pairs; rows beyond ``max_rows`` are subsampled (seed 0)."""
+def datasets(quick, max_rows, names=None):
+    """(name, X) pairs, of ``names`` only if given; rows beyond ``max_rows`` are subsampled (seed 0)."""
+    for name, X in _all_datasets(quick, max_rows, names):
+        if names is None or name in names:
+            yield name, X
+
+
+def _all_datasets(quick, max_rows, names):
     yield "diabetes", load_diabetes(return_X_y=True, scaled=False)[0]
-    yield "wine", load_wine(return_X_y=True)[0]
+    yield "wine_sklearn", load_wine(return_X_y=True)[0]
     yield "breast_cancer", load_breast_cancer(return_X_y=True)[0]
     if quick:
         return
-    try:
-        california = fetch_california_housing(download_if_missing=False).data
-    except OSError:
-        print("california housing not cached: skipped", file=sys.stderr)
-    else:
-        yield "california", _subsample(california, max_rows)
+    if names is None or "california" in names:
+        try:
+            california = fetch_california_housing(download_if_missing=False).data
+        except OSError:
+            print("california housing not cached: skipped", file=sys.stderr)
+        else:
+            yield "california", _subsample(california, max_rows)
     for name in harness.data_names():
-        X = harness.load(name)[0].astype(np.float64)
-        yield name, _subsample(X, max_rows)
+        if names is None or name in names:
+            X = harness.load(name)[0].astype(np.float64)
+            yield name, _subsample(X, max_rows)
 
 
 def _subsample(X, max_rows):
@@ -143,7 +152,7 @@ def table(results, names, shapes, rate):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = harness.argument_parser(
-        __doc__, docs_section="imputation", runs="", seeds=5
+        __doc__, docs_section="imputation", runs="", data=True, seeds=5
     )
     parser.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     parser.add_argument("--max-rows", type=int, default=2000)
@@ -162,7 +171,9 @@ def main(argv=None):
 
     makers = imputers(args.vae or [{}])
     names = list(makers)
-    data = dict(datasets(args.quick, args.max_rows))
+    data = dict(datasets(args.quick, args.max_rows, args.data))
+    if args.data and set(args.data) - set(data):
+        parser.error(f"unknown data sets {sorted(set(args.data) - set(data))}")
 
     def run_one(data_name, name, rate, seed):
         return (
