@@ -159,8 +159,8 @@ def mixture_prior(start, Z, n_components, random_state, min_variance, structure=
     mixture of lowest BIC among those with at most as many parameters as
     rows (:func:`_bic_path`), and the start returned keeps that search
     (``prior_search``) for :func:`larger_prior`. ``structure``, a
-    ``(covariance_type, n_components)`` pair, fits that mixture instead.
-    When one component wins, the start is returned with the N(0, I) prior,
+    ``(covariance_type, n_components)`` pair, fits that mixture instead,
+    unless it has more components than Z has rows. When one component wins, the start is returned with the N(0, I) prior,
     which is then already right (and, for ``"auto"``, its search).
 
     With as many latent dimensions as features, the codes are the whitened
@@ -175,6 +175,10 @@ def mixture_prior(start, Z, n_components, random_state, min_variance, structure=
     added back to each component's covariance.
     """
     codes = _Codes(start, Z, min_variance)
+    if structure is not None and structure[1] > codes.values.shape[0]:
+        # Chosen on more rows (a structure is kept for warm-started refits)
+        # than these: more components than rows cannot be fitted.
+        structure = None
     if structure is not None or n_components != "auto":
         covariance_type, k = structure or ("full", n_components)
         mixture = GaussianMixture(
@@ -199,18 +203,17 @@ def larger_prior(start, held_out):
     405) the search stops before the clusters are all found, and on large
     data BIC stops short of the mixture that generalizes best. This goes on
     with the search past that count, scores every mixture of the search on
-    the held-out rows (in the units of the start) and, while they still
-    prefer the largest mixture tried of a covariance type, tries larger ones
-    (``HELD_OUT_GROWTH`` times as many components, up to
-    ``MAX_HELD_OUT_COMPONENTS``). The candidate is the mixture with the
-    fewest parameters whose held-out score is within one standard error of
-    the best one's (the one-standard-error rule: held-out rows that choose
-    among many mixtures flatter the one they choose). If it has more
-    parameters than BIC's choice and gives the
+    the held-out rows (in the units of the start), and tries larger mixtures
+    of the covariance type they score best (:func:`_grown_mixtures`). The
+    candidate is the mixture with the fewest parameters whose held-out score
+    is within one standard error of the best one's (the one-standard-error
+    rule: held-out rows that choose among many mixtures flatter the one they
+    choose). If it has more parameters than BIC's choice and gives the
     held-out rows a higher log-likelihood than ``start`` by more than
     ``SIGNIFICANCE`` standard errors of the per-row gain, returns its
     ``(covariance_type, n_components)``, else None (also for a start without
-    a BIC search).
+    a BIC search). Mixtures under which a held-out row's log-density is not
+    finite take no part.
     """
     search = start.prior_search
     if search is None:
@@ -219,10 +222,12 @@ def larger_prior(start, held_out):
     path = _bic_path(
         codes.values, search.random_state, within_row_count=False, fitted=search.path
     )
-    scored = [
+    scored = _finite(
         (mixture, start_log_likelihood(codes.start(mixture), held_out))
         for mixture, _, _ in path
-    ]
+    )
+    if not scored:
+        return None
     scored += _grown_mixtures(codes, scored, held_out, search.random_state)
     candidate = _one_standard_error(scored)
     if _n_parameters(candidate) <= _n_parameters(search.chosen):
@@ -233,32 +238,47 @@ def larger_prior(start, held_out):
     return candidate.covariance_type, candidate.n_components
 
 
+def _finite(scored):
+    """The ``(mixture, per-row scores)`` pairs whose scores are all finite."""
+    return [
+        (mixture, scores) for mixture, scores in scored if np.isfinite(scores).all()
+    ]
+
+
 def _grown_mixtures(codes, scored, held_out, random_state):
     """Mixtures larger than a search's, while the held-out rows may still prefer them.
 
     For the covariance type of the mixture that ``held_out`` scores best
     among ``scored`` (``(mixture, per-row held-out scores)`` pairs), goes on
     past the largest mixture of that type with ``HELD_OUT_GROWTH`` times as
-    many components each, until the held-out mean has failed
-    ``BIC_PATIENCE`` times in a row to beat the best so far (the larger
-    mixtures of ``scored`` count), or the next would have more than
-    ``MAX_HELD_OUT_COMPONENTS`` components or fewer than ``q + 1`` rows per
-    component. Returns the new pairs.
+    many components each (at most ``MAX_HELD_OUT_COMPONENTS``), until the
+    held-out mean has failed ``BIC_PATIENCE`` times in a row to beat the best
+    so far, or the next mixture would have fewer than ``q + 1`` rows per
+    component. The mixtures of ``scored`` larger than the best count as
+    failures, unless the search reached ``MAX_PRIOR_COMPONENTS``: then it
+    was its cap that stopped it, and the differences among its last
+    mixtures are mostly those between local optima of EM. Returns the new
+    pairs (those with finite scores).
     """
     best, best_scores = max(scored, key=lambda pair: pair[1].mean())
     covariance_type = best.covariance_type
     sizes = [m.n_components for m, _ in scored if m.covariance_type == covariance_type]
     k, misses = max(sizes), sum(size > best.n_components for size in sizes)
+    if k >= MAX_PRIOR_COMPONENTS:
+        misses = 0
     n_samples, q = codes.values.shape
     best_mean, grown = best_scores.mean(), []
-    while misses < BIC_PATIENCE:
-        k = int(np.ceil(HELD_OUT_GROWTH * k))
-        if k > MAX_HELD_OUT_COMPONENTS or k * (q + 1) > n_samples:
+    while misses < BIC_PATIENCE and k < MAX_HELD_OUT_COMPONENTS:
+        k = min(int(np.ceil(HELD_OUT_GROWTH * k)), MAX_HELD_OUT_COMPONENTS)
+        if k * (q + 1) > n_samples:
             break
         mixture = GaussianMixture(
             k, covariance_type=covariance_type, random_state=random_state
         ).fit(codes.values)
         scores = start_log_likelihood(codes.start(mixture), held_out)
+        if not np.isfinite(scores).all():
+            misses += 1
+            continue
         grown.append((mixture, scores))
         misses = misses + 1 if scores.mean() <= best_mean else 0
         best_mean = max(best_mean, scores.mean())

@@ -112,10 +112,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         stopping holds out 10 rows or more and training does not beat the
         closed-form start, the start refitted on all rows may take a larger
         mixture instead (and keeps it in warm-started refits): the search
-        goes on without that cap, and past 16 components (up to 64) while
-        the held-out rows prefer its largest mixture; the smallest mixture
-        within one standard error of the held-out rows' best replaces BIC's
-        choice if it is clearly better on those rows.
+        goes on without that cap, then, for the covariance type the
+        held-out rows score best, with mixtures 1.5 times as large (up to
+        64 components) until three in a row fail to beat the best; the
+        smallest mixture within one standard error of the held-out rows'
+        best replaces BIC's choice if it is clearly better on those rows.
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 

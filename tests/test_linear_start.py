@@ -248,14 +248,41 @@ def test_held_out_rows_grow_the_mixture_past_the_bic_search():
     )
     start = mixture_prior(probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8)
     assert start.prior_components <= MAX_PRIOR_COMPONENTS
-    covariance_type, k = larger_prior(start, held_out)
-    assert k > MAX_PRIOR_COMPONENTS
-    larger = mixture_prior(
-        probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8, (covariance_type, k)
-    )
+    structure = larger_prior(start, held_out)
+    assert structure is not None and structure[1] > MAX_PRIOR_COMPONENTS
+    larger = mixture_prior(probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8, structure)
     # New rows from the same clusters agree.
     gain = start_log_likelihood(larger, test) - start_log_likelihood(start, test)
     assert gain.mean() > 0.2
+
+
+def test_a_search_cut_by_its_cap_grows_whatever_its_last_mixtures_scored():
+    """EM's local optima among 13 to 16 components do not stop the growth.
+
+    On these rows the held-out rows score full mixtures of 13 components
+    best among those of the BIC search, which reached its cap of 16: the
+    three larger ones, each a local optimum of EM, would count as misses.
+    """
+    Z, held_out = many_clusters(4000, 105), many_clusters(800, 205)
+    start = mixture_prior(probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8)
+    full = [
+        m.n_components
+        for m, _, _ in start.prior_search.path
+        if m.covariance_type == "full"
+    ]
+    assert max(full) == MAX_PRIOR_COMPONENTS
+    structure = larger_prior(start, held_out)
+    assert structure is not None and structure[1] > MAX_PRIOR_COMPONENTS
+
+
+def test_a_kept_structure_too_large_for_the_rows_is_searched_again():
+    """A warm-started refit on fewer rows than the kept mixture's components."""
+    Z = many_clusters(40, 0)
+    start = mixture_prior(
+        probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8, structure=("full", 54)
+    )
+    assert 1 <= start.prior_components <= 40
+    assert start.prior_search is not None  # the BIC search ran instead
 
 
 def test_one_standard_error_rule_takes_the_smallest_close_mixture():
@@ -272,6 +299,10 @@ def test_one_standard_error_rule_takes_the_smallest_close_mixture():
     far = best - 0.5 - narrow
     scored = list(zip(mixtures, (far, close, best), strict=True))
     assert _one_standard_error(scored) is mixtures[1]
+    # The standard error is that of the paired per-row differences: 0.05
+    # behind on every row is no noise, however noisy each row's score.
+    level = list(zip(mixtures, (far, best - 0.05, best), strict=True))
+    assert _one_standard_error(level) is mixtures[2]
     # The best itself, where the close one has more parameters.
     swapped = [(mixtures[1], best), (mixtures[2], close)]
     assert _one_standard_error(swapped) is mixtures[1]
