@@ -160,8 +160,9 @@ def mixture_prior(start, Z, n_components, random_state, min_variance, structure=
     rows (:func:`_bic_path`), and the start returned keeps that search
     (``prior_search``) for :func:`larger_prior`. ``structure``, a
     ``(covariance_type, n_components)`` pair, fits that mixture instead,
-    unless it has more components than Z has rows. When one component wins, the start is returned with the N(0, I) prior,
-    which is then already right (and, for ``"auto"``, its search).
+    unless it has more components than Z has rows. When one component wins,
+    the start is returned with the N(0, I) prior, which is then already
+    right (and, for ``"auto"``, its search).
 
     With as many latent dimensions as features, the codes are the whitened
     rows, ``W^-1 (x - b)`` with ``W = U Lambda^{1/2}``: the data-space model
@@ -391,9 +392,10 @@ def _bic_path(codes, random_state, within_row_count=True, fitted=()):
     ``BIC_PATIENCE`` times in a row and, with ``within_row_count``, at
     mixtures with more parameters than rows (never more components than
     rows). Returns ``(mixture, bic, within)`` triples, ``within`` saying
-    whether the mixture has at most as many parameters as rows; empty when there are too few rows for any
-    mixture to say more than one Gaussian. The mixtures of a search already
-    run (``fitted``, such triples) are taken from it rather than fitted again.
+    whether the mixture has at most as many parameters as rows; empty when
+    there are too few rows for any mixture to say more than one Gaussian.
+    The mixtures of a search already run (``fitted``, such triples) are
+    taken from it rather than fitted again.
     """
     n_samples, q = codes.shape
     if n_samples <= q + 1:
