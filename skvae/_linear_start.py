@@ -261,7 +261,7 @@ def _grown_mixtures(codes, scored, held_out, random_state):
     mixtures are mostly those between local optima of EM. Returns the new
     pairs (those with finite scores).
     """
-    best, best_scores = max(scored, key=lambda pair: pair[1].mean())
+    best, best_scores = _best(scored)
     covariance_type = best.covariance_type
     sizes = [m.n_components for m, _ in scored if m.covariance_type == covariance_type]
     k, misses = max(sizes), sum(size > best.n_components for size in sizes)
@@ -292,14 +292,15 @@ def _one_standard_error(scored):
     ``scored`` holds ``(mixture, per-row held-out scores)`` pairs; the
     standard error is that of the mean per-row difference to the best.
     """
-    best_scores = max(scored, key=lambda pair: pair[1].mean())[1]
-    close = [
-        mixture
-        for mixture, scores in scored
-        if (best_scores - scores).mean()
-        <= (best_scores - scores).std() / np.sqrt(scores.size)
-    ]
+    best_scores = _best(scored)[1]
+    deficits = [(mixture, best_scores - scores) for mixture, scores in scored]
+    close = [m for m, deficit in deficits if deficit.mean() <= _standard_error(deficit)]
     return min(close, key=_n_parameters)
+
+
+def _best(scored):
+    """The ``(mixture, per-row scores)`` pair of the highest mean score."""
+    return max(scored, key=lambda pair: pair[1].mean())
 
 
 def _n_parameters(mixture):
@@ -425,7 +426,12 @@ def _bic_path(codes, random_state, within_row_count=True, fitted=()):
 
 def clearly_better(gain):
     """Whether a mean per-row gain exceeds ``SIGNIFICANCE`` standard errors."""
-    return gain.mean() > SIGNIFICANCE * gain.std() / np.sqrt(gain.size)
+    return gain.mean() > SIGNIFICANCE * _standard_error(gain)
+
+
+def _standard_error(values):
+    """The standard error of the mean of ``values`` (a 1-d array)."""
+    return values.std() / np.sqrt(values.size)
 
 
 def _full_covariances(mixture):
