@@ -10,14 +10,8 @@ import zlib
 import _common as harness
 import _density_synthetic as synthetic
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.model_selection import train_test_split
 
-SKLEARN = {
-    "breast_cancer": load_breast_cancer,
-    "diabetes": functools.partial(load_diabetes, scaled=False),
-    "wine_sklearn": load_wine,
-}
 MAX_TRAIN, MAX_TEST = 8000, 4000
 FEW_SEEDS = {"campaign": 2, "magicgamma": 2}  # the two largest data sets
 
@@ -25,8 +19,8 @@ FEW_SEEDS = {"campaign": 2, "magicgamma": 2}  # the two largest data sets
 @functools.cache
 def prepared(name):
     """The rows of data set ``name``, cleaned and dequantized, and what was done."""
-    if name in SKLEARN:
-        X = SKLEARN[name](return_X_y=True)[0]
+    if name in harness.SKLEARN:
+        X = harness.SKLEARN[name](return_X_y=True)[0]
     else:
         X = harness.load(name)[0]
     constant = np.ptp(X, axis=0) == 0

@@ -26,12 +26,7 @@ import warnings
 
 import _common as harness
 import numpy as np
-from sklearn.datasets import (
-    fetch_california_housing,
-    load_breast_cancer,
-    load_diabetes,
-    load_wine,
-)
+from sklearn.datasets import fetch_california_housing
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
@@ -40,29 +35,29 @@ from skvae import VAEImputer
 
 
 def datasets(quick, max_rows, names=None):
-    """(name, X) pairs, of ``names`` only if given; rows beyond ``max_rows`` are subsampled (seed 0)."""
-    for name, X in _all_datasets(quick, max_rows, names):
-        if names is None or name in names:
-            yield name, X
+    """(name, X) pairs, only of ``names`` if given.
 
+    Rows beyond ``max_rows`` are subsampled (seed 0).
+    """
 
-def _all_datasets(quick, max_rows, names):
-    yield "diabetes", load_diabetes(return_X_y=True, scaled=False)[0]
-    yield "wine_sklearn", load_wine(return_X_y=True)[0]
-    yield "breast_cancer", load_breast_cancer(return_X_y=True)[0]
+    def wanted(name):
+        return names is None or name in names
+
+    for name in ("diabetes", "wine_sklearn", "breast_cancer"):
+        if wanted(name):
+            yield name, harness.SKLEARN[name](return_X_y=True)[0]
     if quick:
         return
-    if names is None or "california" in names:
+    if wanted("california"):
         try:
             california = fetch_california_housing(download_if_missing=False).data
         except OSError:
             print("california housing not cached: skipped", file=sys.stderr)
         else:
             yield "california", _subsample(california, max_rows)
-    for name in harness.data_names():
-        if names is None or name in names:
-            X = harness.load(name)[0].astype(np.float64)
-            yield name, _subsample(X, max_rows)
+    for name in filter(wanted, harness.data_names()):
+        X = harness.load(name)[0].astype(np.float64)
+        yield name, _subsample(X, max_rows)
 
 
 def _subsample(X, max_rows):

@@ -57,7 +57,6 @@ import _density_peers as peers
 import numpy as np
 from _density_data import (
     FEW_SEEDS,
-    SKLEARN,
     prepared,
     real_split,
     synthetic_data,
@@ -247,7 +246,7 @@ def main(argv=None):
     if args.synthetic:
         names = [synthetic_name(args)]
     else:
-        known = [*SKLEARN, *harness.data_names()]
+        known = [*harness.SKLEARN, *harness.data_names()]
         if set(args.data or ()) - set(known):
             parser.error(f"unknown data sets; known: {known}")
         names = [d for d in known if d in (args.data or known)]
