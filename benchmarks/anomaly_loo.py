@@ -9,6 +9,16 @@ records) leave together, so that a setting is never chosen on a copy of the
 data it is scored on. The left-out mean is then compared with the in-sample
 mean, that of the setting best over all the data sets.
 
+"Best over data sets" is measured by two rules. ``rank``, the rule the
+defaults are chosen by: the highest average rank, the settings ranked within
+each data set (ties share their mean rank), as Demsar (2006, "Statistical
+comparisons of classifiers over multiple data sets", JMLR 7) recommends for
+comparing methods over many data sets; each data set weighs the same, however
+far apart the settings score on it. ``mean``: the highest mean score, which the
+few data sets where the settings differ most can decide alone (the cardio
+pair spans 0.50 to 0.88 ROC AUC over the settings), so that its choice flips
+when they leave. The per-data-set table shows the rank rule's choices.
+
     python benchmarks/anomaly_loo.py --runs FILE [--data NAME ...]
         [--settings PATTERN ...] [--write-docs]
 
@@ -26,6 +36,7 @@ import json
 import _common as harness
 import numpy as np
 from anomaly import collect, data_means
+from scipy.stats import rankdata
 
 # Data sets holding the same records (see the data README): they leave together.
 VARIANTS = (
@@ -44,18 +55,34 @@ def left_out_with(data_name):
     return {data_name}
 
 
-def best(means, settings, datasets):
-    """The setting with the highest mean over ``datasets``."""
-    return max(settings, key=lambda s: np.mean([means[s][d] for d in datasets]))
+def average_ranks(means, settings, datasets):
+    """Each setting's rank within each data set (1 = worst; ties share their
+    mean rank), averaged over ``datasets``, in the order of ``settings``."""
+    scores = [[means[s][d] for d in datasets] for s in settings]
+    return rankdata(scores, axis=0).mean(axis=1)
 
 
-def choose(means, settings, datasets):
+def best(means, settings, datasets, rule="rank"):
+    """The setting best over ``datasets`` by ``rule`` ("rank" or "mean").
+
+    The first of equals, in the order of ``settings``.
+    """
+    if rule == "rank":
+        scores = average_ranks(means, settings, datasets)
+    else:
+        scores = [np.mean([means[s][d] for d in datasets]) for s in settings]
+    return settings[int(np.argmax(scores))]
+
+
+def choose(means, settings, datasets, rule="rank"):
     """Per data set, the setting chosen on the others, and the in-sample best."""
     chosen = {
-        d: best(means, settings, [o for o in datasets if o not in left_out_with(d)])
+        d: best(
+            means, settings, [o for o in datasets if o not in left_out_with(d)], rule
+        )
         for d in datasets
     }
-    return chosen, best(means, settings, datasets)
+    return chosen, best(means, settings, datasets, rule)
 
 
 def recorded(runs_file, selected):
@@ -95,12 +122,24 @@ def main(argv=None):
         for metric in METRICS
     }
     lines = [harness.command(argv), "", *harness.header()]
+    ranks = {
+        m: dict(zip(settings, average_ranks(means[m], settings, datasets), strict=True))
+        for m in METRICS
+    }
     mean_rows = [
-        [s, *(f"{np.mean(list(means[m][s].values())):.3f}" for m in METRICS)]
+        [
+            s,
+            *(
+                f"{np.mean(list(means[m][s].values())):.4f} ({ranks[m][s]:.2f})"
+                for m in METRICS
+            ),
+        ]
         for s in settings
     ]
     lines += [
-        f"Mean over the {len(datasets)} data sets of the means over seeds:",
+        f"Mean over the {len(datasets)} data sets of the means over seeds, and "
+        f"(in brackets) the average rank among the {len(settings)} settings "
+        f"({len(settings)} = best on every data set):",
         "",
         *harness.table(["setting", "ROC AUC", "AP"], mean_rows, "lrr"),
         "",
@@ -118,8 +157,8 @@ def main(argv=None):
         "",
         "Leaving one data set out (with its variants: "
         + ", ".join(" and ".join(g) for g in VARIANTS)
-        + " leave together), the setting best on the rest, and its score on the "
-        "one left out:",
+        + " leave together), the setting of best average rank on the rest, and "
+        "its score on the one left out:",
         "",
     ]
     chosen = {}
@@ -127,7 +166,7 @@ def main(argv=None):
         d: [d, ", ".join(sorted(left_out_with(d) & set(datasets)))] for d in datasets
     }
     for metric in METRICS:
-        chosen[metric] = choose(means[metric], settings, datasets)
+        chosen[metric] = choose(means[metric], settings, datasets, "rank")
         for d in datasets:
             setting = chosen[metric][0][d]
             rows[d] += [setting, f"{means[metric][setting][d]:.3f}"]
@@ -141,15 +180,19 @@ def main(argv=None):
     ]
     lines += harness.table(columns, rows.values(), "lllrlr")
     lines.append("")
-    for metric, label in METRICS.items():
-        per_data, in_sample = chosen[metric]
-        in_mean = np.mean([means[metric][in_sample][d] for d in datasets])
-        out_mean = np.mean([means[metric][per_data[d]][d] for d in datasets])
-        lines.append(
-            f"- {label}: in-sample best {in_sample}, mean {in_mean:.3f}; "
-            f"left-out mean {out_mean:.3f}; in-sample minus left-out "
-            f"{in_mean - out_mean:+.3f} (target at most 0.01)."
-        )
+    for rule in ("rank", "mean"):
+        for metric, label in METRICS.items():
+            per_data, in_sample = choose(means[metric], settings, datasets, rule)
+            in_mean = np.mean([means[metric][in_sample][d] for d in datasets])
+            out_mean = np.mean([means[metric][per_data[d]][d] for d in datasets])
+            lines.append(
+                f"- {label}, best {rule}: in-sample {in_sample}, mean "
+                f"{in_mean:.4f}; left-out mean {out_mean:.4f}; in-sample minus "
+                f"left-out {in_mean - out_mean:+.4f} (target at most 0.01); "
+                f"chosen for the left-out data sets: "
+                + ", ".join(sorted(set(per_data.values())))
+                + "."
+            )
     harness.publish(lines, "anomaly_loo", args.write_docs)
 
 
