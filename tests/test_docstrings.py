@@ -48,7 +48,7 @@ EXTENDED_PARAMS = {
     # The detector's defaults (None and ()) and why it has them.
     "n_components": VAEOutlierDetector,
     "hidden_layer_sizes": VAEOutlierDetector,
-    # The detector's default (0.3) and why it has it.
+    # The detector's default (0.2) and why it has it.
     "shrinkage": VAEOutlierDetector,
     # The detector's start also floors the variances at the data's resolution.
     "min_variance": VAEOutlierDetector,

@@ -338,16 +338,17 @@ def test_default_detector_is_fitted_in_closed_form():
     assert detector.loss_curve_ == []
     assert detector.best_loss_ is None
     assert detector.init_ == "linear"
+    shrinkage = detector.shrinkage  # the default, a number
     support = np.ones(len(X), dtype=bool)
     for _ in range(10):  # until the support repeats, at most ten steps
-        scores = _gaussian_log_density(X, support, 0.3)
+        scores = _gaussian_log_density(X, support, shrinkage)
         most_likely = np.zeros(len(X), dtype=bool)
         most_likely[np.argsort(-scores, kind="stable")[:300]] = True
         if np.array_equal(most_likely, support):
             break
         support = most_likely
     np.testing.assert_array_equal(detector.support_, support)
-    expected = _gaussian_log_density(X, support, 0.3)
+    expected = _gaussian_log_density(X, support, shrinkage)
     np.testing.assert_allclose(detector.score_samples(X), expected, atol=1e-6)
     assert set(np.argsort(expected)[:8]) == set(range(8))
 

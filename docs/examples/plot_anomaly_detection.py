@@ -10,7 +10,7 @@ units (areas in the hundreds next to fractal dimensions below 0.1), and 20
 malignant tumours are mixed in as outliers. The labels are used only to
 evaluate the scores. At its defaults the detector is a linear VAE with one
 latent dimension per feature, which is a Gaussian: it is fitted in closed
-form, with its correlations shrunk (``shrinkage=0.3``), and refitted on the
+form, with its correlations shrunk (``shrinkage=0.2``), and refitted on the
 rows it finds most likely (``support_fraction=0.75``), so that the malignant
 rows it was fitted on do not shape its density; see
 :doc:`/guide/outlier_detection`.
