@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import KFold
 
 from ._model import STD_FLOOR
 from ._training import SIGNIFICANCE
@@ -30,6 +31,11 @@ MAX_PRIOR_COMPONENTS = 16
 # this many times as many components each, up to this many (larger_prior).
 HELD_OUT_GROWTH = 1.5
 MAX_HELD_OUT_COMPONENTS = 64
+# Fewer held-out rows than this cannot tell close mixtures apart: those
+# larger than BIC's choice and within a standard error of the best are then
+# compared by CV_FOLDS-fold cross-validation on all the rows (larger_prior).
+CV_MAX_HELD_OUT_ROWS = 500
+CV_FOLDS = 5
 
 
 @dataclass
@@ -215,6 +221,12 @@ def larger_prior(start, held_out):
     ``(covariance_type, n_components)``, else None (also for a start without
     a BIC search). Mixtures under which a held-out row's log-density is not
     finite take no part.
+
+    With fewer than ``CV_MAX_HELD_OUT_ROWS`` held-out rows, the mixtures
+    larger than BIC's choice within one standard error of the best are
+    first compared with BIC's choice by cross-validation on all the rows,
+    which then decides instead (:func:`_cross_validated_choice`), unless one
+    of them cannot be cross-validated.
     """
     search = start.prior_search
     if search is None:
@@ -230,6 +242,10 @@ def larger_prior(start, held_out):
     if not scored:
         return None
     scored += _grown_mixtures(codes, scored, held_out, search.random_state)
+    if len(held_out) < CV_MAX_HELD_OUT_ROWS:
+        cross_validated = _cross_validated_choice(search, scored, held_out)
+        if cross_validated is not _UNDECIDED:
+            return cross_validated
     candidate = _one_standard_error(scored)
     if _n_parameters(candidate) <= _n_parameters(search.chosen):
         return None
@@ -237,6 +253,78 @@ def larger_prior(start, held_out):
     if not clearly_better(gain):
         return None
     return candidate.covariance_type, candidate.n_components
+
+
+# What _cross_validated_choice returns where it cannot decide.
+_UNDECIDED = object()
+
+
+def _cross_validated_choice(search, scored, held_out):
+    """Of the mixtures held-out rows cannot tell apart, the one CV prefers.
+
+    A few hundred held-out rows put a standard error of a few tenths of a
+    nat on a mixture's mean score, as much as separates mixtures of
+    neighbouring sizes, and the one-standard-error rule then falls back on
+    the smallest of them. The mixtures of ``scored`` larger than BIC's
+    choice and within one standard error of the best are compared here
+    instead with BIC's choice by ``CV_FOLDS``-fold cross-validation on all
+    the rows, the search's and the held-out ones, each scored by mixtures
+    of the same structure fitted without it (:func:`_cross_validated`).
+    Returns the ``(covariance_type, n_components)`` of the best of them if
+    it beats BIC's choice by more than ``SIGNIFICANCE`` standard errors of
+    the per-row gain, else None; ``_UNDECIDED`` where none is close, or one
+    has too many components for a fold's rows or a non-finite score.
+    """
+    codes, chosen = search.codes, search.chosen
+    best_scores = _best(scored)[1]
+    close = [
+        mixture
+        for mixture, scores in scored
+        if _n_parameters(mixture) > _n_parameters(chosen)
+        and (best_scores - scores).mean() <= _standard_error(best_scores - scores)
+    ]
+    if not close:
+        return _UNDECIDED
+    structures = [(m.covariance_type, m.n_components) for m in (chosen, *close)]
+    scores = _cross_validated(codes, held_out, structures, search.random_state)
+    if scores is None:
+        return _UNDECIDED
+    best = max(structures[1:], key=lambda structure: scores[structure].mean())
+    gain = scores[best] - scores[structures[0]]
+    return best if clearly_better(gain) else None
+
+
+def _cross_validated(codes, held_out, structures, random_state):
+    """Per-row log-likelihoods of each structure by cross-validation.
+
+    The rows are those of ``codes`` and ``held_out`` (in the units of the
+    start), split into ``CV_FOLDS`` folds; each fold's rows are scored under
+    the start at the mixture of that ``(covariance_type, n_components)``
+    fitted to the codes of the other folds. Returns a dict from structure to
+    the scores of all rows, or None if a structure has more components
+    than a fold's other rows can fit (``q + 1`` rows each) or a non-finite
+    score.
+    """
+    rows = np.vstack([codes.rows, held_out])
+    values = np.vstack([codes.values, codes.encode(held_out)])
+    folds = list(KFold(CV_FOLDS, shuffle=True, random_state=random_state).split(values))
+    q = values.shape[1]
+    scores = {}
+    for covariance_type, k in structures:
+        if k * (q + 1) > min(len(fitted) for fitted, _ in folds):
+            return None
+        row_scores = np.empty(len(rows))
+        for fitted, scored in folds:
+            mixture = GaussianMixture(
+                k, covariance_type=covariance_type, random_state=random_state
+            ).fit(values[fitted])
+            row_scores[scored] = start_log_likelihood(
+                codes.start(mixture, exact_single=False), rows[scored]
+            )
+        if not np.isfinite(row_scores).all():
+            return None
+        scores[covariance_type, k] = row_scores
+    return scores
 
 
 def _finite(scored):
@@ -329,22 +417,30 @@ class _Codes:
     """The latent codes of the rows of Z under ``start``, and the start at a mixture."""
 
     def __init__(self, start, Z, min_variance):
-        self.base, self.min_variance = start, min_variance
-        weight, bias = start.decoder_weight, start.decoder_bias
-        self.full = weight.shape[0] == weight.shape[1]
+        self.base, self.min_variance, self.rows = start, min_variance, Z
+        self.full = start.decoder_weight.shape[0] == start.decoder_weight.shape[1]
         if self.full:
             covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
             eigenvalues, eigenvectors = np.linalg.eigh(covariance)
             self.eigenvalues = np.maximum(eigenvalues, min_variance)
             self.weight = eigenvectors * np.sqrt(self.eigenvalues)
             self.encoder_weight = (eigenvectors / np.sqrt(self.eigenvalues)).T
-            self.values = (Z - bias) @ self.encoder_weight.T
-        else:
-            self.values = Z @ start.encoder_weight.T + start.encoder_bias
+        self.values = self.encode(Z)
 
-    def start(self, mixture):
-        """A new start with ``mixture`` as its prior (the base one for one component)."""
-        if mixture.n_components == 1:
+    def encode(self, Z):
+        """The latent codes of the rows of Z (in the units of the start)."""
+        if self.full:
+            return (Z - self.base.decoder_bias) @ self.encoder_weight.T
+        return Z @ self.base.encoder_weight.T + self.base.encoder_bias
+
+    def start(self, mixture, exact_single=True):
+        """A new start with ``mixture`` as its prior.
+
+        With ``exact_single``, the base start for a mixture of one component
+        (its exact fit to the rows); otherwise that component, as for any
+        other mixture, say one fitted to some of the rows only.
+        """
+        if mixture.n_components == 1 and exact_single:
             return self.base
         covariances = _full_covariances(mixture)
         if self.full:

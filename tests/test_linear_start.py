@@ -8,13 +8,18 @@ from scipy import stats
 from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import KFold
 
 import skvae
+import skvae._linear_start as linear_start
 from skvae import GaussianVAE
 from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
+    CV_FOLDS,
     MAX_PRIOR_COMPONENTS,
     _bic_path,
+    _Codes,
+    _cross_validated,
     _one_standard_error,
     larger_prior,
     mixture_prior,
@@ -306,6 +311,80 @@ def test_one_standard_error_rule_takes_the_smallest_close_mixture():
     # The best itself, where the close one has more parameters.
     swapped = [(mixtures[1], best), (mixtures[2], close)]
     assert _one_standard_error(swapped) is mixtures[1]
+
+
+def test_cross_validation_scores_each_row_by_a_fit_without_it():
+    """Known answer: one full component is the Gaussian of the other folds.
+
+    The rows are the search's and the held-out ones together; each fold is
+    scored under the start at a one-component mixture fitted to the codes of
+    the other folds, which in data space is the maximum-likelihood Gaussian
+    of those rows (mean and covariance with n, up to GaussianMixture's
+    ``reg_covar`` on the whitened codes).
+    """
+    Z, held_out = correlated(200, 4, 0), correlated(50, 4, 0)[:37]
+    codes = _Codes(probabilistic_pca(Z, 4, 1e-8), Z, 1e-8)
+    scores = _cross_validated(codes, held_out, [("full", 1), ("diag", 2)], 0)
+    assert set(scores) == {("full", 1), ("diag", 2)}
+    rows = np.vstack([Z, held_out])
+    assert scores["full", 1].shape == (len(rows),)
+    folds = KFold(CV_FOLDS, shuffle=True, random_state=0).split(rows)
+    for fitted, scored in folds:
+        gaussian = stats.multivariate_normal(
+            rows[fitted].mean(0), np.cov(rows[fitted], rowvar=False, bias=True)
+        )
+        assert_allclose(
+            scores["full", 1][scored], gaussian.logpdf(rows[scored]), rtol=1e-5
+        )
+    # A structure that a fold's other rows cannot fit: no scores.
+    assert _cross_validated(codes, held_out, [("full", 60)], 0) is None
+
+
+def _scripted_cross_validation(monkeypatch, gains):
+    """Cross-validated scores: noisy rows, each structure ``gains`` above the
+    first (BIC's choice), with a standard error of about 0.07 a row."""
+    rng = np.random.default_rng(0)
+
+    def scripted(codes, held_out, structures, random_state):
+        base = rng.normal(size=400)
+        return {s: base + gains.get(s, 0.0) + rng.normal(size=400) for s in structures}
+
+    monkeypatch.setattr(linear_start, "_cross_validated", scripted)
+
+
+def test_cross_validation_decides_among_close_mixtures(monkeypatch):
+    """Few held-out rows: the mixtures they cannot tell apart go to CV."""
+    Z, held_out = few_rows_per_parameter(150, 0), few_rows_per_parameter(30, 1)
+    start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
+    chosen = start.prior_search.chosen
+    calls, original = [], linear_start._cross_validated
+
+    def spy(codes, rows, structures, random_state):
+        calls.append(structures)
+        return original(codes, rows, structures, random_state)
+
+    monkeypatch.setattr(linear_start, "_cross_validated", spy)
+    larger_prior(start, held_out)
+    assert calls, "30 held-out rows: the close mixtures are cross-validated"
+    structures = calls[0]
+    # BIC's choice first, as the reference, then larger mixtures only.
+    assert structures[0] == (chosen.covariance_type, chosen.n_components)
+    n_parameters = [linear_start._parameter_count(*s, 8) for s in structures]
+    assert len(structures) > 1
+    assert all(n > n_parameters[0] for n in n_parameters[1:])
+    # The best of them by the mean cross-validated score, if clearly better
+    # than BIC's choice; none if within noise.
+    for best in structures[1:]:
+        _scripted_cross_validation(monkeypatch, {best: 0.5})
+        assert larger_prior(start, held_out) == best
+    _scripted_cross_validation(monkeypatch, {structures[-1]: 0.05})
+    assert larger_prior(start, held_out) is None
+    # Without cross-validated scores, the held-out rows decide as before.
+    monkeypatch.setattr(linear_start, "_cross_validated", lambda *args: None)
+    monkeypatch.setattr(linear_start, "CV_MAX_HELD_OUT_ROWS", 0)
+    alone = larger_prior(start, held_out)
+    monkeypatch.setattr(linear_start, "CV_MAX_HELD_OUT_ROWS", 500)
+    assert larger_prior(start, held_out) == alone
 
 
 def test_a_structure_is_refitted_as_given():
