@@ -69,8 +69,10 @@ def best(means, settings, datasets, rule="rank"):
     """
     if rule == "rank":
         scores = average_ranks(means, settings, datasets)
-    else:
+    elif rule == "mean":
         scores = [np.mean([means[s][d] for d in datasets]) for s in settings]
+    else:
+        raise ValueError(f'rule must be "rank" or "mean", got {rule!r}')
     return settings[int(np.argmax(scores))]
 
 

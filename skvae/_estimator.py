@@ -58,9 +58,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         smallest mixture within one standard error of the held-out rows'
         best replaces BIC's choice if it is clearly better on those rows.
         With fewer than 500 held-out rows, the larger mixtures within that
-        standard error are first compared with BIC's choice by 5-fold
-        cross-validation on all the rows, and the best of them replaces it
-        if clearly better there.
+        standard error are compared with BIC's choice by 5-fold
+        cross-validation on all the rows instead, and the best of them
+        replaces it if clearly better there.
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 

@@ -224,9 +224,9 @@ def larger_prior(start, held_out):
 
     With fewer than ``CV_MAX_HELD_OUT_ROWS`` held-out rows, the mixtures
     larger than BIC's choice within one standard error of the best are
-    first compared with BIC's choice by cross-validation on all the rows,
-    which then decides instead (:func:`_cross_validated_choice`), unless one
-    of them cannot be cross-validated.
+    compared with BIC's choice by cross-validation on all the rows instead,
+    which then decides (:func:`_cross_validated_choice`), unless one of them
+    cannot be cross-validated.
     """
     search = start.prior_search
     if search is None:
@@ -300,7 +300,10 @@ def _cross_validated(codes, held_out, structures, random_state):
     The rows are those of ``codes`` and ``held_out`` (in the units of the
     start), split into ``CV_FOLDS`` folds; each fold's rows are scored under
     the start at the mixture of that ``(covariance_type, n_components)``
-    fitted to the codes of the other folds. Returns a dict from structure to
+    fitted to the codes of the other folds. The linear map from codes to
+    rows (and, with as many latent dimensions as features, the basis and
+    the noise floor) is the start's, fitted to the search's rows: every
+    structure shares it, so that it cancels from their comparison. Returns a dict from structure to
     the scores of all rows, or None if a structure has more components
     than a fold's other rows can fit (``q + 1`` rows each) or a non-finite
     score.

@@ -322,7 +322,7 @@ def test_cross_validation_scores_each_row_by_a_fit_without_it():
     of those rows (mean and covariance with n, up to GaussianMixture's
     ``reg_covar`` on the whitened codes).
     """
-    Z, held_out = correlated(200, 4, 0), correlated(50, 4, 0)[:37]
+    Z, held_out = np.split(correlated(237, 4, 0), [200])
     codes = _Codes(probabilistic_pca(Z, 4, 1e-8), Z, 1e-8)
     scores = _cross_validated(codes, held_out, [("full", 1), ("diag", 2)], 0)
     assert set(scores) == {("full", 1), ("diag", 2)}
@@ -338,6 +338,32 @@ def test_cross_validation_scores_each_row_by_a_fit_without_it():
         )
     # A structure that a fold's other rows cannot fit: no scores.
     assert _cross_validated(codes, held_out, [("full", 60)], 0) is None
+
+
+def test_cross_validation_with_fewer_latent_dimensions():
+    """Known answer: codes are posterior means; one component is refitted per fold.
+
+    With 2 latent dimensions of 5 features, the start at a mixture of one
+    component (mean m, covariance S of the other folds' codes) is the
+    Gaussian N(W m + b, W (S + diag(s^2)) W^T + diag(noise)), s the
+    posterior standard deviation added back to the codes' spread.
+    """
+    Z, held_out = np.split(correlated(260, 5, 3), [220])
+    start = probabilistic_pca(Z, 2, 1e-8)
+    codes = _Codes(start, Z, 1e-8)
+    assert_allclose(codes.encode(Z), codes.values)
+    scores = _cross_validated(codes, held_out, [("full", 1)], 0)["full", 1]
+    rows, values = np.vstack([Z, held_out]), codes.encode(np.vstack([Z, held_out]))
+    W, b = start.decoder_weight, start.decoder_bias
+    for fitted, scored in KFold(CV_FOLDS, shuffle=True, random_state=0).split(rows):
+        mean = values[fitted].mean(0)
+        spread = np.cov(values[fitted], rowvar=False, bias=True) + np.diag(
+            start.posterior_std**2
+        )
+        gaussian = stats.multivariate_normal(
+            W @ mean + b, W @ spread @ W.T + np.diag(start.noise_variance)
+        )
+        assert_allclose(scores[scored], gaussian.logpdf(rows[scored]), rtol=1e-5)
 
 
 def _scripted_cross_validation(monkeypatch, gains):
