@@ -163,14 +163,17 @@ def main(argv=None):
         "its score on the one left out:",
         "",
     ]
-    chosen = {}
+    chosen = {
+        (rule, metric): choose(means[metric], settings, datasets, rule)
+        for rule in ("rank", "mean")
+        for metric in METRICS
+    }
     rows = {
         d: [d, ", ".join(sorted(left_out_with(d) & set(datasets)))] for d in datasets
     }
     for metric in METRICS:
-        chosen[metric] = choose(means[metric], settings, datasets, "rank")
         for d in datasets:
-            setting = chosen[metric][0][d]
+            setting = chosen["rank", metric][0][d]
             rows[d] += [setting, f"{means[metric][setting][d]:.3f}"]
     columns = [
         "data set",
@@ -184,7 +187,7 @@ def main(argv=None):
     lines.append("")
     for rule in ("rank", "mean"):
         for metric, label in METRICS.items():
-            per_data, in_sample = choose(means[metric], settings, datasets, rule)
+            per_data, in_sample = chosen[rule, metric]
             in_mean = np.mean([means[metric][in_sample][d] for d in datasets])
             out_mean = np.mean([means[metric][per_data[d]][d] for d in datasets])
             lines.append(

@@ -276,12 +276,10 @@ def _cross_validated_choice(search, scored, held_out):
     has too many components for a fold's rows or a non-finite score.
     """
     codes, chosen = search.codes, search.chosen
-    best_scores = _best(scored)[1]
     close = [
         mixture
-        for mixture, scores in scored
+        for mixture in _close_to_best(scored)
         if _n_parameters(mixture) > _n_parameters(chosen)
-        and (best_scores - scores).mean() <= _standard_error(best_scores - scores)
     ]
     if not close:
         return _UNDECIDED
@@ -303,19 +301,19 @@ def _cross_validated(codes, held_out, structures, random_state):
     fitted to the codes of the other folds. The linear map from codes to
     rows (and, with as many latent dimensions as features, the basis and
     the noise floor) is the start's, fitted to the search's rows: every
-    structure shares it, so that it cancels from their comparison. Returns a dict from structure to
-    the scores of all rows, or None if a structure has more components
-    than a fold's other rows can fit (``q + 1`` rows each) or a non-finite
-    score.
+    structure shares it, so that it cancels from their comparison. Returns
+    a dict from structure to the scores of all rows, or None (before any
+    fit) if a structure has more components than a fold's other rows can
+    fit (``q + 1`` rows each), or if a structure has a non-finite score.
     """
     rows = np.vstack([codes.rows, held_out])
     values = np.vstack([codes.values, codes.encode(held_out)])
     folds = list(KFold(CV_FOLDS, shuffle=True, random_state=random_state).split(values))
-    q = values.shape[1]
+    fewest_rows, q = min(len(fitted) for fitted, _ in folds), values.shape[1]
+    if any(k * (q + 1) > fewest_rows for _, k in structures):
+        return None
     scores = {}
     for covariance_type, k in structures:
-        if k * (q + 1) > min(len(fitted) for fitted, _ in folds):
-            return None
         row_scores = np.empty(len(rows))
         for fitted, scored in folds:
             mixture = GaussianMixture(
@@ -383,10 +381,21 @@ def _one_standard_error(scored):
     ``scored`` holds ``(mixture, per-row held-out scores)`` pairs; the
     standard error is that of the mean per-row difference to the best.
     """
+    return min(_close_to_best(scored), key=_n_parameters)
+
+
+def _close_to_best(scored):
+    """The mixtures of ``scored`` within one standard error of the best.
+
+    ``scored`` holds ``(mixture, per-row scores)`` pairs; the standard error
+    is that of the mean per-row difference to the best (which is among them).
+    """
     best_scores = _best(scored)[1]
-    deficits = [(mixture, best_scores - scores) for mixture, scores in scored]
-    close = [m for m, deficit in deficits if deficit.mean() <= _standard_error(deficit)]
-    return min(close, key=_n_parameters)
+    return [
+        mixture
+        for mixture, scores in scored
+        if (best_scores - scores).mean() <= _standard_error(best_scores - scores)
+    ]
 
 
 def _best(scored):
