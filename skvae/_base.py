@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import draw_seed, inference_dtype, resolve_device, seeded_cpu_rng
 from ._inference import importance_draws, log_likelihood, map_rows, to_tensor
 from ._linear_start import (
+    AVERAGED_MIXTURES,
     START_ROWS,
     clearly_better,
     larger_prior,
@@ -353,7 +354,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             # Training did not beat the closed-form start: the start again,
             # now on all rows, the held-out ones included, with the larger
             # mixture prior that the held-out rows prefer, if any (found
-            # once, at the first fit, and kept for warm-started refits).
+            # once, at the first fit, and kept for warm-started refits),
+            # averaged over AVERAGED_MIXTURES restarts of EM.
             if to_refit is not None:
                 self._prior_structure = larger_prior(*to_refit)
             result.kl_per_component = self._start_on_all_rows(
@@ -693,6 +695,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self._init_seed,
             self.marginal_knots_,
             structure,
+            averaged=True,
         )
         self._new_module(
             X.shape,
@@ -703,11 +706,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         _, kl = posterior_statistics(self.module_, tensor, self._score_seed, 0, mask)
         return kl.cpu().numpy()
 
-    def _linear_start(self, Z, seed, knots, structure=None):
+    def _linear_start(self, Z, seed, knots, structure=None, averaged=False):
         """The closed-form start on Z, in the internal units that ``knots`` give.
 
         With a mixture prior of the ``(covariance_type, n_components)`` given
-        as ``structure``, if any, else as ``prior_components`` says.
+        as ``structure``, if any, else as ``prior_components`` says; with
+        ``averaged`` and ``prior_components="auto"``, the average of
+        ``AVERAGED_MIXTURES`` such mixtures (:func:`averaged_mixture`).
         """
         n_components = Z.shape[1] if self.n_components is None else self.n_components
         floor = getattr(self, "_variance_floor", None) if knots is None else None
@@ -716,8 +721,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         )
         if self.prior_components == 1:
             return start
+        n_averaged = 1
+        if averaged and self.prior_components == "auto":
+            n_averaged = AVERAGED_MIXTURES
         return mixture_prior(
-            start, Z, self.prior_components, seed, self.min_variance, structure
+            start,
+            Z,
+            self.prior_components,
+            seed,
+            self.min_variance,
+            structure,
+            n_averaged,
         )
 
     def _build_module(

@@ -157,10 +157,15 @@ class VAEModule(nn.Module):
     def widest_layer(self):
         """The largest of the data's and the hidden layers' widths.
 
-        Sets how many rows fit in a chunk of bounded memory when scoring.
+        Also of the values one latent draw expands to in the mixture prior's
+        log-density (components times latent dimensions). Sets how many rows
+        fit in a chunk of bounded memory when scoring.
         """
         hidden = [m.out_features for m in self.encoder_body if isinstance(m, nn.Linear)]
-        return max([self.n_features, *hidden])
+        prior = self.prior_components * self.n_components
+        return max(
+            [self.n_features, *hidden, prior if self.prior_components > 1 else 1]
+        )
 
     @property
     def is_gaussian(self):

@@ -15,12 +15,14 @@ import skvae._linear_start as linear_start
 from skvae import GaussianVAE
 from skvae._likelihood import log_mean_exp
 from skvae._linear_start import (
+    AVERAGED_MIXTURES,
     CV_FOLDS,
     MAX_PRIOR_COMPONENTS,
     _bic_path,
     _Codes,
     _cross_validated,
     _one_standard_error,
+    averaged_mixture,
     larger_prior,
     mixture_prior,
     probabilistic_pca,
@@ -428,8 +430,73 @@ def test_a_structure_is_refitted_as_given():
     assert_allclose(start.prior_means, gmm.means_, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_averaged_mixture_is_the_mean_of_its_members_densities(covariance_type):
+    # 40 clusters for 12 components: EM ends in a different optimum from
+    # each start.
+    Z = many_clusters(300, 0)
+    first = GaussianMixture(12, covariance_type=covariance_type, random_state=7).fit(Z)
+    average = averaged_mixture(first, Z, 7, 3)
+    # The first member is the mixture given; the others are refitted from
+    # seeds drawn from the same random state, and differ from it.
+    seeds = np.random.RandomState(7).randint(np.iinfo(np.int32).max, size=2)
+    members = [first] + [
+        GaussianMixture(12, covariance_type=covariance_type, random_state=s).fit(Z)
+        for s in seeds
+    ]
+    assert np.ptp([member.score(Z) for member in members]) > 0.01
+    assert average.n_components == 36
+    assert_allclose(average.weights_.sum(), 1.0)
+    assert_allclose(average.weights_[:12], first.weights_ / 3)
+    # A mixture of 36 components whose density is the members' mean density
+    # (scipy's Gaussian log-density, independent of skvae's code).
+    log_components = np.array(
+        [
+            np.log(w) + stats.multivariate_normal(m, c).logpdf(Z)
+            for w, m, c in zip(
+                average.weights_, average.means_, average.covariances_, strict=True
+            )
+        ]
+    )
+    log_average = np.logaddexp.reduce(log_components, axis=0)
+    member_scores = np.array([m.score_samples(Z) for m in members])
+    assert_allclose(log_average, np.logaddexp.reduce(member_scores) - np.log(3))
+    # Jensen: every row is at least as likely as under the members on average.
+    assert np.all(log_average >= member_scores.mean(0) - 1e-9)
+
+
+def test_averaging_one_mixture_or_one_component_changes_nothing():
+    Z = many_clusters(200, 1, n_clusters=3)
+    mixture = GaussianMixture(3, random_state=0).fit(Z)
+    assert averaged_mixture(mixture, Z, 0, 1) is mixture
+    single = GaussianMixture(1, random_state=0).fit(Z)
+    assert averaged_mixture(single, Z, 0, 10) is single
+
+
+def test_mixture_prior_averages_the_structure_it_refits():
+    Z = few_rows_per_parameter(150, 0)
+    base = probabilistic_pca(Z, 8, 1e-8)
+    one = mixture_prior(base, Z, "auto", 0, 1e-8, structure=("diag", 3))
+    five = mixture_prior(base, Z, "auto", 0, 1e-8, ("diag", 3), n_averaged=5)
+    assert five.prior_components == 15
+    # Its first member is the single fit, at a fifth of the weight. The
+    # decoder noise is set below the narrowest of all 15 components, so the
+    # share deconvolved from each differs; the codes' covariance of each
+    # component (prior plus the likelihood's variance of z) does not.
+    assert_allclose(five.prior_weights[:3], one.prior_weights / 5)
+    assert_allclose(five.prior_means[:3], one.prior_means)
+
+    def code_covariances(start):
+        factors = start.prior_cholesky
+        return factors @ np.swapaxes(factors, 1, 2) + np.diag(start.posterior_std**2)
+
+    assert_allclose(code_covariances(five)[:3], code_covariances(one), atol=1e-10)
+
+
 @pytest.mark.parametrize(("random_state", "kept"), [(1, True), (3, False)])
-def test_estimator_takes_the_larger_mixture_for_a_kept_start(random_state, kept):
+def test_estimator_takes_the_larger_mixture_for_a_kept_start(
+    random_state, kept, tmp_path
+):
     # 140 training rows and 35 held out: four full components have more
     # parameters (179) than the training rows, and than all 175 rows.
     X = few_rows_per_parameter(175, 0)
@@ -444,13 +511,33 @@ def test_estimator_takes_the_larger_mixture_for_a_kept_start(random_state, kept)
     assert vae._start_to_refit is None
     if kept:
         # The start, refitted on all rows, has the four components that BIC
-        # alone could not give them; so has a warm-started refit.
-        assert vae.module_.prior_components == 4
+        # alone could not give them (an average of AVERAGED_MIXTURES such
+        # mixtures); so has a warm-started refit.
+        assert vae.module_.prior_components == 4 * AVERAGED_MIXTURES
+        # The averaged prior is saved and loaded like any other.
+        skvae.save(vae, tmp_path / "vae.safetensors")
+        loaded = skvae.load(tmp_path / "vae.safetensors")
+        assert_allclose(loaded.score_samples(X[:20]), vae.score_samples(X[:20]))
         vae.set_params(warm_start=True).fit(X)
-        assert vae.module_.prior_components == 4
+        assert vae.module_.prior_components == 4 * AVERAGED_MIXTURES
     else:
         # Trained weights, from BIC's first choice, are kept as they are.
         assert vae.module_.prior_components < 4
+
+
+def test_a_kept_start_with_a_given_mixture_size_is_not_averaged():
+    # As in the test above, a start that training does not beat; the user
+    # asked for two components, and gets two.
+    X = few_rows_per_parameter(175, 0)
+    vae = GaussianVAE(
+        hidden_layer_sizes=(),
+        standardize=True,
+        validation_fraction=0.2,
+        prior_components=2,
+        random_state=1,
+    ).fit(X)
+    assert vae._history.kept_start
+    assert vae.module_.prior_components == 2
 
 
 def test_closed_form_fit_keeps_no_search(tmp_path):

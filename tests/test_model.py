@@ -115,3 +115,12 @@ def test_a_random_mixture_prior_has_distinct_components():
     assert torch.cdist(means, means).add(torch.eye(3)).min() > 0.01
     weights_mean, variance = module.prior_moments()
     assert torch.isfinite(weights_mean).all() and (variance > 0).all()
+
+
+def test_widest_layer_counts_the_values_of_the_mixture_prior():
+    # Scoring chunks rows by draws x this width: a mixture prior expands each
+    # draw to components x latent dimensions values, a wider "layer" than
+    # the network's own when the components are many (an averaged prior).
+    assert VAEModule(3, 2, (4,), "relu", "feature", 1e-3).widest_layer == 4
+    mixture = VAEModule(3, 2, (4,), "relu", "feature", 1e-3, prior_components=30)
+    assert mixture.widest_layer == 60
