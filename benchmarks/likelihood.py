@@ -20,8 +20,9 @@ log-Jacobian; ``GaussianVAE()``, fitted on the raw data, plus named settings
 the default of another checkout, fitted in a child process that imports skvae
 from PATH, for a side-by-side fit time. Each run uses ``--torch-threads``
 torch threads (1). ``--curves`` also trains the default in chunks of
-``--chunk`` epochs with ``warm_start=True`` and reports the fit seconds it
-takes to come within 0.1 nats/row of the final score of a default fit.
+``--chunk`` epochs with ``warm_start=True`` (at most ``--curve-epochs`` in
+all, if given) and reports the fit seconds it takes to come within 0.1
+nats/row of the final score of a default fit.
 
 ``--synthetic`` runs the same models on data with a known density instead
 (``_density_synthetic.py``: q latent variables mapped smoothly into 12
@@ -162,10 +163,12 @@ def curve(X_train, X_test, seed, args):
     """The default VAE trained in chunks: [epochs, fit seconds, score] per chunk.
 
     Each chunk is a ``fit`` of ``args.chunk`` epochs with ``warm_start=True``;
-    it ends once a chunk converges or the default's epoch budget is used.
+    it ends once a chunk converges or the epoch budget is used: the default's
+    ``max_iter``, or ``args.curve_epochs`` where given (a curve whose first
+    chunks already come close need not run on).
     """
     vae = GaussianVAE(random_state=seed, device=args.device, warm_start=True)
-    budget = vae.max_iter
+    budget = args.curve_epochs or vae.max_iter
     vae.set_params(max_iter=args.chunk)
     warm_up(X_train, args)
     points, seconds, converged = [], 0.0, False
@@ -216,6 +219,11 @@ def parse_args(argv):
     add("--main-src", type=Path, help="a checkout whose default GaussianVAE to add")
     add("--curves", action="store_true", help="time to quality of the default")
     add("--chunk", type=int, default=5, help="epochs per chunk of --curves")
+    add(
+        "--curve-epochs",
+        type=int,
+        help="most epochs of a --curves run (default: the default's max_iter)",
+    )
     add("--synthetic", action="store_true", help="the synthetic benchmark instead")
     add("--latent", type=int, default=2, help="latent variables of --synthetic")
     add("--synthetic-rows", type=int, nargs=2, default=[4000, 2000])
