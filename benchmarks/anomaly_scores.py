@@ -74,10 +74,9 @@ def all_scores(vae, X, seed):
         error = -((x - module.decode(mean)[0]) ** 2).sum(-1)
         return torch.stack([elbo, recon, error], 1)
 
-    # Values per row inside per_row: draws times the widest layer.
-    width = vae.n_importance_samples * max(
-        (vae.n_features_in_, *vae.hidden_layer_sizes)
-    )
+    # Values per row inside per_row: draws times the widest layer (which
+    # counts a mixture prior's components times latent dimensions).
+    width = vae.n_importance_samples * vae.module_.widest_layer
     elbo, recon, error = map_rows(
         vae.module_,
         X,

@@ -229,25 +229,29 @@ def averaged_mixture(mixture, codes, random_state, n_mixtures):
     penalized likelihood and Bayesian estimation for improving Gaussian
     mixture probability density estimates", IEEE Trans. Neural Networks
     9(4)), and by Jensen's inequality the average gives every row at least
-    the mean of the members' log-densities. Returns ``mixture`` itself for
-    ``n_mixtures`` 1 or a single component (which EM fits the same from
-    every start).
+    the mean of the members' log-densities. A member whose EM fails (a
+    component collapsing onto too few rows for its covariance) is left out.
+    Returns ``mixture`` itself for ``n_mixtures`` 1 or a single component
+    (which EM fits the same from every start).
     """
     if n_mixtures <= 1 or mixture.n_components == 1:
         return mixture
     seeds = np.random.RandomState(random_state).randint(
         np.iinfo(np.int32).max, size=n_mixtures - 1
     )
-    members = [mixture] + [
-        GaussianMixture(
+    members = [mixture]
+    for seed in seeds:
+        member = GaussianMixture(
             mixture.n_components,
             covariance_type=mixture.covariance_type,
             random_state=seed,
-        ).fit(codes)
-        for seed in seeds
-    ]
+        )
+        try:
+            members.append(member.fit(codes))
+        except ValueError:  # scikit-learn's "ill-defined empirical covariance"
+            continue
     return _Average(
-        weights_=np.concatenate([m.weights_ for m in members]) / n_mixtures,
+        weights_=np.concatenate([m.weights_ for m in members]) / len(members),
         means_=np.concatenate([m.means_ for m in members]),
         covariances_=np.concatenate([_full_covariances(m) for m in members]),
     )

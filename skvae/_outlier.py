@@ -120,14 +120,16 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         With fewer than 500 held-out rows, the larger mixtures within that
         standard error are compared with BIC's choice by 5-fold
         cross-validation on all the rows instead, and the best of them
-        replaces it if clearly better there. Wherever training does not beat
-        the start, the prior of the start refitted on all rows is the average
-        of 20 mixtures of the size chosen, each fitted by EM from its own
-        random initialization (20 times as many components, each with a
-        twentieth of the weight): the local optima of EM differ, and their
-        average generalizes better than any one of them (Ormoneit and Tresp
-        1998). An integer ``prior_components`` is not averaged: the prior has
-        that many components.
+        replaces it if clearly better there. Wherever the start is kept
+        (training does not beat it, or nothing trains, as in the closed-form
+        fit of a linear model), its prior, refitted on all rows, is the
+        average of 20 mixtures of the size chosen, each fitted by EM from its
+        own random initialization (20 times as many components, each with a
+        twentieth of the weight it has in its own mixture): the local optima
+        of EM differ, and their average generalizes better than any one of
+        them (Ormoneit and Tresp 1998). A single component is not averaged,
+        nor is an integer ``prior_components``: the prior then has that many
+        components.
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 

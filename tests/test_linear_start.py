@@ -465,6 +465,25 @@ def test_averaged_mixture_is_the_mean_of_its_members_densities(covariance_type):
     assert np.all(log_average >= member_scores.mean(0) - 1e-9)
 
 
+def test_a_member_whose_em_fails_is_left_out(monkeypatch):
+    Z = many_clusters(300, 0)
+    first = GaussianMixture(12, random_state=7).fit(Z)
+    failing_seed = np.random.RandomState(7).randint(np.iinfo(np.int32).max)
+
+    class FailsOnce(GaussianMixture):
+        def fit(self, X, y=None):
+            if self.random_state == failing_seed:
+                raise ValueError("ill-defined empirical covariance")
+            return super().fit(X, y)
+
+    monkeypatch.setattr(linear_start, "GaussianMixture", FailsOnce)
+    average = averaged_mixture(first, Z, 7, 3)
+    # Two members: the first, and the one whose EM converged.
+    assert average.n_components == 24
+    assert_allclose(average.weights_[:12], first.weights_ / 2)
+    assert_allclose(average.weights_.sum(), 1.0)
+
+
 def test_averaging_one_mixture_or_one_component_changes_nothing():
     Z = many_clusters(200, 1, n_clusters=3)
     mixture = GaussianMixture(3, random_state=0).fit(Z)

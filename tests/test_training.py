@@ -394,3 +394,28 @@ def test_epoch_variance_is_the_pooled_mean_squared_residual(variance):
     if variance == "shared":
         masked_squared = masked_squared.mean().expand_as(masked_squared)
     torch.testing.assert_close(mean_squared, masked_squared, rtol=1e-6, atol=0)
+
+
+def test_validation_elbo_does_not_depend_on_its_chunks(monkeypatch):
+    # With a mixture prior of many components (an averaged prior), the rows
+    # are scored in chunks small enough to bound the prior's tensor; each
+    # row's ELBO is the same in any chunk.
+    torch.manual_seed(0)
+    module = VAEModule(3, 2, (8,), "tanh", "feature", 1e-4, prior_components=30)
+    module = module.to(DEVICE)
+    X_val = torch.randn(50, 3, device=DEVICE)
+    eps = torch.randn(50, 2, device=DEVICE)
+    whole = _training.validation_elbo(module, X_val, eps)
+    # 60 values per row (30 components x 2 latent dimensions): chunks of 7.
+    monkeypatch.setattr(_training, "EVAL_PRIOR_ELEMENTS", 7 * 60)
+    sizes, terms = [], module.training_terms
+
+    def recorded(x, *args):
+        sizes.append(x.shape[0])
+        return terms(x, *args)
+
+    monkeypatch.setattr(module, "training_terms", recorded)
+    chunked = _training.validation_elbo(module, X_val, eps)
+    assert max(sizes) == 7 and sum(sizes) == 50
+    assert torch.isfinite(whole).all()
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
