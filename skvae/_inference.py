@@ -14,10 +14,8 @@ from sklearn.utils import gen_batches
 
 from ._device import fits_on_device, inference_dtype
 from ._likelihood import full_gaussian_log_prob, log_mean_exp
+from ._model import SCORE_CHUNK_ELEMENTS
 from ._units import log_jacobian, log_jacobian_rows, standardize_into
-
-# Elements per tensor when scoring in chunks (rows x draws x width).
-SCORE_CHUNK_ELEMENTS = 2**22
 
 
 def to_tensor(X, mean, scale, dtype, device, order=None, stream=False, knots=None):

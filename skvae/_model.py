@@ -26,6 +26,9 @@ _ACTIVATIONS = {
     "relu": nn.ReLU,
 }
 
+# Elements per tensor when scoring or evaluating in chunks (rows x draws x
+# width, with width from VAEModule.widest_layer or prior_width).
+SCORE_CHUNK_ELEMENTS = 2**22
 # Floor on the encoder's posterior scale: keeps log s finite in the KL term.
 STD_FLOOR = 1e-4
 # Encoder inputs are clipped to this magnitude. Importance sampling is exact
@@ -157,15 +160,22 @@ class VAEModule(nn.Module):
     def widest_layer(self):
         """The largest of the data's and the hidden layers' widths.
 
-        Also of the values one latent draw expands to in the mixture prior's
-        log-density (components times latent dimensions). Sets how many rows
-        fit in a chunk of bounded memory when scoring.
+        Also of :attr:`prior_width`. Sets how many rows fit in a chunk of
+        bounded memory when scoring.
         """
         hidden = [m.out_features for m in self.encoder_body if isinstance(m, nn.Linear)]
-        prior = self.prior_components * self.n_components
-        return max(
-            [self.n_features, *hidden, prior if self.prior_components > 1 else 1]
-        )
+        return max([self.n_features, *hidden, self.prior_width])
+
+    @property
+    def prior_width(self):
+        """Values one latent draw expands to in a mixture prior's log-density.
+
+        Components times latent dimensions; 0 for the N(0, I) prior, whose
+        log-density needs nothing beyond the draw itself.
+        """
+        if self.prior_components == 1:
+            return 0
+        return self.prior_components * self.n_components
 
     @property
     def is_gaussian(self):

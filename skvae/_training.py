@@ -19,16 +19,16 @@ import numpy as np
 import torch
 
 from ._device import make_generator
+from ._model import SCORE_CHUNK_ELEMENTS
 
 # Halvings of the learning rate tried when an epoch ends with a non-finite
 # loss or parameters, before giving up.
 MAX_RECOVERIES = 10
 # Rows per chunk when evaluating without gradients; with a mixture prior,
 # few enough that its log-density's (components, latent, rows) tensor holds
-# at most EVAL_PRIOR_ELEMENTS values (an averaged prior has hundreds of
-# components).
+# at most SCORE_CHUNK_ELEMENTS values, the bound of scoring (an averaged
+# prior has hundreds of components).
 EVAL_CHUNK = 8192
-EVAL_PRIOR_ELEMENTS = 2**22
 # Rows copied to the device at a time when the training data stay on the host.
 STREAM_CHUNK = 2**17
 # A heteroscedastic decoder trains its mean under the closed-form variance for
@@ -286,9 +286,8 @@ def set_epoch_variance(module, mean_squared):
 def validation_elbo(module, X_val, eps, mask=None):
     """Single-draw ELBO of each validation row, with fixed draws (float64, CPU)."""
     chunk = EVAL_CHUNK
-    if module.prior_components > 1:
-        per_row = module.prior_components * module.n_components
-        chunk = max(1, min(EVAL_CHUNK, EVAL_PRIOR_ELEMENTS // per_row))
+    if module.prior_width:
+        chunk = max(1, min(EVAL_CHUNK, SCORE_CHUNK_ELEMENTS // module.prior_width))
     out = []
     for start in range(0, X_val.shape[0], chunk):
         rows = slice(start, start + chunk)

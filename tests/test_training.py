@@ -407,7 +407,7 @@ def test_validation_elbo_does_not_depend_on_its_chunks(monkeypatch):
     eps = torch.randn(50, 2, device=DEVICE)
     whole = _training.validation_elbo(module, X_val, eps)
     # 60 values per row (30 components x 2 latent dimensions): chunks of 7.
-    monkeypatch.setattr(_training, "EVAL_PRIOR_ELEMENTS", 7 * 60)
+    monkeypatch.setattr(_training, "SCORE_CHUNK_ELEMENTS", 7 * 60)
     sizes, terms = [], module.training_terms
 
     def recorded(x, *args):
