@@ -833,9 +833,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         internal standardization, so it compares with
         :meth:`sklearn.decomposition.PCA.score_samples` and
         :meth:`sklearn.mixture.GaussianMixture.score_samples`. Where the
-        model is a Gaussian (no hidden layers, the N(0, I) prior and a
-        variance that does not depend on z: ``N(b, W W^T + diag(sigma^2))``),
-        log p(x) is computed exactly instead, without draws.
+        decoder is linear (no hidden layers, or hidden layers that add
+        nothing yet, as at a linear start that training did not beat) and its
+        variance does not depend on z, the model is a Gaussian,
+        ``N(b, W W^T + diag(sigma^2))``, or, under a mixture prior, a mixture
+        of such Gaussians, one per component; log p(x) is then computed
+        exactly instead, without draws.
 
         Missing entries (NaN) are marginalised out: a row's score is then the
         log-density of its observed entries, ``log p(x_o)``, which the

@@ -13,7 +13,12 @@ import torch
 from sklearn.utils import gen_batches
 
 from ._device import fits_on_device, inference_dtype
-from ._likelihood import full_gaussian_log_prob, log_mean_exp
+from ._likelihood import (
+    full_gaussian_log_prob,
+    linear_mixture_factors,
+    linear_mixture_log_prob,
+    log_mean_exp,
+)
 from ._model import SCORE_CHUNK_ELEMENTS
 from ._units import log_jacobian, log_jacobian_rows, standardize_into
 
@@ -106,11 +111,14 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     ``knots``, where given, Gaussianize the standardized features, and the
     log-Jacobian of that map is included. Only the observed entries x_o of
     each row count; a row with none gets 0, the log-probability of observing
-    nothing. Where the model is a Gaussian (``module.is_gaussian``), log p(x_o)
-    is exact instead, and the draws are not used.
+    nothing. Where the decoder is linear (``module.has_linear_decoder``: the
+    model is a Gaussian, or a Gaussian mixture), log p(x_o) is exact instead,
+    and the draws are not used.
     """
     if module.is_gaussian:
         fn, width = _gaussian_log_prob, module.n_features
+    elif module.has_linear_decoder:
+        fn, width = _linear_mixture_scorer(), module.widest_layer
     else:
 
         def fn(module, x, mask):
@@ -141,3 +149,31 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
 
 def _gaussian_log_prob(module, x, mask):
     return full_gaussian_log_prob(x, *module.marginal_gaussian(), mask)
+
+
+def _linear_mixture_scorer():
+    """``fn`` for :func:`map_rows`: the exact log p(x_o) of a linear decoder.
+
+    The factors for complete rows are computed at the first chunk and kept
+    for the others.
+    """
+    factors = []
+
+    def fn(module, x, mask):
+        weight, bias = module.linear_decoder()
+        log_weights, means, cholesky = module.prior_mixture()
+        if not factors:
+            factors.append(linear_mixture_factors(weight, module.variance, cholesky))
+        return linear_mixture_log_prob(
+            x,
+            weight,
+            bias,
+            module.variance,
+            log_weights,
+            means,
+            cholesky,
+            mask,
+            factors[0],
+        )
+
+    return fn

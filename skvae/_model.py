@@ -191,6 +191,47 @@ class VAEModule(nn.Module):
             and self.variance_mode != "heteroscedastic"
         )
 
+    @property
+    def has_linear_decoder(self):
+        """Whether p(x|z) is ``N(A z + c, diag(variance))`` (:meth:`linear_decoder`).
+
+        So it is without hidden layers, or where the hidden layers'
+        contribution to the decoder mean is zero (the output layer's weights
+        all zero, as at a linear start), and for a variance that does not
+        depend on z. Then p(x) is a Gaussian mixture, one component per
+        component of the prior, and its density needs no importance draws.
+        """
+        if self.variance_mode == "heteroscedastic" and self.variance_head_active:
+            return False
+        if len(self.decoder_body) == 0:
+            return True
+        return self.linear_path and not bool(self.decoder_mean.weight.any())
+
+    def linear_decoder(self):
+        """``(A, c)``, the decoder mean's ``A z + c`` (:attr:`has_linear_decoder`)."""
+        if self.linear_path:
+            return (
+                self.decoder_linear.weight,
+                self.decoder_linear.bias + self.decoder_mean.bias,
+            )
+        return self.decoder_mean.weight, self.decoder_mean.bias
+
+    def prior_mixture(self):
+        """Log weights (K,), means (K, q) and Cholesky factors (K, q, q) of p(z).
+
+        The N(0, I) prior is the mixture of one component.
+        """
+        if self.prior_components > 1:
+            log_weights = torch.log_softmax(self.prior_logits, 0)
+            return log_weights, self.prior_means, self.prior_cholesky()
+        like = self.variance
+        q = self.n_components
+        return (
+            like.new_zeros(1),
+            like.new_zeros(1, q),
+            torch.eye(q, dtype=like.dtype, device=like.device).unsqueeze(0),
+        )
+
     def marginal_gaussian(self):
         """Mean and covariance of p(x) for a Gaussian model (:attr:`is_gaussian`)."""
         weight = self.decoder_mean.weight

@@ -345,7 +345,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         Draws from q(z|x) per row in :meth:`score_samples`. The draws are the
         same for every row (quasi-random, fixed at fit time), so scores are
         deterministic; more draws tighten the bound and lower its noise, at a
-        cost linear in their number.
+        cost linear in their number. Where the decoder is linear (no hidden
+        layers, or a linear start that training did not beat), the density is
+        a Gaussian or a Gaussian mixture, computed exactly without draws.
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the

@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from scipy import stats
+from scipy import special, stats
 
 from skvae._likelihood import (
     full_gaussian_log_prob,
     gaussian_log_prob,
     kl_between_normals,
     kl_to_standard_normal,
+    linear_mixture_factors,
+    linear_mixture_log_prob,
     log_mean_exp,
     mixture_log_prob,
     optimal_variance,
@@ -181,3 +183,73 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries()
         for row, o in zip(x, mask, strict=True)
     ]
     assert_allclose(out, expected, rtol=1e-10)
+
+
+def _linear_mixture(q, n_features=6, k=3, seed=0):
+    """Parameters of a linear decoder with a K-component prior, and its p(x)."""
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(n_features, q)) * [3.0] * q
+    bias = rng.normal(size=n_features) * 10
+    variance = rng.uniform(1e-3, 2.0, size=n_features)
+    log_weights = np.log(rng.dirichlet(np.ones(k)))
+    means = rng.normal(size=(k, q)) * 2
+    cholesky = np.tril(rng.normal(size=(k, q, q)) * 0.5, -1)
+    cholesky += np.stack([np.diag(d) for d in rng.uniform(0.05, 2.0, size=(k, q))])
+    components = [
+        (means[j] @ weight.T + bias, weight @ c @ c.T @ weight.T + np.diag(variance))
+        for j, c in enumerate(cholesky)
+    ]
+
+    def marginal(x, observed):
+        return special.logsumexp(
+            [
+                w
+                + stats.multivariate_normal(
+                    m[observed], S[np.ix_(observed, observed)]
+                ).logpdf(x[observed])
+                for w, (m, S) in zip(log_weights, components, strict=True)
+            ]
+        )
+
+    args = weight, bias, variance, log_weights, means, cholesky
+    return [torch.as_tensor(a) for a in args], marginal
+
+
+@pytest.mark.parametrize("q", [1, 3, 6])
+def test_linear_mixture_log_prob_is_the_data_space_mixture(q):
+    """p(x) = sum_k pi_k N(A m_k + c, A S_k A^T + Psi), against scipy, also for x_o."""
+    args, marginal = _linear_mixture(q)
+    rng = np.random.default_rng(1)
+    x = args[1].numpy() + rng.normal(size=(40, 6)) * 5
+    mask = rng.random((40, 6)) > 0.3
+    mask[0], mask[1] = False, True  # nothing observed: 0; everything
+    complete = np.ones(6, dtype=bool)
+    got = linear_mixture_log_prob(torch.as_tensor(x), *args).numpy()
+    assert_allclose(got, [marginal(row, complete) for row in x], rtol=1e-10)
+    got = linear_mixture_log_prob(
+        torch.as_tensor(x), *args, mask=torch.as_tensor(mask)
+    ).numpy()
+    expected = [
+        marginal(r, o) if o.any() else 0.0 for r, o in zip(x, mask, strict=True)
+    ]
+    assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_linear_mixture_log_prob_uses_given_factors_for_complete_rows_only():
+    args, _ = _linear_mixture(3)
+    weight, _, variance, _, _, cholesky = args
+    x = torch.as_tensor(np.random.default_rng(2).normal(size=(20, 6)) * 5)
+    mask = torch.ones(20, 6, dtype=torch.bool)
+    mask[:5, 2] = False
+    factors = linear_mixture_factors(weight, variance, cholesky)
+    plain = linear_mixture_log_prob(x, *args, mask=mask)
+    assert_allclose(
+        linear_mixture_log_prob(x, *args, mask=mask, factors=factors).numpy(),
+        plain.numpy(),
+        rtol=1e-12,
+    )
+    # Factors of another model change the complete rows, not the others.
+    other = linear_mixture_factors(2 * weight, variance, cholesky)
+    moved = linear_mixture_log_prob(x, *args, mask=mask, factors=other)
+    assert_allclose(moved[:5].numpy(), plain[:5].numpy(), rtol=1e-12)
+    assert (moved[5:] != plain[5:]).all()

@@ -1,10 +1,13 @@
 """The closed-form start: probabilistic PCA, the mixture prior, and the module at it."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
-from numpy.testing import assert_allclose
-from scipy import stats
+from conftest import DEVICE
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import special, stats
 from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
@@ -588,3 +591,61 @@ def test_module_at_a_mixture_start_scores_the_mixture():
     # The encoder is the posterior of one Gaussian, not of the mixture: close
     # for rows inside a cluster, looser between them.
     assert abs(error.mean()) < 0.01 and np.abs(error).max() < 0.2
+
+
+def _data_space_mixture(vae):
+    """The Gaussian mixture p(x) of a model with a linear decoder, in X's units."""
+    module = vae.module_
+    with torch.no_grad():
+        weight, bias = (t.double().cpu().numpy() for t in module.linear_decoder())
+        log_weights, means, cholesky = (
+            t.double().cpu().numpy() for t in module.prior_mixture()
+        )
+        variance = module.variance.double().cpu().numpy()
+    scale = np.diag(vae.scale_)
+    return [
+        (
+            w,
+            vae.mean_ + vae.scale_ * (weight @ m + bias),
+            scale @ (weight @ L @ L.T @ weight.T + np.diag(variance)) @ scale,
+        )
+        for w, m, L in zip(log_weights, means, cholesky, strict=True)
+    ]
+
+
+def test_a_kept_mixture_start_scores_its_exact_density():
+    """At a kept start the hidden layers add nothing: p(x) is a Gaussian mixture.
+
+    Scored exactly, for complete rows and for the observed entries of the
+    others, whatever the number of importance draws; once training moves
+    the hidden layers, the draws estimate it again.
+    """
+    X = few_rows_per_parameter(175, 0)
+    vae = GaussianVAE(
+        standardize=True, validation_fraction=0.2, random_state=0, device=DEVICE
+    ).fit(X)
+    assert vae._history.kept_start and vae.module_.linear_path
+    assert vae.module_.prior_components == 4 * AVERAGED_MIXTURES
+    assert vae.module_.has_linear_decoder
+    components = _data_space_mixture(vae)
+    X_test = X[:40].copy()
+    X_test[:20:2, 1] = np.nan
+    X_test[1:20:2, 3:] = np.nan
+
+    def expected(row):
+        o = ~np.isnan(row)
+        return special.logsumexp(
+            [
+                w + stats.multivariate_normal(m[o], S[np.ix_(o, o)]).logpdf(row[o])
+                for w, m, S in components
+            ]
+        )
+
+    scores = vae.score_samples(X_test)
+    assert_allclose(scores, [expected(row) for row in X_test], rtol=1e-6)
+    one_draw = copy.deepcopy(vae).set_params(n_importance_samples=1)
+    assert_array_equal(one_draw.score_samples(X_test), scores)
+    vae.partial_fit(X)
+    one_draw.partial_fit(X)
+    assert not vae.module_.has_linear_decoder
+    assert (one_draw.score_samples(X_test) != vae.score_samples(X_test)).all()

@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import DEVICE, N_COMPONENTS, N_FEATURES, exact_linear_gaussian_vae
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import stats
 
+from skvae._inference import importance_draws, log_likelihood
 from skvae._likelihood import gaussian_log_prob, log_mean_exp
+from skvae._linear_start import LinearStart
 from skvae._model import VAEModule
 
 
@@ -124,3 +127,54 @@ def test_widest_layer_counts_the_values_of_the_mixture_prior():
     assert VAEModule(3, 2, (4,), "relu", "feature", 1e-3).widest_layer == 4
     mixture = VAEModule(3, 2, (4,), "relu", "feature", 1e-3, prior_components=30)
     assert mixture.widest_layer == 60
+
+
+def test_a_linear_start_with_hidden_layers_has_a_linear_decoder():
+    """Hidden layers whose output weights are zero add nothing: p(x) is exact.
+
+    With the N(0, I) prior, p(x) is N(c, A A^T + Psi), scored without draws
+    (its one-component mixture); a hidden layer that contributes, or a
+    variance that depends on z, makes the decoder nonlinear.
+    """
+    rng = np.random.default_rng(0)
+    n, q = N_FEATURES, N_COMPONENTS
+    # Values a float32 module holds exactly.
+    weight, bias, noise = (
+        a.astype(np.float32).astype(float)
+        for a in (rng.normal(size=(n, q)), rng.normal(size=n), rng.uniform(0.1, 1, n))
+    )
+    start = LinearStart(
+        decoder_weight=weight,
+        decoder_bias=bias,
+        encoder_weight=rng.normal(size=(q, n)),  # not the posterior: no matter
+        encoder_bias=np.zeros(q),
+        posterior_std=np.ones(q),
+        noise_variance=noise,
+    )
+    for mode in ("feature", "heteroscedastic"):
+        torch.manual_seed(0)
+        module = VAEModule(n, q, (5,), "tanh", mode, 1e-6, linear_path=True)
+        module.double().initialize_linear(start)
+        assert module.has_linear_decoder
+    x = rng.normal(size=(30, n)) * 2 + bias
+    one, many = (
+        log_likelihood(
+            module,
+            x,
+            mean=np.zeros(n),
+            scale=np.ones(n),
+            draws=importance_draws(q, k, 0, DEVICE, torch.float64),
+            device=torch.device(DEVICE),
+        )
+        for k in (1, 64)
+    )
+    marginal = stats.multivariate_normal(bias, weight @ weight.T + np.diag(noise))
+    assert_allclose(one, marginal.logpdf(x), rtol=1e-10)
+    assert_array_equal(one, many)
+    module.activate_variance_head()
+    assert not module.has_linear_decoder
+    module = VAEModule(n, q, (5,), "tanh", "feature", 1e-6, linear_path=True)
+    module.initialize_linear(start)
+    with torch.no_grad():
+        module.decoder_mean.weight[0, 0] = 1e-3
+    assert not module.has_linear_decoder
