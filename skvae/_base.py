@@ -355,7 +355,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             # now on all rows, the held-out ones included, with the larger
             # mixture prior that the held-out rows prefer, if any (found
             # once, at the first fit, and kept for warm-started refits),
-            # averaged over AVERAGED_MIXTURES restarts of EM.
+            # averaged over AVERAGED_MIXTURES restarts of EM, of that size
+            # and the larger ones those rows cannot tell from the best.
             if to_refit is not None:
                 self._prior_structure = larger_prior(*to_refit)
             result.kl_per_component = self._start_on_all_rows(
@@ -679,12 +680,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self.module_, self._optimizer, self._history, result, self.init_ = linear
         return result
 
-    def _start_on_all_rows(self, X, tensor, mask, structure=None):
+    def _start_on_all_rows(self, X, tensor, mask, structures=None):
         """Restart the module at the linear start fitted to every row of X.
 
-        With a mixture prior of the ``(covariance_type, n_components)`` given
-        as ``structure``, if any. Returns the mean KL per latent dimension
-        over the rows (``tensor``, X in internal units, with its ``mask``).
+        With a mixture prior of the ``(covariance_type, n_components)`` pairs
+        given as ``structures`` (:func:`larger_prior`'s), if any. Returns the
+        mean KL per latent dimension over the rows (``tensor``, X in
+        internal units, with its ``mask``).
         """
         rows = _start_rows(
             np.arange(X.shape[0]), np.random.default_rng(self._init_seed)
@@ -694,7 +696,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             _internal(Z, self.marginal_knots_)[0],
             self._init_seed,
             self.marginal_knots_,
-            structure,
+            structures,
             averaged=True,
         )
         self._new_module(
@@ -706,13 +708,14 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         _, kl = posterior_statistics(self.module_, tensor, self._score_seed, 0, mask)
         return kl.cpu().numpy()
 
-    def _linear_start(self, Z, seed, knots, structure=None, averaged=False):
+    def _linear_start(self, Z, seed, knots, structures=None, averaged=False):
         """The closed-form start on Z, in the internal units that ``knots`` give.
 
-        With a mixture prior of the ``(covariance_type, n_components)`` given
-        as ``structure``, if any, else as ``prior_components`` says; with
-        ``averaged`` and ``prior_components="auto"``, the average of
-        ``AVERAGED_MIXTURES`` such mixtures (:func:`averaged_mixture`).
+        With a mixture prior of the first ``(covariance_type, n_components)``
+        pair of ``structures``, if any, else as ``prior_components`` says;
+        with ``averaged`` and ``prior_components="auto"``, the average of
+        ``AVERAGED_MIXTURES`` mixtures of those structures in turn
+        (:func:`averaged_mixture`).
         """
         n_components = Z.shape[1] if self.n_components is None else self.n_components
         floor = getattr(self, "_variance_floor", None) if knots is None else None
@@ -730,8 +733,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self.prior_components,
             seed,
             self.min_variance,
-            structure,
+            structures[0] if structures else None,
             n_averaged,
+            structures[1:] if structures else (),
         )
 
     def _build_module(

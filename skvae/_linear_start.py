@@ -164,7 +164,14 @@ def probabilistic_pca(
 
 
 def mixture_prior(
-    start, Z, n_components, random_state, min_variance, structure=None, n_averaged=1
+    start,
+    Z,
+    n_components,
+    random_state,
+    min_variance,
+    structure=None,
+    n_averaged=1,
+    also=(),
 ):
     """Add a mixture prior fitted to the latent codes of ``start``.
 
@@ -190,7 +197,9 @@ def mixture_prior(
     added back to each component's covariance.
 
     With ``n_averaged`` above 1, the prior is the average of that many
-    mixtures of the structure chosen (:func:`averaged_mixture`).
+    mixtures of the structure chosen, or, with ``also`` (more structures,
+    as :func:`larger_prior` returns them after the first), of that
+    structure and those in turn (:func:`averaged_mixture`).
     """
     codes = _Codes(start, Z, min_variance)
     if structure is not None and structure[1] > codes.values.shape[0]:
@@ -203,7 +212,7 @@ def mixture_prior(
             k, covariance_type=covariance_type, random_state=random_state
         ).fit(codes.values)
         return codes.start(
-            averaged_mixture(mixture, codes.values, random_state, n_averaged)
+            averaged_mixture(mixture, codes.values, random_state, n_averaged, also)
         )
     path = _bic_path(codes.values, random_state)
     if not path:
@@ -215,14 +224,17 @@ def mixture_prior(
     )
 
 
-def averaged_mixture(mixture, codes, random_state, n_mixtures):
+def averaged_mixture(mixture, codes, random_state, n_mixtures, also=()):
     """The equal-weight average of ``mixture`` and ``n_mixtures - 1`` more like it.
 
     Each of the others is a Gaussian mixture of the same number of components
     and covariance type, fitted by EM to the same ``codes`` from its own
-    random initialization (seeds drawn from ``random_state``). Their average,
-    ``(1 / n) sum_m p_m(z)``, is itself a Gaussian mixture, of ``n_mixtures``
-    times as many components, each with ``1 / n_mixtures`` of its weight. EM
+    random initialization (seeds drawn from ``random_state``); with ``also``,
+    ``(covariance_type, n_components)`` pairs, the others take
+    ``mixture``'s structure and those in turn (a structure with more
+    components than codes is left out). Their average,
+    ``(1 / n) sum_m p_m(z)``, is itself a Gaussian mixture, with
+    ``1 / n_mixtures`` of each member's weights. EM
     ends in a different local optimum from each start, and each overfits in
     its own way; averaging them is the ensemble averaging of Gaussian mixture
     density estimates of Ormoneit and Tresp (1998, "Averaging, maximum
@@ -231,21 +243,20 @@ def averaged_mixture(mixture, codes, random_state, n_mixtures):
     9(4)), and by Jensen's inequality the average gives every row at least
     the mean of the members' log-densities. A member whose EM fails (a
     component collapsing onto too few rows for its covariance) is left out.
-    Returns ``mixture`` itself for ``n_mixtures`` 1 or a single component
-    (which EM fits the same from every start).
+    Returns ``mixture`` itself for ``n_mixtures`` 1, or a single component
+    without ``also`` (which EM fits the same from every start).
     """
-    if n_mixtures <= 1 or mixture.n_components == 1:
+    structures = [(mixture.covariance_type, mixture.n_components)]
+    structures += [s for s in also if s[1] <= codes.shape[0]]
+    if n_mixtures <= 1 or (len(structures) == 1 and mixture.n_components == 1):
         return mixture
     seeds = np.random.RandomState(random_state).randint(
         np.iinfo(np.int32).max, size=n_mixtures - 1
     )
     members = [mixture]
-    for seed in seeds:
-        member = GaussianMixture(
-            mixture.n_components,
-            covariance_type=mixture.covariance_type,
-            random_state=seed,
-        )
+    for index, seed in enumerate(seeds, start=1):
+        covariance_type, k = structures[index % len(structures)]
+        member = GaussianMixture(k, covariance_type=covariance_type, random_state=seed)
         try:
             members.append(member.fit(codes))
         except ValueError:  # scikit-learn's "ill-defined empirical covariance"
@@ -287,9 +298,13 @@ def larger_prior(start, held_out):
     rule: held-out rows that choose among many mixtures flatter the one they
     choose). If it has more parameters than BIC's choice and gives the
     held-out rows a higher log-likelihood than ``start`` by more than
-    ``SIGNIFICANCE`` standard errors of the per-row gain, returns its
-    ``(covariance_type, n_components)``, else None (also for a start without
-    a BIC search). Mixtures under which a held-out row's log-density is not
+    ``SIGNIFICANCE`` standard errors of the per-row gain, returns the
+    ``(covariance_type, n_components)`` of the candidate, followed by those
+    of the larger mixtures within one standard error of the best (the
+    held-out rows cannot tell them apart; an average of mixtures, which
+    the kept start's prior is, gains from the larger ones, whose variance
+    the average removes), else None (also for a start without a BIC
+    search). Mixtures under which a held-out row's log-density is not
     finite take no part.
 
     With fewer than ``CV_MAX_HELD_OUT_ROWS`` held-out rows, the mixtures
@@ -322,7 +337,15 @@ def larger_prior(start, held_out):
     gain = dict(scored)[candidate] - start_log_likelihood(start, held_out)
     if not clearly_better(gain):
         return None
-    return candidate.covariance_type, candidate.n_components
+    larger = [
+        mixture
+        for mixture in _close_to_best(scored)
+        if _n_parameters(mixture) > _n_parameters(candidate)
+    ]
+    return tuple(
+        (mixture.covariance_type, mixture.n_components)
+        for mixture in (candidate, *sorted(larger, key=_n_parameters))
+    )
 
 
 # What _cross_validated_choice returns where it cannot decide.
@@ -340,10 +363,12 @@ def _cross_validated_choice(search, scored, held_out):
     instead with BIC's choice by ``CV_FOLDS``-fold cross-validation on all
     the rows, the search's and the held-out ones, each scored by mixtures
     of the same structure fitted without it (:func:`_cross_validated`).
-    Returns the ``(covariance_type, n_components)`` of the best of them if
-    it beats BIC's choice by more than ``SIGNIFICANCE`` standard errors of
-    the per-row gain, else None; ``_UNDECIDED`` where none is close, or one
-    has too many components for a fold's rows or a non-finite score.
+    If the best of them beats BIC's choice by more than ``SIGNIFICANCE``
+    standard errors of the per-row gain, returns its
+    ``(covariance_type, n_components)`` followed by those of the larger
+    ones within one standard error of it, as :func:`larger_prior` does,
+    else None; ``_UNDECIDED`` where none is close, or one has too many
+    components for a fold's rows or a non-finite score.
     """
     codes, chosen = search.codes, search.chosen
     close = [
@@ -358,8 +383,21 @@ def _cross_validated_choice(search, scored, held_out):
     if scores is None:
         return _UNDECIDED
     best = max(structures[1:], key=lambda structure: scores[structure].mean())
-    gain = scores[best] - scores[structures[0]]
-    return best if clearly_better(gain) else None
+    if not clearly_better(scores[best] - scores[structures[0]]):
+        return None
+    q = codes.values.shape[1]
+
+    def size(structure):
+        return _parameter_count(*structure, q)
+
+    larger = [
+        structure
+        for structure in structures[1:]
+        if size(structure) > size(best)
+        and (scores[best] - scores[structure]).mean()
+        <= _standard_error(scores[best] - scores[structure])
+    ]
+    return (best, *sorted(larger, key=size))
 
 
 def _cross_validated(codes, held_out, structures, random_state):

@@ -224,7 +224,7 @@ def test_held_out_rows_find_a_mixture_beyond_the_row_count():
     # BIC may not try four full components (177 parameters on 150 rows).
     first = start.prior_search.chosen
     assert (first.covariance_type, first.n_components) != ("full", 4)
-    assert larger_prior(start, held_out) == ("full", 4)
+    assert larger_prior(start, held_out) == (("full", 4),)
     # The larger mixture generalizes: new rows from the same clusters agree.
     larger = mixture_prior(
         probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8, structure=("full", 4)
@@ -258,9 +258,14 @@ def test_held_out_rows_grow_the_mixture_past_the_bic_search():
     )
     start = mixture_prior(probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8)
     assert start.prior_components <= MAX_PRIOR_COMPONENTS
-    structure = larger_prior(start, held_out)
-    assert structure is not None and structure[1] > MAX_PRIOR_COMPONENTS
-    larger = mixture_prior(probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8, structure)
+    structures = larger_prior(start, held_out)
+    assert structures is not None and structures[0][1] > MAX_PRIOR_COMPONENTS
+    # Then the larger ones the held-out rows cannot tell from the best.
+    sizes = [k for _, k in structures]
+    assert len(sizes) > 1 and sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    larger = mixture_prior(
+        probabilistic_pca(Z, 2, 1e-8), Z, "auto", 0, 1e-8, structures[0]
+    )
     # New rows from the same clusters agree.
     gain = start_log_likelihood(larger, test) - start_log_likelihood(start, test)
     assert gain.mean() > 0.2
@@ -281,8 +286,8 @@ def test_a_search_cut_by_its_cap_grows_whatever_its_last_mixtures_scored():
         if m.covariance_type == "full"
     ]
     assert max(full) == MAX_PRIOR_COMPONENTS
-    structure = larger_prior(start, held_out)
-    assert structure is not None and structure[1] > MAX_PRIOR_COMPONENTS
+    structures = larger_prior(start, held_out)
+    assert structures is not None and structures[0][1] > MAX_PRIOR_COMPONENTS
 
 
 def test_a_kept_structure_too_large_for_the_rows_is_searched_again():
@@ -383,6 +388,21 @@ def _scripted_cross_validation(monkeypatch, gains):
     monkeypatch.setattr(linear_start, "_cross_validated", scripted)
 
 
+def _alternating_cross_validation(monkeypatch, best, other, gap):
+    """Cross-validated scores: ``best`` 0.5 above every structure but
+    ``other``, which scores ``gap`` below ``best`` on average, plus and minus
+    1 on alternate rows: a standard error of 0.05 against ``best``."""
+    signs = np.where(np.arange(400) % 2, 1.0, -1.0)
+
+    def scripted(codes, held_out, structures, random_state):
+        scores = {s: np.zeros(400) for s in structures}
+        scores[best] = scores[best] + 0.5
+        scores[other] = scores[other] + 0.5 - gap + signs
+        return scores
+
+    monkeypatch.setattr(linear_start, "_cross_validated", scripted)
+
+
 def test_cross_validation_decides_among_close_mixtures(monkeypatch):
     """Few held-out rows: the mixtures they cannot tell apart go to CV."""
     Z, held_out = few_rows_per_parameter(150, 0), few_rows_per_parameter(30, 1)
@@ -407,7 +427,16 @@ def test_cross_validation_decides_among_close_mixtures(monkeypatch):
     # than BIC's choice; none if within noise.
     for best in structures[1:]:
         _scripted_cross_validation(monkeypatch, {best: 0.5})
-        assert larger_prior(start, held_out) == best
+        assert larger_prior(start, held_out) == (best,)
+    # Followed by the larger ones within a standard error of the best, not
+    # by the smaller ones.
+    smallest, largest = structures[1], structures[-1]
+    _alternating_cross_validation(monkeypatch, smallest, largest, 0.02)
+    assert larger_prior(start, held_out) == (smallest, largest)
+    _alternating_cross_validation(monkeypatch, smallest, largest, 0.08)
+    assert larger_prior(start, held_out) == (smallest,)
+    _alternating_cross_validation(monkeypatch, largest, smallest, 0.02)
+    assert larger_prior(start, held_out) == (largest,)
     _scripted_cross_validation(monkeypatch, {structures[-1]: 0.05})
     assert larger_prior(start, held_out) is None
     # Without cross-validated scores, the held-out rows decide as before.
@@ -487,6 +516,22 @@ def test_a_member_whose_em_fails_is_left_out(monkeypatch):
     assert_allclose(average.weights_.sum(), 1.0)
 
 
+def test_an_average_takes_its_members_structures_in_turn():
+    Z = many_clusters(400, 1, n_clusters=6)
+    first = GaussianMixture(4, random_state=0).fit(Z)
+    # Members of 4, 6, 4 diagonal, 4, 6 components; 500 are too many.
+    also = (("full", 6), ("diag", 4), ("full", 500))
+    average = averaged_mixture(first, Z, 0, 5, also)
+    assert average.n_components == 4 + 6 + 4 + 4 + 6
+    assert_allclose(average.weights_[:4], first.weights_ / 5)
+    assert_allclose(average.weights_[4:10].sum(), 1 / 5)
+    diagonal = average.covariances_[10:14]
+    assert_allclose(diagonal, np.eye(2) * diagonal)  # off-diagonals zero
+    # So does a single component with larger structures to average.
+    single = GaussianMixture(1, random_state=0).fit(Z)
+    assert averaged_mixture(single, Z, 0, 2, (("full", 6),)).n_components == 7
+
+
 def test_averaging_one_mixture_or_one_component_changes_nothing():
     Z = many_clusters(200, 1, n_clusters=3)
     mixture = GaussianMixture(3, random_state=0).fit(Z)
@@ -547,17 +592,29 @@ def test_estimator_takes_the_larger_mixture_for_a_kept_start(
         assert vae.module_.prior_components < 4
 
 
+def _linear_fit_on_few_rows(**params):
+    """A linear GaussianVAE fitted to 175 rows, 35 of them held out."""
+    return GaussianVAE(
+        hidden_layer_sizes=(), standardize=True, validation_fraction=0.2, **params
+    ).fit(few_rows_per_parameter(175, 0))
+
+
+def test_a_kept_start_averages_every_structure_it_is_given(monkeypatch):
+    # As in the test above, with the held-out rows' choice scripted: four
+    # full components, and five that they could not tell from the best.
+    monkeypatch.setattr(
+        skvae._base, "larger_prior", lambda *args: (("full", 4), ("full", 5))
+    )
+    vae = _linear_fit_on_few_rows(random_state=1)
+    assert vae._history.kept_start
+    half = AVERAGED_MIXTURES // 2
+    assert vae.module_.prior_components == half * 4 + half * 5
+
+
 def test_a_kept_start_with_a_given_mixture_size_is_not_averaged():
     # As in the test above, a start that training does not beat; the user
     # asked for two components, and gets two.
-    X = few_rows_per_parameter(175, 0)
-    vae = GaussianVAE(
-        hidden_layer_sizes=(),
-        standardize=True,
-        validation_fraction=0.2,
-        prior_components=2,
-        random_state=1,
-    ).fit(X)
+    vae = _linear_fit_on_few_rows(prior_components=2, random_state=1)
     assert vae._history.kept_start
     assert vae.module_.prior_components == 2
 
