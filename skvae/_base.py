@@ -717,6 +717,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         ``AVERAGED_MIXTURES`` mixtures of those structures in turn
         (:func:`averaged_mixture`).
         """
+        if structures and isinstance(structures[0], str):
+            # One pair, as models saved before the tuple of pairs keep it.
+            structures = (structures,)
         n_components = Z.shape[1] if self.n_components is None else self.n_components
         floor = getattr(self, "_variance_floor", None) if knots is None else None
         start = probabilistic_pca(

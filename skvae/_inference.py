@@ -111,14 +111,17 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     ``knots``, where given, Gaussianize the standardized features, and the
     log-Jacobian of that map is included. Only the observed entries x_o of
     each row count; a row with none gets 0, the log-probability of observing
-    nothing. Where the decoder is linear (``module.has_linear_decoder``: the
-    model is a Gaussian, or a Gaussian mixture), log p(x_o) is exact instead,
-    and the draws are not used.
+    nothing. Where the model is a Gaussian (``module.is_gaussian``), log p(x_o)
+    is exact instead, and the draws are not used; so it is where the decoder
+    is linear (``module.has_linear_decoder``: a Gaussian mixture) and scores
+    are computed in float64 (not on MPS, whose float32 would cancel most
+    digits of the latent-space formula where a noise variance is small).
     """
     if module.is_gaussian:
         fn, width = _gaussian_log_prob, module.n_features
-    elif module.has_linear_decoder:
-        fn, width = _linear_mixture_scorer(), module.widest_layer
+    elif module.has_linear_decoder and inference_dtype(device) == torch.float64:
+        fn = _linear_mixture_scorer()
+        width = max(module.widest_layer, module.prior_components * module.n_components)
     else:
 
         def fn(module, x, mask):

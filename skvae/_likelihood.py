@@ -80,7 +80,9 @@ def _observed_patterns(x, mask):
     if mask is None:
         yield slice(None), torch.arange(x.shape[1], device=x.device)
         return
-    patterns, inverse = torch.unique(mask, dim=0, return_inverse=True)
+    # On the CPU: torch.unique with dim has no kernel on every device (MPS).
+    patterns, inverse = torch.unique(mask.cpu(), dim=0, return_inverse=True)
+    inverse = inverse.to(x.device)
     for index, pattern in enumerate(patterns):
         observed = pattern.nonzero().squeeze(1).to(x.device)
         if observed.numel() > 0:

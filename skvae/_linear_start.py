@@ -39,8 +39,9 @@ MAX_HELD_OUT_COMPONENTS = 64
 CV_MAX_HELD_OUT_ROWS = 500
 CV_FOLDS = 5
 # A kept start's mixture prior is the equal-weight average of this many
-# mixtures of the chosen structure, each fitted by EM from its own random
-# initialization (averaged_mixture; docs/guide/density.rst).
+# mixtures of the chosen structure (and of the larger ones larger_prior
+# returns, in turn), each fitted by EM from its own random initialization
+# (averaged_mixture; docs/guide/density.rst).
 AVERAGED_MIXTURES = 20
 
 
@@ -225,14 +226,15 @@ def mixture_prior(
 
 
 def averaged_mixture(mixture, codes, random_state, n_mixtures, also=()):
-    """The equal-weight average of ``mixture`` and ``n_mixtures - 1`` more like it.
+    """The equal-weight average of ``mixture`` and ``n_mixtures - 1`` more mixtures.
 
     Each of the others is a Gaussian mixture of the same number of components
     and covariance type, fitted by EM to the same ``codes`` from its own
     random initialization (seeds drawn from ``random_state``); with ``also``,
     ``(covariance_type, n_components)`` pairs, the others take
-    ``mixture``'s structure and those in turn (a structure with more
-    components than codes is left out). Their average,
+    ``mixture``'s structure and those in turn, as far as the members go (a
+    structure with more components than codes is left out, as
+    :func:`mixture_prior` leaves out a first structure). Their average,
     ``(1 / n) sum_m p_m(z)``, is itself a Gaussian mixture, with
     ``1 / n_mixtures`` of each member's weights. EM
     ends in a different local optimum from each start, and each overfits in

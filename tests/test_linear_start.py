@@ -519,8 +519,8 @@ def test_a_member_whose_em_fails_is_left_out(monkeypatch):
 def test_an_average_takes_its_members_structures_in_turn():
     Z = many_clusters(400, 1, n_clusters=6)
     first = GaussianMixture(4, random_state=0).fit(Z)
-    # Members of 4, 6, 4 diagonal, 4, 6 components; 500 are too many.
-    also = (("full", 6), ("diag", 4), ("full", 500))
+    # Members of 4, 6, 4 diagonal, 4, 6 components; 401 are more than rows.
+    also = (("full", 6), ("diag", 4), ("full", 401))
     average = averaged_mixture(first, Z, 0, 5, also)
     assert average.n_components == 4 + 6 + 4 + 4 + 6
     assert_allclose(average.weights_[:4], first.weights_ / 5)
@@ -609,6 +609,15 @@ def test_a_kept_start_averages_every_structure_it_is_given(monkeypatch):
     assert vae._history.kept_start
     half = AVERAGED_MIXTURES // 2
     assert vae.module_.prior_components == half * 4 + half * 5
+
+
+def test_a_warm_start_refits_a_kept_structure_saved_as_one_pair():
+    # Models saved before larger_prior returned a tuple of pairs kept one.
+    vae = _linear_fit_on_few_rows(random_state=1)
+    assert vae._prior_structure == (("full", 4),)
+    vae._prior_structure = ("full", 4)
+    vae.set_params(warm_start=True).fit(few_rows_per_parameter(175, 0))
+    assert vae.module_.prior_components == 4 * AVERAGED_MIXTURES
 
 
 def test_a_kept_start_with_a_given_mixture_size_is_not_averaged():
