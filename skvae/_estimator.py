@@ -251,7 +251,8 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         deterministic; more draws tighten the bound and lower its noise, at a
         cost linear in their number. Where the decoder is linear (no hidden
         layers, or a linear start that training did not beat), the density is
-        a Gaussian or a Gaussian mixture, computed exactly without draws.
+        a Gaussian or a Gaussian mixture, computed exactly without draws (a
+        mixture only where scores are computed in float64: not on MPS).
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the

@@ -242,7 +242,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         deterministic; more draws tighten the bound and lower its noise, at a
         cost linear in their number. Where the decoder is linear (no hidden
         layers, or a linear start that training did not beat), the density is
-        a Gaussian or a Gaussian mixture, computed exactly without draws.
+        a Gaussian or a Gaussian mixture, computed exactly without draws (a
+        mixture only where scores are computed in float64: not on MPS).
 
         The imputations of :meth:`transform` are estimated with the same
         draws, so they are deterministic too (unless
