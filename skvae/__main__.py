@@ -81,10 +81,21 @@ def demo(random_state: int = 0) -> None:
         print(f"  {label:<34} {score:9.2f}   (fit {seconds:.1f} s)")
 
     gaussianized = vae.marginal_knots_ is not None
+    k = vae.module_.prior_components
+    components = f"{k} component{'s' if k > 1 else ''}"
+    if vae.module_.has_linear_decoder:
+        # Training did not beat the closed-form start, which was kept.
+        model = (
+            f"its closed-form start (training did not beat it in {vae.n_iter_} "
+            f"epochs): a Gaussian mixture of {components}"
+        )
+        if k > 1:
+            model += ", an average of EM fits"
+    else:
+        model = f"a network trained {vae.n_iter_} epochs, its prior of {components}"
     print(
         f"\nGaussianVAE chose: features {'Gaussianized' if gaussianized else 'standardized'}, "
-        f"a prior of {vae.module_.prior_components} Gaussian component(s), "
-        f"{vae.n_iter_} epochs."
+        f"{model}."
     )
     scores = vae.score_samples(X)
     worst = np.argsort(scores)[:5]

@@ -18,3 +18,6 @@ def test_demo_shows_the_default_vae_first_and_the_anomalies(capsys):
     scores = [float(line.split()[-4]) for line in table]
     assert scores == sorted(scores, reverse=True)
     assert out.count("log-likelihood") >= 5
+    # What the default chose, in words: on this data, its kept start.
+    assert "GaussianVAE chose: features" in out
+    assert "closed-form start" in out or "a network trained" in out
