@@ -121,7 +121,7 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
         fn, width = _gaussian_log_prob, module.n_features
     elif module.has_linear_decoder and inference_dtype(device) == torch.float64:
         fn = _linear_mixture_scorer()
-        width = max(module.widest_layer, module.prior_components * module.n_components)
+        width = max(module.widest_layer, module.n_components)  # (K, rows, q)
     else:
 
         def fn(module, x, mask):

@@ -339,14 +339,10 @@ def larger_prior(start, held_out):
     gain = dict(scored)[candidate] - start_log_likelihood(start, held_out)
     if not clearly_better(gain):
         return None
-    larger = [
-        mixture
-        for mixture in _close_to_best(scored)
-        if _n_parameters(mixture) > _n_parameters(candidate)
-    ]
+    larger = _larger_and_close(scored, candidate, _n_parameters)
     return tuple(
         (mixture.covariance_type, mixture.n_components)
-        for mixture in (candidate, *sorted(larger, key=_n_parameters))
+        for mixture in (candidate, *larger)
     )
 
 
@@ -373,33 +369,24 @@ def _cross_validated_choice(search, scored, held_out):
     components for a fold's rows or a non-finite score.
     """
     codes, chosen = search.codes, search.chosen
-    close = [
-        mixture
-        for mixture in _close_to_best(scored)
-        if _n_parameters(mixture) > _n_parameters(chosen)
-    ]
+    close = _larger_and_close(scored, chosen, _n_parameters)
     if not close:
         return _UNDECIDED
     structures = [(m.covariance_type, m.n_components) for m in (chosen, *close)]
     scores = _cross_validated(codes, held_out, structures, search.random_state)
     if scores is None:
         return _UNDECIDED
-    best = max(structures[1:], key=lambda structure: scores[structure].mean())
+    cross_validated = [(structure, scores[structure]) for structure in structures[1:]]
+    best = _best(cross_validated)[0]
     if not clearly_better(scores[best] - scores[structures[0]]):
         return None
     q = codes.values.shape[1]
-
-    def size(structure):
-        return _parameter_count(*structure, q)
-
-    larger = [
-        structure
-        for structure in structures[1:]
-        if size(structure) > size(best)
-        and (scores[best] - scores[structure]).mean()
-        <= _standard_error(scores[best] - scores[structure])
-    ]
-    return (best, *sorted(larger, key=size))
+    return (
+        best,
+        *_larger_and_close(
+            cross_validated, best, lambda structure: _parameter_count(*structure, q)
+        ),
+    )
 
 
 def _cross_validated(codes, held_out, structures, random_state):
@@ -506,6 +493,13 @@ def _close_to_best(scored):
         for mixture, scores in scored
         if (best_scores - scores).mean() <= _standard_error(best_scores - scores)
     ]
+
+
+def _larger_and_close(scored, than, size):
+    """Those of :func:`_close_to_best` larger by ``size`` than ``than``, smallest first."""
+    return sorted(
+        (item for item in _close_to_best(scored) if size(item) > size(than)), key=size
+    )
 
 
 def _best(scored):
