@@ -123,13 +123,15 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         replaces it if clearly better there. Wherever the start is kept
         (training does not beat it, or nothing trains, as in the closed-form
         fit of a linear model), its prior, refitted on all rows, is the
-        average of 20 mixtures of the size chosen, each fitted by EM from its
-        own random initialization (20 times as many components, each with a
-        twentieth of the weight it has in its own mixture): the local optima
-        of EM differ, and their average generalizes better than any one of
-        them (Ormoneit and Tresp 1998). A single component is not averaged,
-        nor is an integer ``prior_components``: the prior then has that many
-        components.
+        average of 20 mixtures, each fitted by EM from its own random
+        initialization (each component with a twentieth of the weight it has
+        in its own mixture): of the size chosen or, where the held-out rows
+        or the cross-validation chose it, of that size and, in turn, the
+        larger ones within their standard error of the best. The local
+        optima of EM differ, and their average generalizes better than any
+        one of them (Ormoneit and Tresp 1998). A single component is not
+        averaged, nor is an integer ``prior_components``: the prior then has
+        that many components.
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 
