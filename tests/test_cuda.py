@@ -102,7 +102,11 @@ def test_cuda_rng_is_left_alone(ppca):
 def test_data_too_large_for_the_gpu_are_streamed_with_the_same_result(
     ppca, monkeypatch
 ):
-    params = dict(n_components=2, max_iter=3, batch_size=16, random_state=0)
+    # One network trained 3 epochs (the default start would also train a
+    # second, random one to compare with).
+    params = dict(
+        n_components=2, max_iter=3, batch_size=16, random_state=0, init="random"
+    )
     on_gpu = GaussianVAE(**params, device="cuda").fit(ppca.X_train)
     devices = []
     real_device_batches = _training._device_batches

@@ -163,8 +163,13 @@ def test_importance_sampling_tightens_the_elbo(fitted, ppca):
     assert fitted.score(ppca.X_test) > elbo_like.score(ppca.X_test)
 
 
-def test_importance_bound_tightens_with_the_number_of_draws(fitted, ppca):
+def test_importance_bound_tightens_with_the_number_of_draws(ppca):
     """IWAE-k is non-decreasing in k and approaches the true PPCA likelihood."""
+    # The margins below need an encoder whose ELBO is loose by more than
+    # 0.1 nats/row. Trained on the CPU, SMALL gives one; on a GPU, the same
+    # seed draws other batches and noise and can give a tighter one.
+    fitted = GaussianVAE(n_components=2, **{**SMALL, "device": "cpu"})
+    fitted.fit(ppca.X_train)
     truth = ppca.true_log_likelihood(ppca.X_test).mean()
     scores = []
     for k in (1, 4, 16, 64, 512):

@@ -156,6 +156,7 @@ def test_a_linear_start_with_hidden_layers_has_a_linear_decoder():
         torch.manual_seed(0)
         module = VAEModule(n, q, (5,), "tanh", mode, 1e-6, linear_path=True)
         module.double().initialize_linear(start)
+        module.to(DEVICE)
         assert module.has_linear_decoder
     x = rng.normal(size=(30, n)) * 2 + bias
 

@@ -260,7 +260,9 @@ def test_persistent_divergence_names_the_cause_and_the_remedy(ppca, monkeypatch)
     def always_nan(module, *args):
         with torch.no_grad():
             next(module.parameters()).fill_(float("nan"))
-        return torch.tensor(float("nan")), torch.ones(5)
+        # As run_epoch does: tensors on the module's device.
+        device = module.variance.device
+        return torch.tensor(float("nan"), device=device), torch.ones(5, device=device)
 
     monkeypatch.setattr(_training, "run_epoch", always_nan)
     vae = GaussianVAE(learning_rate_init=1.0, random_state=0, **TINY)

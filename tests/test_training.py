@@ -111,7 +111,9 @@ def test_persistent_divergence_is_a_clear_error(monkeypatch):
     module, optimizer, X, config = setup()
 
     def always_nan(module, *args):
-        return torch.tensor(float("nan")), torch.ones(3, device=module.variance.device)
+        # As run_epoch does: tensors on the module's device.
+        device = module.variance.device
+        return torch.tensor(float("nan"), device=device), torch.ones(3, device=device)
 
     monkeypatch.setattr(_training, "run_epoch", always_nan)
     with pytest.warns(RuntimeWarning):
