@@ -445,7 +445,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         if self.module_.variance_mode == "heteroscedastic":
             self.noise_variance_ = None
         else:
-            variance = self.module_.variance.double().cpu().numpy()
+            variance = self.module_.variance.cpu().double().numpy()
             self.noise_variance_ = variance_in_units(variance, self.scale_)
 
     def _check_hidden_layer_sizes(self):

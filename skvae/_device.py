@@ -17,11 +17,13 @@ def resolve_device(device) -> torch.device:
     ``"auto"`` picks CUDA, then MPS, then the CPU. Anything else is parsed by
     :class:`torch.device` and checked for availability, so that asking for a
     GPU the machine lacks fails here, with a message that says so, rather than
-    deep inside the first tensor operation.
+    deep inside the first tensor operation. CUDA without an index is the
+    current CUDA device, by its index: a model fitted there is scored there
+    too, whichever device is current then.
     """
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -43,6 +45,8 @@ def resolve_device(device) -> torch.device:
                 f"device={device!r} was requested but only "
                 f"{torch.cuda.device_count()} CUDA device(s) are visible."
             )
+        if resolved.index is None:
+            resolved = torch.device("cuda", torch.cuda.current_device())
     elif resolved.type == "mps":
         if not _mps_available():
             raise ValueError(

@@ -151,7 +151,14 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
 
 
 def _gaussian_log_prob(module, x, mask):
-    return full_gaussian_log_prob(x, *module.marginal_gaussian(), mask)
+    mean, covariance = module.marginal_gaussian()
+    if x.dtype != torch.float64:
+        # MPS: no float64, and its Cholesky (missing before torch 2.7) would
+        # lose digits of a covariance with a small noise variance. The
+        # float32 weights are exact in float64 on the CPU.
+        x, mean, covariance = (t.cpu().double() for t in (x, mean, covariance))
+        mask = None if mask is None else mask.cpu()
+    return full_gaussian_log_prob(x, mean, covariance, mask)
 
 
 def _linear_mixture_scorer():

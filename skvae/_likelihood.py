@@ -46,7 +46,7 @@ def gaussian_log_prob_of_squares(squared, var, mask=None):
     """
     terms = LOG_2PI + torch.log(var) + squared / var
     if mask is not None:
-        terms = torch.where(mask, terms, torch.zeros((), dtype=terms.dtype))
+        terms = torch.where(mask, terms, 0.0)
     return -0.5 * terms.sum(-1)
 
 

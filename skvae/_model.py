@@ -373,8 +373,8 @@ class VAEModule(nn.Module):
     def prior_moments(self):
         """Mean and variance of each latent dimension under the prior."""
         if self.prior_components == 1:
-            zero = torch.zeros(self.n_components, dtype=self.variance.dtype)
-            return zero.to(self.variance.device), (zero + 1.0).to(self.variance.device)
+            zero = self.variance.new_zeros(self.n_components)
+            return zero, zero + 1.0
         weights = torch.softmax(self.prior_logits, 0).unsqueeze(1)
         variances = (self.prior_cholesky() ** 2).sum(-1)
         mean = (weights * self.prior_means).sum(0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._device import make_generator
+from ._device import inference_dtype, make_generator
 from ._model import SCORE_CHUNK_ELEMENTS
 
 # Halvings of the learning rate tried when an epoch ends with a non-finite
@@ -294,7 +294,7 @@ def validation_elbo(module, X_val, eps, mask=None):
         x = X_val[rows].to(eps.device)
         observed = None if mask is None else mask[rows].to(eps.device)
         log_px, kl, _, _ = module.training_terms(x, eps[rows], observed, False)
-        out.append((log_px - kl.sum(-1)).double().cpu())
+        out.append((log_px - kl.sum(-1)).cpu().double())
     return torch.cat(out)
 
 
@@ -310,15 +310,17 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
     """
     device = module.variance.device
     generator = make_generator(seed, device)
-    squared_sum = torch.zeros(module.n_features, dtype=torch.float64, device=device)
-    kl_sum = torch.zeros(module.n_components, dtype=torch.float64, device=device)
+    # Sums in float64, except on MPS, which has no float64.
+    total = inference_dtype(device)
+    squared_sum = torch.zeros(module.n_features, dtype=total, device=device)
+    kl_sum = torch.zeros(module.n_components, dtype=total, device=device)
     for start in range(0, X.shape[0], EVAL_CHUNK):
         x = X[start : start + EVAL_CHUNK].to(device)
         observed = None
         if mask is not None:
             observed = mask[start : start + EVAL_CHUNK].to(device)
         mean, std = module.encode(x, observed)
-        kl_sum += module.kl_per_dimension(mean, std).sum(0, dtype=torch.float64)
+        kl_sum += module.kl_per_dimension(mean, std).sum(0, dtype=total)
         for _ in range(n_draws):
             eps = torch.randn(
                 mean.shape, generator=generator, dtype=mean.dtype, device=device
@@ -327,11 +329,11 @@ def posterior_statistics(module, X, seed, n_draws, mask=None):
             squared = (x - x_mean) ** 2
             if observed is not None:
                 squared = torch.where(observed, squared, 0.0)
-            squared_sum += squared.sum(0, dtype=torch.float64)
+            squared_sum += squared.sum(0, dtype=total)
     n_samples = X.shape[0]
     if n_draws == 0:  # the KL only
         return None, kl_sum / n_samples
-    count = n_samples if mask is None else mask.sum(0, dtype=torch.float64).to(device)
+    count = n_samples if mask is None else mask.sum(0, dtype=total).to(device)
     return (squared_sum / (count * n_draws)).float(), kl_sum / n_samples
 
 
@@ -344,7 +346,7 @@ def _observed_fraction(mask):
     """Fraction of rows in which each feature is observed; None without a mask."""
     if mask is None:
         return None
-    return (mask.sum(0, dtype=torch.float64) / mask.shape[0]).cpu().numpy()
+    return mask.sum(0).cpu().numpy() / mask.shape[0]
 
 
 def fit_module(module, optimizer, data, config, history):

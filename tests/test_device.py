@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICE
-from numpy.testing import assert_array_equal
+from conftest import DEVICE, exact_linear_gaussian_vae
+from numpy.testing import assert_allclose, assert_array_equal
 
+from skvae import _inference, _training
 from skvae._device import (
     draw_seed,
     inference_dtype,
@@ -11,11 +12,16 @@ from skvae._device import (
     resolve_device,
     seeded_cpu_rng,
 )
+from skvae._likelihood import full_gaussian_log_prob
+from skvae._training import posterior_statistics
 
 
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    # With the current device's index: scoring then runs where fit ran,
+    # whichever device is current by then.
+    assert resolve_device("auto") == torch.device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr("skvae._device._mps_available", lambda: True)
     assert resolve_device("auto") == torch.device("mps")
@@ -28,7 +34,10 @@ def test_explicit_devices(monkeypatch):
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cuda") == torch.device("cuda:1")
+    assert resolve_device(torch.device("cuda")) == torch.device("cuda:1")
     with pytest.raises(ValueError, match="only 2 CUDA device"):
         resolve_device("cuda:2")
 
@@ -86,3 +95,47 @@ def test_generators_are_private_and_reproducible():
 def test_inference_dtype():
     assert inference_dtype(torch.device("cpu")) == torch.float64
     assert inference_dtype(torch.device("mps")) == torch.float32
+
+
+# MPS has no float64. These emulate a float32 device on the CPU by patching
+# inference_dtype where the code under test looks it up.
+
+
+def test_a_gaussian_on_a_float32_device_is_scored_in_float64_on_the_cpu(monkeypatch):
+    module, marginal = exact_linear_gaussian_vae()
+    module = module.cpu()
+    assert module.is_gaussian
+    X = marginal.rvs(size=50, random_state=0)
+    seen = []
+
+    def spy(x, mean, covariance, mask=None):
+        seen.append((x.dtype, x.device.type, covariance.dtype))
+        return full_gaussian_log_prob(x, mean, covariance, mask)
+
+    monkeypatch.setattr(_inference, "full_gaussian_log_prob", spy)
+    monkeypatch.setattr(_inference, "inference_dtype", lambda device: torch.float32)
+    scores = _inference.log_likelihood(
+        module,
+        X,
+        mean=np.zeros(X.shape[1]),
+        scale=np.ones(X.shape[1]),
+        draws=None,
+        device=torch.device("cpu"),
+    )
+    assert seen and set(seen) == {(torch.float64, "cpu", torch.float64)}
+    # Only the rows were rounded to float32 on their way in.
+    assert_allclose(scores, marginal.logpdf(X), rtol=1e-6)
+
+
+def test_posterior_statistics_sum_in_the_devices_dtype(monkeypatch):
+    module, _ = exact_linear_gaussian_vae()
+    module = module.cpu().float()
+    X = torch.randn(40, module.n_features, generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(X.shape, generator=torch.Generator().manual_seed(1)) < 0.8
+    variance, kl = posterior_statistics(module, X, 0, 2, mask)
+    assert kl.dtype == torch.float64
+    monkeypatch.setattr(_training, "inference_dtype", lambda device: torch.float32)
+    variance32, kl32 = posterior_statistics(module, X, 0, 2, mask)
+    assert kl32.dtype == torch.float32
+    assert_allclose(kl32.numpy(), kl.numpy(), rtol=1e-5)
+    assert_allclose(variance32.numpy(), variance.numpy(), rtol=1e-5)
