@@ -36,13 +36,13 @@ SKVAE_TEST_DEVICE=cuda timeout $((seconds * 45 / 100)) $python -m pytest -n 15 -
 echo "pytest exit status $? (124: stopped at its time limit)"
 grep -E "^(FAILED|ERROR) " "$out/tests.log"
 grep -cE "^\[gw[0-9]+\] \[ *[0-9]+%\] PASSED" "$out/tests.log" | sed 's/$/ passed/'
-tail -1 "$out/tests.log"
+tail -3 "$out/tests.log"
 
 echo "== devices"
 timeout $((seconds * 35 / 100)) $python benchmarks/devices.py \
     --runs "$out/devices.jsonl" >"$out/devices.log" 2>&1
 echo "devices.py exit status $?"
-grep -E "^(VAEOutlierDetector|GaussianVAE) " "$out/devices.log"
+grep -E "^(VAEOutlierDetector|GaussianVAE) " "$out/devices.log" || tail -5 "$out/devices.log"
 
 echo "== speed"
 timeout $((seconds * 20 / 100)) $python benchmarks/speed.py --device cuda \
