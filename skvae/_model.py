@@ -362,13 +362,7 @@ class VAEModule(nn.Module):
         """log p(z), summed over the last dimension of z."""
         if self.prior_components == 1:
             return standard_normal_log_prob(z)
-        return mixture_log_prob(
-            z,
-            torch.log_softmax(self.prior_logits, 0),
-            self.prior_means,
-            self.prior_cholesky(),
-            self.prior_log_diag.sum(1),
-        )
+        return mixture_log_prob(z, *self.prior_mixture(), self.prior_log_diag.sum(1))
 
     def prior_moments(self):
         """Mean and variance of each latent dimension under the prior."""
