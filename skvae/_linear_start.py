@@ -13,12 +13,14 @@ the average of several such mixtures, each from its own random start of EM
 (:func:`averaged_mixture`).
 """
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
+from threadpoolctl import threadpool_limits
 
 from ._model import STD_FLOOR
 from ._training import SIGNIFICANCE
@@ -43,6 +45,26 @@ CV_FOLDS = 5
 # returns, in turn), each fitted by EM from its own random initialization
 # (averaged_mixture; docs/guide/density.rst).
 AVERAGED_MIXTURES = 20
+
+
+def one_blas_thread(function):
+    """Run ``function`` with the BLAS library limited to one thread.
+
+    EM on the latent codes makes thousands of BLAS calls on arrays a few
+    columns wide, too small for threads to share: OpenBLAS wakes its
+    threads for each one all the same, and with two cores that waiting
+    made the mixture search of a default fit five to seven times slower
+    than with one thread (docs/benchmarks.md, "Threads"). scikit-learn's
+    KMeans limits BLAS in its loops in the same way. The limit is lifted
+    when ``function`` returns.
+    """
+
+    @functools.wraps(function)
+    def limited(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return limited
 
 
 @dataclass
@@ -164,6 +186,7 @@ def probabilistic_pca(
     )
 
 
+@one_blas_thread
 def mixture_prior(
     start,
     Z,
@@ -284,6 +307,7 @@ class _Average:
         return len(self.weights_)
 
 
+@one_blas_thread
 def larger_prior(start, held_out):
     """A larger mixture prior than ``start``'s that ``held_out`` rows clearly prefer.
 

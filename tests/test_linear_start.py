@@ -12,6 +12,7 @@ from sklearn.covariance import ledoit_wolf
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import skvae
 import skvae._linear_start as linear_start
@@ -240,6 +241,32 @@ def test_held_out_rows_find_a_mixture_beyond_the_row_count():
     start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
     assert start.prior_components == 1
     assert larger_prior(start, held_out) is None
+
+
+def blas_threads():
+    return [
+        pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"
+    ]
+
+
+def test_mixture_search_runs_em_with_one_blas_thread(monkeypatch):
+    with threadpool_limits(limits=2, user_api="blas"):
+        if not blas_threads() or min(blas_threads()) < 2:
+            pytest.skip("no BLAS library that runs two threads")
+        during = []
+        fit = GaussianMixture.fit
+
+        def recording_fit(self, X, y=None):
+            during.extend(blas_threads())
+            return fit(self, X, y)
+
+        monkeypatch.setattr(GaussianMixture, "fit", recording_fit)
+        Z, held_out = clusters(), clusters(seed=1)
+        start = mixture_prior(probabilistic_pca(Z, 3, 1e-8), Z, "auto", 0, 1e-8)
+        larger_prior(start, held_out)
+        assert during and set(during) == {1}
+        # The limit is lifted on return.
+        assert min(blas_threads()) == 2
 
 
 def many_clusters(n_samples, seed, n_clusters=40):
