@@ -16,7 +16,9 @@ Measures, in one run and side by side, for n rows x D features:
 - ``quality``: time to quality for ``batch_size="auto"`` against fixed batch
   sizes (``speed_quality.py``);
 - ``search``: ``GridSearchCV`` wall time with ``n_jobs=1`` and ``n_jobs=2``
-  (``speed_search.py``).
+  (``speed_search.py``);
+- ``threads``: a default fit on real data with the threads a user has
+  against one thread (``speed_threads.py``).
 
 Setup is excluded from the fit throughput by differencing: a fit of
 ``E + k`` epochs minus a fit of ``E`` epochs (same data, seed and settings)
@@ -34,7 +36,7 @@ same title in docs/benchmarks.md between the ``<!-- BEGIN speed -->`` and
         [--n 1e4 1e5 1e6] [--d 20 100] [--repeats 3] [--device cpu]
         [--warmup-epochs 1] [--min-rows 200000] [--budget 240] [--no-pyod]
         [--quality-n 20000] [--quality-budget 40] [--quality-seeds 3]
-        [--n-jobs 1] [--write-docs]
+        [--n-jobs 1] [--threads-data NAME ...] [--write-docs]
 
 Each section's module gives its own command.
 """
@@ -48,6 +50,7 @@ import speed_memory
 import speed_parity
 import speed_quality
 import speed_search
+import speed_threads
 
 SECTIONS = {
     "fit": speed_fit.run,
@@ -56,6 +59,7 @@ SECTIONS = {
     "linearity": speed_linearity.run,
     "quality": speed_quality.run,
     "search": speed_search.run,
+    "threads": speed_threads.run,
 }
 
 
@@ -115,6 +119,12 @@ def main(argv=None):
         type=int,
         default=1,
         help="processes for the time-to-quality curves (one torch thread each)",
+    )
+    parser.add_argument(
+        "--threads-data",
+        nargs="+",
+        default=speed_threads.DATA,
+        help="data sets of the threads section (benchmarks/likelihood.py's names)",
     )
     args = parser.parse_args(argv)
     args.n = [int(n) for n in args.n]

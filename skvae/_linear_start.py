@@ -53,8 +53,8 @@ def one_blas_thread(function):
     EM on the latent codes makes thousands of BLAS calls on arrays a few
     columns wide, too small for threads to share: OpenBLAS wakes its
     threads for each one all the same, and with two cores that waiting
-    made the mixture search of a default fit five to seven times slower
-    than with one thread (docs/benchmarks.md, "Threads"). scikit-learn's
+    made a default fit five to six times slower than with one thread
+    (docs/guide/scaling.rst, "Threads"). scikit-learn's
     KMeans limits BLAS in its loops in the same way. The limit is lifted
     when ``function`` returns.
     """
