@@ -14,6 +14,7 @@ the average of several such mixtures, each from its own random start of EM
 """
 
 import functools
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -47,6 +48,13 @@ CV_FOLDS = 5
 AVERAGED_MIXTURES = 20
 
 
+# One function at a time runs under the limit (one_blas_thread). OpenBLAS's
+# thread count is one setting for the whole process: two threads that each
+# set it and restore what they found would leave it at one thread whenever
+# they overlap, the second "restoring" the first's limit.
+_BLAS_LIMIT_LOCK = threading.RLock()
+
+
 def one_blas_thread(function):
     """Run ``function`` with the BLAS library limited to one thread.
 
@@ -54,14 +62,15 @@ def one_blas_thread(function):
     columns wide, too small for threads to share: OpenBLAS wakes its
     threads for each one all the same, and with two cores that waiting
     made a default fit five to six times slower than with one thread
-    (docs/guide/scaling.rst, "Threads"). scikit-learn's
-    KMeans limits BLAS in its loops in the same way. The limit is lifted
-    when ``function`` returns.
+    (docs/guide/scaling.rst, "Threads"). scikit-learn's KMeans limits BLAS
+    in its loops in the same way. The limit is lifted when ``function``
+    returns; functions so wrapped run one at a time in a process, so that
+    fits in several threads cannot leave the limit behind.
     """
 
     @functools.wraps(function)
     def limited(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _BLAS_LIMIT_LOCK, threadpool_limits(limits=1, user_api="blas"):
             return function(*args, **kwargs)
 
     return limited

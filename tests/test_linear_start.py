@@ -1,6 +1,8 @@
 """The closed-form start: probabilistic PCA, the mixture prior, and the module at it."""
 
 import copy
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -267,6 +269,35 @@ def test_mixture_search_runs_em_with_one_blas_thread(monkeypatch):
         assert during and set(during) == {1}
         # The limit is lifted on return.
         assert min(blas_threads()) == 2
+
+
+def test_fits_in_threads_leave_the_blas_threads_as_they_were():
+    # Two threads enter at once; each, setting the limit and restoring what
+    # it found, would leave one BLAS thread behind when they overlap.
+    before = blas_threads()
+    if not before or min(before) < 2:
+        pytest.skip("no BLAS library that runs two threads")
+    together = threading.Barrier(2)
+
+    @linear_start.one_blas_thread
+    def search():
+        threads = blas_threads()
+        time.sleep(0.2)
+        return threads
+
+    inside = []
+
+    def run():
+        together.wait(timeout=10)
+        inside.extend(search())
+
+    workers = [threading.Thread(target=run) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert len(inside) == 2 * len(before) and set(inside) == {1}
+    assert blas_threads() == before
 
 
 def many_clusters(n_samples, seed, n_clusters=40):
