@@ -14,6 +14,7 @@ the average of several such mixtures, each from its own random start of EM
 """
 
 import functools
+import os
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -55,17 +56,28 @@ AVERAGED_MIXTURES = 20
 _BLAS_LIMIT_LOCK = threading.RLock()
 
 
+def _new_blas_limit_lock():
+    """A fresh lock in a forked child: one held by another thread at the fork stays held."""
+    global _BLAS_LIMIT_LOCK
+    _BLAS_LIMIT_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_new_blas_limit_lock)
+
+
 def one_blas_thread(function):
     """Run ``function`` with the BLAS library limited to one thread.
 
     EM on the latent codes makes thousands of BLAS calls on arrays a few
-    columns wide, too small for threads to share: OpenBLAS wakes its
-    threads for each one all the same, and with two cores that waiting
-    made a default fit five to six times slower than with one thread
-    (docs/guide/scaling.rst, "Threads"). scikit-learn's KMeans limits BLAS
-    in its loops in the same way. The limit is lifted when ``function``
-    returns; functions so wrapped run one at a time in a process, so that
-    fits in several threads cannot leave the limit behind.
+    columns wide, too small for threads to share, and OpenBLAS wakes its
+    threads for each one all the same (docs/guide/scaling.rst, "Threads").
+    scikit-learn's KMeans limits BLAS in its loops in the same way. The
+    limit is lifted when ``function`` returns. skvae's functions so wrapped
+    run one at a time in a process, so that fits in several threads do not
+    leave the limit behind. threadpoolctl lets one thread at a time set
+    OpenBLAS's limit: while another thread holds it (inside its own
+    ``threadpool_limits``), the search runs with the threads it finds.
     """
 
     @functools.wraps(function)

@@ -1,6 +1,7 @@
 """The closed-form start: probabilistic PCA, the mixture prior, and the module at it."""
 
 import copy
+import os
 import threading
 import time
 
@@ -251,32 +252,57 @@ def blas_threads():
     ]
 
 
-def test_mixture_search_runs_em_with_one_blas_thread(monkeypatch):
-    with threadpool_limits(limits=2, user_api="blas"):
-        if not blas_threads() or min(blas_threads()) < 2:
-            pytest.skip("no BLAS library that runs two threads")
-        during = []
-        fit = GaussianMixture.fit
+def set_blas_threads(n_threads):
+    """Set the BLAS's threads from a thread that then ends.
 
-        def recording_fit(self, X, y=None):
-            during.extend(blas_threads())
-            return fit(self, X, y)
-
-        monkeypatch.setattr(GaussianMixture, "fit", recording_fit)
-        Z, held_out = clusters(), clusters(seed=1)
-        start = mixture_prior(probabilistic_pca(Z, 3, 1e-8), Z, "auto", 0, 1e-8)
-        larger_prior(start, held_out)
-        assert during and set(during) == {1}
-        # The limit is lifted on return.
-        assert min(blas_threads()) == 2
+    threadpoolctl lets one live thread at a time set OpenBLAS's threads; a
+    limit set by a thread that has ended binds the process without holding
+    on to that control, as a user's setting would.
+    """
+    setter = threading.Thread(
+        target=threadpool_limits, kwargs={"limits": n_threads, "user_api": "blas"}
+    )
+    setter.start()
+    setter.join(timeout=10)
 
 
-def test_fits_in_threads_leave_the_blas_threads_as_they_were():
+@pytest.fixture
+def two_blas_threads():
+    """Two BLAS threads (whatever the environment set), restored afterwards."""
+    before = blas_threads()
+    set_blas_threads(2)
+    if not blas_threads() or min(blas_threads()) < 2:
+        set_blas_threads(min(before, default=1))
+        pytest.skip("no BLAS library that runs two threads")
+    yield
+    set_blas_threads(min(before))
+
+
+def test_mixture_search_runs_em_with_one_blas_thread(monkeypatch, two_blas_threads):
+    during = {"mixture_prior": [], "larger_prior": []}
+    stage = "mixture_prior"
+    fit = GaussianMixture.fit
+
+    def recording_fit(self, X, y=None):
+        during[stage].extend(blas_threads())
+        return fit(self, X, y)
+
+    monkeypatch.setattr(GaussianMixture, "fit", recording_fit)
+    # Clusters BIC cannot resolve on 150 rows: larger_prior fits more mixtures.
+    Z, held_out = few_rows_per_parameter(150, 0), few_rows_per_parameter(150, 1)
+    start = mixture_prior(probabilistic_pca(Z, 8, 1e-8), Z, "auto", 0, 1e-8)
+    stage = "larger_prior"
+    assert larger_prior(start, held_out) == (("full", 4),)
+    for threads in during.values():
+        assert threads and set(threads) == {1}
+    # The limit is lifted on return.
+    assert min(blas_threads()) == 2
+
+
+def test_fits_in_threads_leave_the_blas_threads_as_they_were(two_blas_threads):
     # Two threads enter at once; each, setting the limit and restoring what
     # it found, would leave one BLAS thread behind when they overlap.
     before = blas_threads()
-    if not before or min(before) < 2:
-        pytest.skip("no BLAS library that runs two threads")
     together = threading.Barrier(2)
 
     @linear_start.one_blas_thread
@@ -298,6 +324,29 @@ def test_fits_in_threads_leave_the_blas_threads_as_they_were():
         worker.join(timeout=10)
     assert len(inside) == 2 * len(before) and set(inside) == {1}
     assert blas_threads() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_child_forked_while_another_thread_searches_can_search():
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with linear_start._BLAS_LIMIT_LOCK:
+            holding.set()
+            release.wait(timeout=10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(timeout=10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the holder thread does not exist here
+            os._exit(0 if linear_start._BLAS_LIMIT_LOCK.acquire(timeout=5) else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join(timeout=10)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def many_clusters(n_samples, seed, n_clusters=40):
