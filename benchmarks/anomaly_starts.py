@@ -8,7 +8,10 @@ from the fit on all rows until the support repeats. Here, beside that path,
 run to convergence, and the support of highest trimmed likelihood (the sum
 of its rows' log-likelihoods under the model fitted to them) is kept, as in
 MinCovDet. Prints mean ROC AUC and average precision over the data sets, per
-seed, against the default's, and the data sets where they differ.
+seed, against the default's, and the data sets where they differ. A study of
+the detector's internals, it subclasses the detector and calls its private
+steps (``_fit_validated``, ``_train_on``, ``_log_likelihood``, ``c_step``),
+where the other benchmarks use the public API only.
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_starts.py [--starts 10]
         [--keep 10] [--first-steps 2] [--seeds 0 1 2] [--skip internetads]
@@ -91,6 +94,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip", nargs="*", default=["internetads"])
     args = parser.parse_args(argv)
+    for line in [harness.command(argv), "", *harness.header()]:
+        print(line)
     names = [n for n in harness.data_names() if n not in args.skip]
     runs = {"default": evaluate(RandomStarts(), names)}
     for seed in args.seeds:

@@ -32,7 +32,7 @@ machine. With ``--write-docs``, each table measured replaces the one of the
 same title in docs/benchmarks.md between the ``<!-- BEGIN speed -->`` and
 ``<!-- END speed -->`` markers; the others stay, each with its command.
 
-    python benchmarks/speed.py [--sections fit parity memory linearity quality search]
+    python benchmarks/speed.py [--sections fit parity memory linearity quality search threads]
         [--n 1e4 1e5 1e6] [--d 20 100] [--repeats 3] [--device cpu]
         [--warmup-epochs 1] [--min-rows 200000] [--budget 240] [--no-pyod]
         [--quality-n 20000] [--quality-budget 40] [--quality-seeds 3]
