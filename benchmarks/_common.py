@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -269,6 +270,18 @@ def run_study(run_one, settings, args, run=True):
 
 
 # -------------------------------------------------------- global settings
+
+
+def child_result(command, env=None, cwd=None):
+    """Run ``command`` in a fresh process; the JSON its last line of output prints.
+
+    Raises RuntimeError with the last line of the child's error output (its
+    exception) if it fails.
+    """
+    child = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    if child.returncode:
+        raise RuntimeError(child.stderr.strip().splitlines()[-1])
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 @contextmanager

@@ -46,7 +46,6 @@ not run again. ``--write-docs`` writes the ``likelihood`` (or
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -125,16 +124,9 @@ def fit_main(X_train, X_test, seed, args):
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "data.npz", train=X_train, test=X_test)
         argv = [src, "data.npz", seed, args.device, args.torch_threads]
-        child = subprocess.run(
-            [sys.executable, "-c", MAIN_CHILD, *map(str, argv)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp,
+        result = harness.child_result(
+            [sys.executable, "-c", MAIN_CHILD, *map(str, argv)], env=env, cwd=tmp
         )
-    if child.returncode:
-        raise RuntimeError(child.stderr.strip().splitlines()[-1])
-    result = json.loads(child.stdout.splitlines()[-1])
     if not Path(result["skvae"]).resolve().is_relative_to(src):
         raise RuntimeError(f"skvae came from {result['skvae']}, not {src}")
     return result["score"], result["seconds"], {"n_iter": result["n_iter"]}

@@ -9,10 +9,9 @@ speed.py starts it), so that earlier sections leave no trace in the peak.
 
 import json
 import resource
-import subprocess
 import sys
 
-from _common import table_head, table_row
+from _common import child_result, table_head, table_row
 from _raw_loop import RawVAE, fit_raw
 from _speed import auto_fit, synthetic
 
@@ -61,9 +60,7 @@ def child(n, d, device, batch):
 
 def in_child(n, d, device, batch=None):
     """:func:`child` in a fresh Python process."""
-    command = [sys.executable, __file__, json.dumps([n, d, device, batch])]
-    out = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_result([sys.executable, __file__, json.dumps([n, d, device, batch])])
 
 
 def run(args, log):

@@ -22,11 +22,10 @@ held-out scores' difference (threads may sum in another order).
 
 import json
 import os
-import subprocess
 import sys
 import time
 
-from _common import table_head, table_row
+from _common import child_result, table_head, table_row
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -69,11 +68,7 @@ def in_child(name, one_thread):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     if one_thread:
         env.update(dict.fromkeys(THREAD_VARIABLES, "1"))
-    command = [sys.executable, __file__, name]
-    out = subprocess.run(command, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        sys.exit(f"The fit of {name} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_result([sys.executable, __file__, name], env=env)
 
 
 def run(args, log):
