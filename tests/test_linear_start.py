@@ -667,6 +667,22 @@ def test_mixture_prior_averages_the_structure_it_refits():
     assert_allclose(code_covariances(five)[:3], code_covariances(one), atol=1e-10)
 
 
+def _linear_fit_on_few_rows(**params):
+    """A linear GaussianVAE fitted to 175 rows, 35 of them held out, on the CPU.
+
+    Whether training beats the start depends on the training draws, and a
+    seed gives other draws on a GPU: the seeds of these tests were found on
+    the CPU.
+    """
+    return GaussianVAE(
+        hidden_layer_sizes=(),
+        standardize=True,
+        validation_fraction=0.2,
+        device="cpu",
+        **params,
+    ).fit(few_rows_per_parameter(175, 0))
+
+
 @pytest.mark.parametrize(("random_state", "kept"), [(1, True), (3, False)])
 def test_estimator_takes_the_larger_mixture_for_a_kept_start(
     random_state, kept, tmp_path
@@ -674,15 +690,7 @@ def test_estimator_takes_the_larger_mixture_for_a_kept_start(
     # 140 training rows and 35 held out: four full components have more
     # parameters (179) than the training rows, and than all 175 rows.
     X = few_rows_per_parameter(175, 0)
-    # Whether training beats the start depends on the training draws, and a
-    # seed gives other draws on a GPU: these two seeds were found on the CPU.
-    vae = GaussianVAE(
-        hidden_layer_sizes=(),
-        standardize=True,
-        validation_fraction=0.2,
-        random_state=random_state,
-        device="cpu",
-    ).fit(X)
+    vae = _linear_fit_on_few_rows(random_state=random_state)
     assert vae._history.kept_start == kept
     # The search and the held-out rows are not kept in the fitted model.
     assert vae._start_to_refit is None
@@ -700,13 +708,6 @@ def test_estimator_takes_the_larger_mixture_for_a_kept_start(
     else:
         # Trained weights, from BIC's first choice, are kept as they are.
         assert vae.module_.prior_components < 4
-
-
-def _linear_fit_on_few_rows(**params):
-    """A linear GaussianVAE fitted to 175 rows, 35 of them held out."""
-    return GaussianVAE(
-        hidden_layer_sizes=(), standardize=True, validation_fraction=0.2, **params
-    ).fit(few_rows_per_parameter(175, 0))
 
 
 def test_a_kept_start_averages_every_structure_it_is_given(monkeypatch):
