@@ -19,7 +19,7 @@ from ._likelihood import (
     linear_mixture_log_prob,
     log_mean_exp,
 )
-from ._model import SCORE_CHUNK_ELEMENTS
+from ._model import CPU_SCORE_CHUNK_ELEMENTS, SCORE_CHUNK_ELEMENTS
 from ._units import log_jacobian, log_jacobian_rows, standardize_into
 
 
@@ -87,12 +87,17 @@ def map_rows(
     tuple of arrays whose matching rows are passed along as tensors.
     ``width`` is the number of values each row expands to inside ``fn``
     (draws times layer width), which sets the chunk size so that memory
-    stays bounded. The results are concatenated as float64.
+    stays bounded (``CPU_SCORE_CHUNK_ELEMENTS`` values per tensor on the
+    CPU, ``SCORE_CHUNK_ELEMENTS`` on an accelerator). The results are
+    concatenated as float64.
     """
     module = inference_module(module, device)
     dtype = inference_dtype(device)
-    rows = max(1, SCORE_CHUNK_ELEMENTS // max(width, 1))
-    out = []
+    bound = SCORE_CHUNK_ELEMENTS
+    if torch.device(device).type == "cpu":
+        bound = CPU_SCORE_CHUNK_ELEMENTS
+    rows = max(1, bound // max(width, 1))
+    out = None
     for chunk in gen_batches(X.shape[0], rows):
         if mean is None:
             x = torch.as_tensor(X[chunk], dtype=dtype, device=device)
@@ -100,8 +105,14 @@ def map_rows(
         else:
             x, mask = to_tensor(X[chunk], mean, scale, dtype, device, knots=knots)
         more = [torch.as_tensor(a[chunk], dtype=dtype, device=device) for a in extra]
-        out.append(fn(module, x, mask, *more).cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
+        result = fn(module, x, mask, *more).cpu().numpy()
+        if out is None:
+            out = np.empty((X.shape[0], *result.shape[1:]), dtype=np.float64)
+        # Copied out at once: a small result kept alive between the chunks'
+        # large temporaries would fragment the CPU heap.
+        out[chunk] = result
+        del x, mask, more, result
+    return np.empty(0) if out is None else out
 
 
 def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):

@@ -130,6 +130,30 @@ def test_widest_layer_counts_the_values_of_the_mixture_prior():
     assert mixture.widest_layer == 60
 
 
+@pytest.mark.parametrize("device", sorted({"cpu", DEVICE}))
+def test_scoring_chunks_are_bounded_by_device(monkeypatch, device):
+    # On the CPU the chunk's tensors count against the process's memory, so
+    # they are smaller there than on an accelerator; each row's result is the
+    # same in any chunk.
+    module = VAEModule(3, 2, (4,), "relu", "feature", 1e-3).to(device)
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    monkeypatch.setattr(_inference, "CPU_SCORE_CHUNK_ELEMENTS", 7 * 10)
+    monkeypatch.setattr(_inference, "SCORE_CHUNK_ELEMENTS", 11 * 10)
+    sizes = []
+
+    def fn(module, x, mask):
+        sizes.append(x.shape[0])
+        return module.encoder_body(x).sum(1)
+
+    chunked = _inference.map_rows(module, X, fn, device=torch.device(device), width=10)
+    assert max(sizes) == (7 if device == "cpu" else 11) and sum(sizes) == 50
+    monkeypatch.setattr(_inference, "CPU_SCORE_CHUNK_ELEMENTS", 10**9)
+    monkeypatch.setattr(_inference, "SCORE_CHUNK_ELEMENTS", 10**9)
+    whole = _inference.map_rows(module, X, fn, device=torch.device(device), width=10)
+    assert chunked.dtype == np.float64 and chunked.shape == (50,)
+    assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
+
+
 def test_a_linear_start_with_hidden_layers_has_a_linear_decoder():
     """Hidden layers whose output weights are zero add nothing: p(x) is exact.
 
