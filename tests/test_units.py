@@ -55,6 +55,28 @@ def test_gaussianized_density_integrates_to_one(column):
     assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-4)
 
 
+def test_knots_are_the_normal_quantiles_of_the_smoothed_distribution():
+    """t = Phi^-1(F(z)) at every knot, F the kernel and Cauchy mixture, tails too.
+
+    With at most ``MARGINAL_CENTRES`` rows the centres are the distinct
+    values, weighted by their counts; F and 1 - F are evaluated here with
+    scipy's normal and Cauchy distributions, each in its own tail.
+    """
+    rng = np.random.default_rng(0)
+    column = np.round(rng.standard_t(3, size=300), 1)  # heavy tails, ties
+    (knots,) = fit_marginal_knots(column[:, None])
+    centres, counts = np.unique(column, return_counts=True)
+    iqr = np.subtract(*np.quantile(column, [0.75, 0.25]))
+    bandwidth = 0.9 * min(column.std(), iqr / 1.349) * column.size**-0.2
+    u = (knots[:, :1] - centres) / bandwidth
+    weights = 0.99 * counts / counts.sum()
+    cdf = stats.norm.cdf(u) @ weights + 0.01 * stats.cauchy.cdf(knots[:, 0])
+    sf = stats.norm.sf(u) @ weights + 0.01 * stats.cauchy.sf(knots[:, 0])
+    expected = np.where(cdf < sf, stats.norm.ppf(cdf), stats.norm.isf(sf))
+    assert knots[:, 1].min() < -6 and knots[:, 1].max() > 6  # into the tails
+    assert_allclose(knots[:, 1], expected, rtol=1e-12, atol=1e-12)
+
+
 def test_constant_column_is_left_alone():
     Z = np.column_stack([np.zeros(50), np.random.default_rng(0).normal(size=50)])
     T, log_slope = gaussianize(Z, fit_marginal_knots(Z))
