@@ -183,6 +183,12 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries()
         for row, o in zip(x, mask, strict=True)
     ]
     assert_allclose(out, expected, rtol=1e-10)
+    # The whole covariance's factor, where the caller has it, serves the
+    # complete rows; the others still get their own.
+    assert mask.all(1).any() and not mask.all()
+    cholesky = torch.linalg.cholesky(args[2])
+    given = full_gaussian_log_prob(*args, torch.as_tensor(mask), cholesky).numpy()
+    assert_allclose(given, expected, rtol=1e-10)
 
 
 def _linear_mixture(q, n_features=6, k=3, seed=0):

@@ -154,6 +154,26 @@ def test_scoring_chunks_are_bounded_by_device(monkeypatch, device):
     assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
 
 
+def test_a_gaussian_is_factorized_once_for_all_chunks(monkeypatch):
+    # The exact Gaussian's Cholesky factor costs D^3: computed per chunk it
+    # would dominate the scoring of wide data.
+    from skvae import VAEOutlierDetector
+
+    X = np.random.default_rng(0).normal(size=(200, 5))
+    detector = VAEOutlierDetector(device="cpu").fit(X)
+    expected = detector.score_samples(X)
+    monkeypatch.setattr(_inference, "CPU_SCORE_CHUNK_ELEMENTS", 30 * 5)
+    calls, cholesky = [], torch.linalg.cholesky
+
+    def counted(matrix):
+        calls.append(matrix.shape)
+        return cholesky(matrix)
+
+    monkeypatch.setattr(torch.linalg, "cholesky", counted)
+    assert_allclose(detector.score_samples(X), expected, rtol=1e-12)
+    assert calls == [(5, 5)]  # one factor for 7 chunks
+
+
 def test_a_linear_start_with_hidden_layers_has_a_linear_decoder():
     """Hidden layers whose output weights are zero add nothing: p(x) is exact.
 
