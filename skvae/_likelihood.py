@@ -55,24 +55,59 @@ def full_gaussian_log_prob(x, mean, covariance, mask=None, cholesky=None):
 
     :math:`\log \mathcal N(x_o \mid \mu_o, \Sigma_{oo})` for each row of
     ``x`` (n_samples, n_features): with ``mask``, of its observed entries
-    ``o`` only (the missing ones marginalised exactly, one Cholesky factor per
-    pattern of missing entries); a row with none gets 0. ``cholesky``, the
-    lower Cholesky factor of the whole ``covariance`` where the caller has
-    it, serves the rows with every entry observed (its cost, ``D^3``, is the
-    same for every chunk of such rows).
+    ``o`` only (the missing ones marginalised exactly); a row with none gets
+    0. ``cholesky``, the lower Cholesky factor of the whole ``covariance``
+    where the caller has it (its cost, ``D^3``, is the same for every chunk
+    of rows), serves the complete rows, and the rows with at most half of
+    their entries missing through the precision matrix
+    :math:`P = \Sigma^{-1}`: with ``m`` the missing entries and the
+    residual ``r`` zero there,
+
+    .. math::
+
+        r_o^\top \Sigma_{oo}^{-1} r_o = r^\top P r
+        - (P r)_m^\top P_{mm}^{-1} (P r)_m, \qquad
+        \log|\Sigma_{oo}| = \log|\Sigma| + \log|P_{mm}|,
+
+    which costs ``m^3`` per pattern of missing entries. Other patterns get
+    a Cholesky factor of their own, :math:`\Sigma_{oo}`'s.
     """
     out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    whole = cholesky
+    n_features = x.shape[1]
+    precision = None
+    if cholesky is not None and mask is not None:
+        residual = torch.where(mask, x - mean, 0.0)
+        precision = torch.cholesky_inverse(cholesky)
+        projected = residual @ precision  # (P r) for every row
+        quadratic = (projected * residual).sum(1)
+        log_det = 2.0 * torch.log(torch.diagonal(cholesky)).sum()
     for rows, observed in _observed_patterns(x, mask):
-        if whole is not None and observed.numel() == x.shape[1]:
-            cholesky = whole
+        n_missing = n_features - observed.numel()
+        if precision is not None and 0 < 2 * n_missing <= n_features:
+            missing = torch.ones(n_features, dtype=torch.bool, device=x.device)
+            missing[observed] = False
+            inner, info = torch.linalg.cholesky_ex(precision[missing][:, missing])
+            if info.item() == 0:  # else P rounded to indefinite: Sigma_oo's own
+                correction = torch.linalg.solve_triangular(
+                    inner, projected[rows][:, missing].T, upper=False
+                )
+                out[rows] = -0.5 * (
+                    observed.numel() * LOG_2PI
+                    + quadratic[rows]
+                    - (correction**2).sum(0)
+                    + log_det
+                    + 2.0 * torch.log(torch.diagonal(inner)).sum()
+                )
+                continue
+        if cholesky is not None and n_missing == 0:
+            factor = cholesky
         else:
-            cholesky = torch.linalg.cholesky(covariance[observed][:, observed])
-        residual = (x[rows][:, observed] - mean[observed]).T
-        white = torch.linalg.solve_triangular(cholesky, residual, upper=False)
+            factor = torch.linalg.cholesky(covariance[observed][:, observed])
+        residual_o = (x[rows][:, observed] - mean[observed]).T
+        white = torch.linalg.solve_triangular(factor, residual_o, upper=False)
         out[rows] = (
             -0.5 * (observed.numel() * LOG_2PI + (white**2).sum(0))
-            - torch.log(torch.diagonal(cholesky)).sum()
+            - torch.log(torch.diagonal(factor)).sum()
         )
     return out
 

@@ -162,18 +162,26 @@ def test_kl_between_normals_matches_torch_distributions():
     assert_allclose(standard.numpy(), kl_to_standard_normal(mean, std).numpy())
 
 
-def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries():
+@pytest.mark.parametrize("noise", [0.1, 1e-6])
+def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
+    noise, monkeypatch
+):
+    # noise=1e-6: a covariance of rank 2 plus a little noise, ill-conditioned
+    # as a factor model with a small noise variance is.
     rng = np.random.default_rng(0)
-    A = rng.normal(size=(4, 4))
-    covariance, mean = A @ A.T + 0.1 * np.eye(4), rng.normal(size=4)
-    x = rng.normal(size=(30, 4))
-    mask = rng.random((30, 4)) > 0.3
+    A = rng.normal(size=(6, 2 if noise < 0.01 else 6))
+    covariance, mean = A @ A.T + noise * np.eye(6), rng.normal(size=6)
+    x = rng.normal(size=(60, 6))
+    if noise < 0.01:
+        x = mean + rng.normal(size=(60, 2)) @ A.T + np.sqrt(noise) * x
+    mask = rng.random((60, 6)) > 0.3
+    rtol = 1e-10 if noise > 0.01 else 1e-8  # scipy's digits too
     mask[0] = False  # nothing observed: log-probability 0
     args = [torch.as_tensor(a) for a in (x, mean, covariance)]
     assert_allclose(
         full_gaussian_log_prob(*args).numpy(),
         stats.multivariate_normal(mean, covariance).logpdf(x),
-        rtol=1e-10,
+        rtol=rtol,
     )
     out = full_gaussian_log_prob(*args, torch.as_tensor(mask)).numpy()
     expected = [
@@ -182,13 +190,23 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries()
         else 0.0
         for row, o in zip(x, mask, strict=True)
     ]
-    assert_allclose(out, expected, rtol=1e-10)
+    assert_allclose(out, expected, rtol=rtol)
     # The whole covariance's factor, where the caller has it, serves the
-    # complete rows; the others still get their own.
-    assert mask.all(1).any() and not mask.all()
+    # complete rows, and the rows with at most half their entries missing
+    # through the precision matrix; the others still get their own.
+    n_missing = set((~mask).sum(1))
+    assert {0, 1, 3} <= n_missing and max(n_missing) > 3
     cholesky = torch.linalg.cholesky(args[2])
     given = full_gaussian_log_prob(*args, torch.as_tensor(mask), cholesky).numpy()
-    assert_allclose(given, expected, rtol=1e-10)
+    assert_allclose(given, expected, rtol=rtol)
+    # Where a block of P rounds to indefinite, the pattern's own factor.
+    monkeypatch.setattr(
+        torch.linalg,
+        "cholesky_ex",
+        lambda matrix: (matrix, torch.ones((), dtype=torch.int32)),
+    )
+    fallback = full_gaussian_log_prob(*args, torch.as_tensor(mask), cholesky).numpy()
+    assert_allclose(fallback, expected, rtol=rtol)
 
 
 def _linear_mixture(q, n_features=6, k=3, seed=0):
