@@ -6,7 +6,7 @@ from conftest import DEVICE
 from numpy.testing import assert_allclose
 from scipy import stats
 
-from skvae import GaussianVAE
+from skvae import GaussianVAE, _units
 from skvae._units import degaussianize, fit_marginal_knots, gaussianize
 
 
@@ -55,13 +55,19 @@ def test_gaussianized_density_integrates_to_one(column):
     assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-4)
 
 
-def test_knots_are_the_normal_quantiles_of_the_smoothed_distribution():
+@pytest.mark.parametrize("broad", [_units.MARGINAL_BROAD_WEIGHT, 1e-30])
+def test_knots_are_the_normal_quantiles_of_the_smoothed_distribution(
+    monkeypatch, broad
+):
     """t = Phi^-1(F(z)) at every knot, F the kernel and Cauchy mixture, tails too.
 
     With at most ``MARGINAL_CENTRES`` rows the centres are the distinct
     values, weighted by their counts; F and 1 - F are evaluated here with
-    scipy's normal and Cauchy distributions, each in its own tail.
+    scipy's normal and Cauchy distributions, each in its own tail. With a
+    negligible Cauchy weight, the kernels' own tails set t beyond the data,
+    down to values that 1 - Phi(u) would round to zero.
     """
+    monkeypatch.setattr(_units, "MARGINAL_BROAD_WEIGHT", broad)
     rng = np.random.default_rng(0)
     column = np.round(rng.standard_t(3, size=300), 1)  # heavy tails, ties
     (knots,) = fit_marginal_knots(column[:, None])
@@ -69,9 +75,9 @@ def test_knots_are_the_normal_quantiles_of_the_smoothed_distribution():
     iqr = np.subtract(*np.quantile(column, [0.75, 0.25]))
     bandwidth = 0.9 * min(column.std(), iqr / 1.349) * column.size**-0.2
     u = (knots[:, :1] - centres) / bandwidth
-    weights = 0.99 * counts / counts.sum()
-    cdf = stats.norm.cdf(u) @ weights + 0.01 * stats.cauchy.cdf(knots[:, 0])
-    sf = stats.norm.sf(u) @ weights + 0.01 * stats.cauchy.sf(knots[:, 0])
+    weights = (1 - broad) * counts / counts.sum()
+    cdf = stats.norm.cdf(u) @ weights + broad * stats.cauchy.cdf(knots[:, 0])
+    sf = stats.norm.sf(u) @ weights + broad * stats.cauchy.sf(knots[:, 0])
     expected = np.where(cdf < sf, stats.norm.ppf(cdf), stats.norm.isf(sf))
     assert knots[:, 1].min() < -6 and knots[:, 1].max() > 6  # into the tails
     assert_allclose(knots[:, 1], expected, rtol=1e-12, atol=1e-12)
