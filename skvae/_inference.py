@@ -14,6 +14,7 @@ from sklearn.utils import gen_batches
 
 from ._device import fits_on_device, inference_dtype
 from ._likelihood import (
+    GaussianFactors,
     full_gaussian_log_prob,
     linear_mixture_factors,
     linear_mixture_log_prob,
@@ -164,11 +165,12 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
 def _gaussian_scorer():
     """``fn`` for :func:`map_rows`: the exact log p(x_o) of a Gaussian model.
 
-    Its mean, covariance and the covariance's Cholesky factor (for the
-    complete rows) are computed at the first chunk and kept for the others:
-    a ``D^3`` factorization per chunk would dominate on wide data.
+    Its mean, covariance and the covariance's factors
+    (:class:`~skvae._likelihood.GaussianFactors`) are computed at the first
+    chunk and kept for the others: a ``D^3`` factorization per chunk would
+    dominate on wide data.
     """
-    factors = []
+    kept = []
 
     def fn(module, x, mask):
         if x.dtype != torch.float64:
@@ -177,13 +179,13 @@ def _gaussian_scorer():
             # The float32 weights are exact in float64 on the CPU.
             x = x.cpu().double()
             mask = None if mask is None else mask.cpu()
-        if not factors:
+        if not kept:
             mean, covariance = (
                 t.to(device=x.device, dtype=x.dtype) for t in module.marginal_gaussian()
             )
-            factors.append((mean, covariance, torch.linalg.cholesky(covariance)))
-        mean, covariance, cholesky = factors[0]
-        return full_gaussian_log_prob(x, mean, covariance, mask, cholesky)
+            kept.append((mean, covariance, GaussianFactors(covariance)))
+        mean, covariance, factors = kept[0]
+        return full_gaussian_log_prob(x, mean, covariance, mask, factors)
 
     return fn
 

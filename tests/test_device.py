@@ -108,9 +108,9 @@ def test_a_gaussian_on_a_float32_device_is_scored_in_float64_on_the_cpu(monkeypa
     X = marginal.rvs(size=50, random_state=0)
     seen = []
 
-    def spy(x, mean, covariance, mask=None, cholesky=None):
-        seen.append((x.dtype, x.device.type, covariance.dtype, cholesky.dtype))
-        return full_gaussian_log_prob(x, mean, covariance, mask, cholesky)
+    def spy(x, mean, covariance, mask=None, factors=None):
+        seen.append((x.dtype, x.device.type, covariance.dtype, factors.cholesky.dtype))
+        return full_gaussian_log_prob(x, mean, covariance, mask, factors)
 
     monkeypatch.setattr(_inference, "full_gaussian_log_prob", spy)
     monkeypatch.setattr(_inference, "inference_dtype", lambda device: torch.float32)

@@ -7,6 +7,7 @@ from numpy.testing import assert_allclose
 from scipy import special, stats
 
 from skvae._likelihood import (
+    GaussianFactors,
     full_gaussian_log_prob,
     gaussian_log_prob,
     kl_between_normals,
@@ -191,22 +192,51 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
         for row, o in zip(x, mask, strict=True)
     ]
     assert_allclose(out, expected, rtol=rtol)
-    # The whole covariance's factor, where the caller has it, serves the
+    # The whole covariance's factors, where the caller keeps them, serve the
     # complete rows, and the rows with at most half their entries missing
-    # through the precision matrix; the others still get their own.
-    n_missing = set((~mask).sum(1))
-    assert {0, 1, 3} <= n_missing and max(n_missing) > 3
-    cholesky = torch.linalg.cholesky(args[2])
-    given = full_gaussian_log_prob(*args, torch.as_tensor(mask), cholesky).numpy()
+    # through the precision matrix (one m x m factor per such pattern); the
+    # others still get their own.
+    n_missing = (~mask).sum(1)
+    assert {0, 1, 3} <= set(n_missing) and n_missing.max() > 3
+    factors = GaussianFactors(args[2])
+    assert factors.precision is not None
+    through_precision, cholesky_ex = [], torch.linalg.cholesky_ex
+
+    def spy(matrix):
+        through_precision.append(matrix.shape[0])
+        return cholesky_ex(matrix)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", spy)
+    given = full_gaussian_log_prob(*args, torch.as_tensor(mask), factors).numpy()
     assert_allclose(given, expected, rtol=rtol)
+    patterns = {tuple(row) for row in ~mask if 0 < row.sum() <= 3}
+    assert sorted(through_precision) == sorted(sum(p) for p in patterns)
     # Where a block of P rounds to indefinite, the pattern's own factor.
     monkeypatch.setattr(
         torch.linalg,
         "cholesky_ex",
         lambda matrix: (matrix, torch.ones((), dtype=torch.int32)),
     )
-    fallback = full_gaussian_log_prob(*args, torch.as_tensor(mask), cholesky).numpy()
+    fallback = full_gaussian_log_prob(*args, torch.as_tensor(mask), factors).numpy()
     assert_allclose(fallback, expected, rtol=rtol)
+
+
+def test_an_ill_conditioned_gaussian_scores_each_pattern_by_its_own_factor():
+    # Through the precision matrix, rows with missing entries would lose
+    # digits with the condition number; past MAX_PRECISION_CONDITION each
+    # pattern gets its own factor, as without the whole covariance's.
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 2))
+    covariance = A @ A.T + 1e-12 * np.eye(6)
+    x = rng.normal(size=(40, 2)) @ A.T + 1e-6 * rng.normal(size=(40, 6))
+    mask = torch.as_tensor(rng.random((40, 6)) > 0.2)
+    args = [torch.as_tensor(a) for a in (x, np.zeros(6), covariance)]
+    factors = GaussianFactors(args[2])
+    assert factors.precision is None
+    assert torch.equal(
+        full_gaussian_log_prob(*args, mask, factors),
+        full_gaussian_log_prob(*args, mask),
+    )
 
 
 def _linear_mixture(q, n_features=6, k=3, seed=0):

@@ -172,6 +172,18 @@ def test_a_gaussian_is_factorized_once_for_all_chunks(monkeypatch):
     monkeypatch.setattr(torch.linalg, "cholesky", counted)
     assert_allclose(detector.score_samples(X), expected, rtol=1e-12)
     assert calls == [(5, 5)]  # one factor for 7 chunks
+    # With a missing entry in every chunk: one precision matrix, too, and no
+    # factor of a pattern's own (one entry missing of five).
+    X[::20, 2] = np.nan
+    inverses, cholesky_inverse = [], torch.cholesky_inverse
+    monkeypatch.setattr(
+        torch,
+        "cholesky_inverse",
+        lambda factor: inverses.append(1) or cholesky_inverse(factor),
+    )
+    calls.clear()
+    detector.score_samples(X)
+    assert calls == [(5, 5)] and inverses == [1]
 
 
 def test_a_linear_start_with_hidden_layers_has_a_linear_decoder():
