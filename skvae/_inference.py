@@ -90,12 +90,12 @@ def map_rows(
     (draws times layer width), which sets the chunk size so that memory
     stays bounded (``CPU_SCORE_CHUNK_ELEMENTS`` values per tensor on the
     CPU, ``SCORE_CHUNK_ELEMENTS`` on an accelerator). The results are
-    concatenated as float64.
+    collected in one float64 array.
     """
     module = inference_module(module, device)
     dtype = inference_dtype(device)
     bound = SCORE_CHUNK_ELEMENTS
-    if torch.device(device).type == "cpu":
+    if device.type == "cpu":
         bound = CPU_SCORE_CHUNK_ELEMENTS
     rows = max(1, bound // max(width, 1))
     out = None

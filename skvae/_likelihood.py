@@ -107,11 +107,17 @@ def full_gaussian_log_prob(x, mean, covariance, mask=None, factors=None):
     n_features = x.shape[1]
     precision = None
     if factors is not None and mask is not None:
-        precision = factors.precision
+        # The rows that may go through the precision, and only those, are
+        # projected: (P r), and r' P r.
+        row_missing = n_features - mask.sum(1)
+        through = (row_missing > 0) & (2 * row_missing <= n_features)
+        if through.any():
+            precision = factors.precision
     if precision is not None:
-        residual = torch.where(mask, x - mean, 0.0)  # finite where missing
-        projected = residual @ precision  # (P r) for every row
+        residual = torch.where(mask[through], x[through] - mean, 0.0)
+        projected = residual @ precision
         quadratic = (projected * residual).sum(1)
+        position = torch.cumsum(through, 0) - 1  # a row's place among them
     for rows, observed in _observed_patterns(x, mask):
         n_missing = n_features - observed.numel()
         if precision is not None and 0 < 2 * n_missing <= n_features:
@@ -119,12 +125,13 @@ def full_gaussian_log_prob(x, mean, covariance, mask=None, factors=None):
             missing[observed] = False
             inner, info = torch.linalg.cholesky_ex(precision[missing][:, missing])
             if info.item() == 0:  # else P rounded to indefinite: Sigma_oo's own
+                at = position[rows]
                 correction = torch.linalg.solve_triangular(
-                    inner, projected[rows][:, missing].T, upper=False
+                    inner, projected[at][:, missing].T, upper=False
                 )
                 out[rows] = -0.5 * (
                     observed.numel() * LOG_2PI
-                    + quadratic[rows]
+                    + quadratic[at]
                     - (correction**2).sum(0)
                     + factors.log_det
                     + 2.0 * torch.log(torch.diagonal(inner)).sum()

@@ -211,6 +211,11 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
     assert_allclose(given, expected, rtol=rtol)
     patterns = {tuple(row) for row in ~mask if 0 < row.sum() <= 3}
     assert sorted(through_precision) == sorted(sum(p) for p in patterns)
+    # Where no row may go through it, the precision is never computed.
+    heavy = torch.as_tensor(mask | (n_missing[:, None] <= 3))
+    fresh = GaussianFactors(args[2])
+    full_gaussian_log_prob(*args, heavy, fresh)
+    assert not heavy.all() and "precision" not in vars(fresh)
     # Where a block of P rounds to indefinite, the pattern's own factor.
     monkeypatch.setattr(
         torch.linalg,
