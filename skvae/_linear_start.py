@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
+from ._mixture import fit_mixtures
 from ._model import STD_FLOOR
 from ._training import SIGNIFICANCE
 
@@ -274,7 +275,9 @@ def averaged_mixture(mixture, codes, random_state, n_mixtures, also=()):
 
     Each of the others is a Gaussian mixture of the same number of components
     and covariance type, fitted by EM to the same ``codes`` from its own
-    random initialization (seeds drawn from ``random_state``); with ``also``,
+    random initialization (seeds drawn from ``random_state``; the fits of
+    one structure side by side, :func:`~skvae._mixture.fit_mixtures`, which
+    takes GaussianMixture's steps); with ``also``,
     ``(covariance_type, n_components)`` pairs, the others take
     ``mixture``'s structure and those in turn, as far as the members go (a
     structure with more components than codes is left out, as
@@ -299,14 +302,22 @@ def averaged_mixture(mixture, codes, random_state, n_mixtures, also=()):
     seeds = np.random.RandomState(random_state).randint(
         np.iinfo(np.int32).max, size=n_mixtures - 1
     )
-    members = [mixture]
-    for index, seed in enumerate(seeds, start=1):
-        covariance_type, k = structures[index % len(structures)]
-        member = GaussianMixture(k, covariance_type=covariance_type, random_state=seed)
-        try:
-            members.append(member.fit(codes))
-        except ValueError:  # scikit-learn's "ill-defined empirical covariance"
-            continue
+    # Member i (from 1; 0 is ``mixture``) takes structure i mod len(structures)
+    # and seed i - 1. The members of each structure are fitted side by side
+    # (fit_mixtures, GaussianMixture's EM batched over them).
+    fitted = {}
+    for structure in dict.fromkeys(structures):
+        indices = [
+            index
+            for index in range(1, n_mixtures)
+            if structures[index % len(structures)] == structure
+        ]
+        if indices:
+            covariance_type, k = structure
+            fits = fit_mixtures(codes, k, covariance_type, seeds[np.array(indices) - 1])
+            fitted.update(zip(indices, fits, strict=True))
+    # A member whose covariance became singular (None) is left out.
+    members = [mixture] + [fitted[i] for i in sorted(fitted) if fitted[i] is not None]
     return _Average(
         weights_=np.concatenate([m.weights_ for m in members]) / len(members),
         means_=np.concatenate([m.means_ for m in members]),

@@ -609,13 +609,16 @@ def test_a_member_whose_em_fails_is_left_out(monkeypatch):
     first = GaussianMixture(12, random_state=7).fit(Z)
     failing_seed = np.random.RandomState(7).randint(np.iinfo(np.int32).max)
 
-    class FailsOnce(GaussianMixture):
-        def fit(self, X, y=None):
-            if self.random_state == failing_seed:
-                raise ValueError("ill-defined empirical covariance")
-            return super().fit(X, y)
+    fit_mixtures = linear_start.fit_mixtures
 
-    monkeypatch.setattr(linear_start, "GaussianMixture", FailsOnce)
+    def fails_once(X, n_components, covariance_type, seeds):
+        # fit_mixtures' None: that member's covariance became singular.
+        fitted = fit_mixtures(X, n_components, covariance_type, seeds)
+        return [
+            None if s == failing_seed else m for s, m in zip(seeds, fitted, strict=True)
+        ]
+
+    monkeypatch.setattr(linear_start, "fit_mixtures", fails_once)
     average = averaged_mixture(first, Z, 7, 3)
     # Two members: the first, and the one whose EM converged.
     assert average.n_components == 24

@@ -1,0 +1,274 @@
+"""Gaussian mixtures fitted by EM in torch, many at once.
+
+:func:`fit_mixtures` runs the EM algorithm of scikit-learn's
+:class:`~sklearn.mixture.GaussianMixture` (k-means initialization,
+``reg_covar`` added to each covariance, stopping when the mean
+log-likelihood changes by less than ``tol``) from several random
+initializations at once, batched over the mixtures and their components.
+The average of a kept start's prior
+(:func:`skvae._linear_start.averaged_mixture`) needs nineteen such refits
+of one structure, which took most of a default fit's time on the larger
+data sets: GaussianMixture loops over the components in Python, with an
+``n x q`` array for each, where here each step is one matrix product for
+every component of every mixture, on torch's threads. Single fits (the BIC
+search) stay with GaussianMixture: with one mixture of a few components
+there is too little to batch, and it was faster there."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.utils import check_random_state
+
+# GaussianMixture's defaults.
+REG_COVAR = 1e-6
+TOL = 1e-3
+MAX_ITER = 100
+# At most this many float64 values in each (mixtures, rows, components)
+# array of a batch (16 MB); more mixtures are fitted in several batches.
+BATCH_ELEMENTS = 2**21
+# Rows of an E-step whose outer products are formed at a time.
+OUTER_ELEMENTS = 2**20
+
+
+@dataclass(eq=False)  # compared and hashed by identity, as estimators are
+class FittedMixture:
+    """A Gaussian mixture's parameters, named as GaussianMixture names them."""
+
+    weights_: np.ndarray  # (k,)
+    means_: np.ndarray  # (k, q)
+    covariances_: np.ndarray  # (k, q, q) for "full", (k, q) for "diag"
+    covariance_type: str
+    converged_: bool
+    n_iter_: int
+
+    @property
+    def n_components(self):
+        return len(self.weights_)
+
+
+def fit_mixtures(
+    X,
+    n_components,
+    covariance_type,
+    seeds,
+    *,
+    reg_covar=REG_COVAR,
+    tol=TOL,
+    max_iter=MAX_ITER,
+):
+    """One Gaussian mixture of X per seed, fitted by EM as GaussianMixture fits it.
+
+    Each mixture starts where ``GaussianMixture(n_components,
+    covariance_type=covariance_type, random_state=seed)`` starts (the
+    labels of one run of :class:`~sklearn.cluster.KMeans` from that seed)
+    and takes the same steps, so that it ends at the same parameters up to
+    rounding; the mixtures run side by side, each stopping when its own mean
+    log-likelihood changes by less than ``tol`` or after ``max_iter`` steps.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    n_components : int
+    covariance_type : {"full", "diag"}
+    seeds : sequence of int
+    reg_covar, tol, max_iter : float, float, int
+        As for GaussianMixture.
+
+    Returns
+    -------
+    mixtures : list of FittedMixture or None
+        One per seed, in order; None where a covariance stopped being
+        positive definite (where GaussianMixture raises its "ill-defined
+        empirical covariance" error).
+    """
+    X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    n_samples = X.shape[0]
+    per_batch = max(1, BATCH_ELEMENTS // (n_components * n_samples))
+    fitted = []
+    for start in range(0, len(seeds), per_batch):
+        batch = _Batch(X, n_components, covariance_type, reg_covar)
+        fitted += batch.fit(seeds[start : start + per_batch], tol, max_iter)
+    return fitted
+
+
+class _Batch:
+    """EM for mixtures of one structure on the same rows, side by side.
+
+    Each row's log-density under a Gaussian is a linear function of its
+    features ``x_i``, their products ``x_i x_j`` (``i <= j``; the squares
+    alone for diagonal covariances) and 1; those, one row of a design matrix
+    ``A`` per row of X, make each E-step one matrix product ``A C`` for every
+    component of every mixture (``C`` holding each component's coefficients),
+    and each M-step one product ``R' A`` (``R`` the responsibilities), which
+    holds every component's total weight, sums and second moments.
+    Responsibilities and log-likelihoods are (mixtures, rows, components)
+    arrays. X is centred first (EM and its k-means start are unchanged by a
+    shift), so that the quadratic and linear terms stay small.
+    """
+
+    def __init__(self, X, n_components, covariance_type, reg_covar):
+        if covariance_type not in ("full", "diag"):
+            raise ValueError(f"covariance_type={covariance_type!r} is not supported")
+        self.center = X.mean(dim=0)
+        self.X = X - self.center
+        self.k, self.covariance_type, self.reg_covar = (
+            n_components,
+            covariance_type,
+            reg_covar,
+        )
+        q = X.shape[1]
+        if covariance_type == "full":
+            self.upper = torch.triu_indices(q, q)
+        else:
+            self.upper = torch.arange(q).expand(2, q)
+        self.n_products = self.upper.shape[1]
+        width = self.n_products + q + 1
+        self.chunk_rows = max(1, OUTER_ELEMENTS // width)
+        self.design = None
+        if X.shape[0] <= self.chunk_rows:
+            self.design = self._design(self.X)
+
+    def _design(self, rows):
+        """The design matrix of ``rows``: products, features and 1."""
+        i, j = self.upper
+        ones = torch.ones(len(rows), 1, dtype=rows.dtype)
+        return torch.cat([rows[:, i] * rows[:, j], rows, ones], dim=1)
+
+    def _chunks(self):
+        """(first row, design matrix) of consecutive chunks of the rows."""
+        if self.design is not None:
+            yield 0, self.design
+            return
+        for start in range(0, self.X.shape[0], self.chunk_rows):
+            yield start, self._design(self.X[start : start + self.chunk_rows])
+
+    def fit(self, seeds, tol, max_iter):
+        X, k = self.X, self.k
+        labels = np.stack(
+            [
+                KMeans(k, n_init=1, random_state=check_random_state(seed))
+                .fit(X.numpy())
+                .labels_
+                for seed in seeds
+            ]
+        )
+        resp = torch.zeros(len(seeds), X.shape[0], k, dtype=X.dtype)
+        resp.scatter_(2, torch.as_tensor(labels)[..., None], 1.0)
+        params, ok = self.m_step(resp)
+        n_iter = np.zeros(len(seeds), dtype=int)
+        converged = np.zeros(len(seeds), dtype=bool)
+        failed = ~ok.numpy()
+        lower_bound = np.full(len(seeds), -np.inf)
+        for step in range(1, max_iter + 1):
+            active = np.flatnonzero(~converged & ~failed)
+            if active.size == 0:
+                break
+            index = torch.as_tensor(active)
+            log_prob_norm, resp = self.e_step([p[index] for p in params])
+            new, ok = self.m_step(resp)
+            ok = ok.numpy()
+            valid = torch.as_tensor(ok)
+            for param, value in zip(params, new, strict=True):
+                param[index[valid]] = value[valid]
+            failed[active[~ok]] = True
+            previous = lower_bound[active]
+            lower_bound[active] = log_prob_norm.mean(dim=1).numpy()
+            n_iter[active] = step
+            converged[active] = ok & (np.abs(lower_bound[active] - previous) < tol)
+        weights, means, covariances = (p.numpy() for p in params[:3])
+        means = means + self.center.numpy()
+        return [
+            None
+            if failed[m]
+            else FittedMixture(
+                weights_=weights[m],
+                means_=means[m],
+                covariances_=covariances[m],
+                covariance_type=self.covariance_type,
+                converged_=bool(converged[m]),
+                n_iter_=int(n_iter[m]),
+            )
+            for m in range(len(seeds))
+        ]
+
+    def m_step(self, resp):
+        """Parameters from responsibilities (mixtures, rows, k), and which are valid.
+
+        Returns ``(weights, means, covariances, precision factor, log-det)``
+        and a boolean tensor, False for a mixture with a covariance that is
+        not positive definite (GaussianMixture's "ill-defined empirical
+        covariance").
+        """
+        X, T = self.X, self.n_products
+        q = X.shape[1]
+        resp_t = resp.transpose(1, 2)  # (m, k, rows)
+        sums = 0.0
+        for start, design in self._chunks():
+            sums = sums + resp_t[..., start : start + len(design)] @ design
+        nk = sums[..., -1] + 10 * torch.finfo(X.dtype).eps
+        weights = nk / nk.sum(dim=1, keepdim=True)
+        means = sums[..., T : T + q] / nk[..., None]
+        # Second moments about X's mean (X is centred), less the mean's
+        # square: exact up to rounding relative to the squared distance of a
+        # component's mean from X's, where GaussianMixture centres on each
+        # component. On whitened codes that is far below reg_covar.
+        second = sums[..., :T] / nk[..., None]
+        if self.covariance_type == "diag":
+            covariances = second - 2 * means * means + means * means + self.reg_covar
+            ok = (covariances > 0).flatten(1).all(dim=1)
+            precision_factor = torch.rsqrt(covariances.clamp_min(np.finfo(float).tiny))
+            log_det = torch.log(precision_factor).sum(dim=-1)
+            return (weights, means, covariances, precision_factor, log_det), ok
+        i, j = self.upper
+        covariances = torch.empty(*resp_t.shape[:2], q, q, dtype=X.dtype)
+        covariances[..., i, j] = second
+        covariances[..., j, i] = second
+        covariances = covariances - means[..., :, None] * means[..., None, :]
+        covariances = covariances + self.reg_covar * torch.eye(q, dtype=X.dtype)
+        cholesky, info = torch.linalg.cholesky_ex(covariances)
+        ok = (info == 0).all(dim=1)
+        eye = torch.eye(q, dtype=X.dtype).expand_as(cholesky)
+        # A failed factor is left as it is: its mixture is dropped.
+        precision_factor = torch.linalg.solve_triangular(cholesky, eye, upper=False)
+        precision_factor = precision_factor.transpose(-1, -2)  # upper, P = U U'
+        log_det = torch.log(torch.diagonal(precision_factor, dim1=-2, dim2=-1)).sum(-1)
+        return (weights, means, covariances, precision_factor, log_det), ok
+
+    def e_step(self, params):
+        """Each row's mean-normalized log-likelihood per mixture, and the responsibilities."""
+        weights, means, _, precision_factor, log_det = params
+        q = self.X.shape[1]
+        i, j = self.upper
+        if self.covariance_type == "diag":
+            precision = precision_factor**2  # (m, k, q)
+            quadratic = -0.5 * precision
+            linear = precision * means
+        else:
+            precision = precision_factor @ precision_factor.transpose(-1, -2)
+            # Off-diagonal products stand for both x_i x_j and x_j x_i.
+            twice = torch.where(i == j, 1.0, 2.0).to(precision.dtype)
+            quadratic = -0.5 * twice * precision[..., i, j]
+            linear = (precision @ means[..., None])[..., 0]
+        constant = (
+            log_det
+            + torch.log(weights)
+            - 0.5 * (linear * means).sum(dim=-1)
+            - 0.5 * q * math.log(2 * math.pi)
+        )
+        coefficients = torch.cat([quadratic, linear, constant[..., None]], dim=-1)
+        coefficients = coefficients.transpose(1, 2)  # (m, T + q + 1, k)
+        parts = [design @ coefficients for _, design in self._chunks()]
+        log_prob = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        # One exponential per entry: the responsibilities and the
+        # log-sum-exp over the components from the same exp(log_prob - max).
+        # numpy's exp, in place on the same memory: torch's float64 exp on
+        # the CPU took six times as long.
+        largest = log_prob.amax(dim=2, keepdim=True)
+        log_prob -= largest
+        np.exp(log_prob.numpy(), out=log_prob.numpy())
+        total = log_prob.sum(dim=2, keepdim=True)
+        log_prob /= total
+        return (largest + torch.log(total))[..., 0], log_prob

@@ -1,0 +1,91 @@
+"""Batched EM (skvae._mixture) against scikit-learn's GaussianMixture and scipy."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.mixture import GaussianMixture
+
+import skvae._mixture as mixture_module
+from skvae._mixture import fit_mixtures
+
+
+def clusters(n_samples, seed, n_clusters=5, n_features=3):
+    """Overlapping Gaussian clusters: EM takes tens of steps on them."""
+    rng = np.random.default_rng(seed)
+    centres = 2.5 * rng.standard_normal((n_clusters, n_features))
+    labels = rng.integers(n_clusters, size=n_samples)
+    mixing = rng.standard_normal((n_features, n_features))
+    X = centres[labels] + 0.6 * rng.standard_normal((n_samples, n_features)) @ mixing
+    return 10.0 + X  # off the origin: the centring must not matter
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("n_components", [1, 4, 9])
+def test_each_mixture_is_the_one_gaussian_mixture_fits(covariance_type, n_components):
+    X = clusters(400, 0)
+    seeds = [0, 11, 123456]
+    ours = fit_mixtures(X, n_components, covariance_type, seeds)
+    for seed, fitted in zip(seeds, ours, strict=True):
+        reference = GaussianMixture(
+            n_components, covariance_type=covariance_type, random_state=seed
+        ).fit(X)
+        # The same steps (same start, same stopping), so the same optimum.
+        assert fitted.n_iter_ == reference.n_iter_
+        assert fitted.converged_ == reference.converged_
+        assert_allclose(fitted.weights_, reference.weights_, rtol=1e-8, atol=1e-12)
+        assert_allclose(fitted.means_, reference.means_, rtol=1e-8, atol=1e-10)
+        assert_allclose(
+            fitted.covariances_, reference.covariances_, rtol=1e-8, atol=1e-10
+        )
+    # Different seeds, different local optima: the mixtures are not copies.
+    if n_components == 9:
+        assert np.abs(ours[0].means_ - ours[1].means_).max() > 0.1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_step_cap_stops_each_mixture_as_gaussian_mixture_stops():
+    X = clusters(300, 1)
+    fitted = fit_mixtures(X, 6, "full", [3], max_iter=4)[0]
+    reference = GaussianMixture(6, random_state=3, max_iter=4).fit(X)
+    assert fitted.n_iter_ == 4 and not fitted.converged_
+    assert_allclose(fitted.means_, reference.means_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_batches_and_row_chunks_change_nothing(monkeypatch, covariance_type):
+    X = clusters(500, 2)
+    seeds = list(range(7))
+    whole = fit_mixtures(X, 5, covariance_type, seeds)
+    # Two mixtures per batch, 37-row chunks of the design matrix.
+    monkeypatch.setattr(mixture_module, "BATCH_ELEMENTS", 2 * 5 * 500)
+    monkeypatch.setattr(mixture_module, "OUTER_ELEMENTS", 37 * 10)
+    chunked = fit_mixtures(X, 5, covariance_type, seeds)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.n_iter_ == b.n_iter_
+        assert_allclose(a.means_, b.means_, rtol=1e-10)
+        assert_allclose(a.covariances_, b.covariances_, rtol=1e-10, atol=1e-13)
+
+
+def collapsing_rows():
+    """30 copies of one row between two spread clusters: a component holds only them.
+
+    Integers, placed symmetrically about the copies at the origin, so that
+    every sum is exact: the copies' covariance is exactly zero.
+    """
+    rng = np.random.default_rng(3)
+    spread = rng.integers(-4, 5, size=(30, 2)) + 50.0
+    return np.vstack([np.zeros((30, 2)), spread, -spread])
+
+
+def test_a_mixture_whose_covariance_collapses_is_none():
+    X = collapsing_rows()
+    # Without reg_covar the component on the copies has a zero covariance;
+    # GaussianMixture raises for it, fit_mixtures gives None.
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        GaussianMixture(3, reg_covar=0.0, random_state=0).fit(X)
+    assert fit_mixtures(X, 3, "full", [0], reg_covar=0.0) == [None]
+    assert fit_mixtures(X, 3, "diag", [0], reg_covar=0.0) == [None]
+    # With GaussianMixture's reg_covar the same fit succeeds.
+    fitted = fit_mixtures(X, 3, "full", [0])[0]
+    reference = GaussianMixture(3, random_state=0).fit(X)
+    assert_allclose(fitted.covariances_, reference.covariances_, rtol=1e-7)
