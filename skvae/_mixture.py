@@ -26,8 +26,9 @@ from sklearn.utils import check_random_state
 REG_COVAR = 1e-6
 TOL = 1e-3
 MAX_ITER = 100
-# At most this many float64 values in each (mixtures, rows, components)
-# array of a batch (16 MB); more mixtures are fitted in several batches.
+# At most this many float64 values in each array of a batch (16 MB): the
+# members' (rows, components) responsibilities, their (components, q, q)
+# covariances; more mixtures are fitted in several batches.
 BATCH_ELEMENTS = 2**21
 # Rows of an E-step whose outer products are formed at a time.
 OUTER_ELEMENTS = 2**20
@@ -85,8 +86,12 @@ def fit_mixtures(
         empirical covariance" error).
     """
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    n_samples = X.shape[0]
-    per_batch = max(1, BATCH_ELEMENTS // (n_components * n_samples))
+    (n_samples, q), k = X.shape, n_components
+    # Each member holds (rows, k) responsibilities, (k, width) sums and
+    # coefficients and, for full covariances, (k, q, q) matrices.
+    width = (q * (q + 1) // 2 if covariance_type == "full" else q) + q + 1
+    per_member = k * max(n_samples, width, q * q if covariance_type == "full" else q)
+    per_batch = max(1, BATCH_ELEMENTS // per_member)
     fitted = []
     for start in range(0, len(seeds), per_batch):
         batch = _Batch(X, n_components, covariance_type, reg_covar)
@@ -112,6 +117,9 @@ class _Batch:
     def __init__(self, X, n_components, covariance_type, reg_covar):
         if covariance_type not in ("full", "diag"):
             raise ValueError(f"covariance_type={covariance_type!r} is not supported")
+        # k-means starts from the rows as given: on tied rows (counts,
+        # codes) centring can change its labels, as its rounding changes.
+        self.raw = X.numpy()
         self.center = X.mean(dim=0)
         self.X = X - self.center
         self.k, self.covariance_type, self.reg_covar = (
@@ -150,7 +158,7 @@ class _Batch:
         labels = np.stack(
             [
                 KMeans(k, n_init=1, random_state=check_random_state(seed))
-                .fit(X.numpy())
+                .fit(self.raw)
                 .labels_
                 for seed in seeds
             ]
@@ -208,16 +216,23 @@ class _Batch:
         sums = 0.0
         for start, design in self._chunks():
             sums = sums + resp_t[..., start : start + len(design)] @ design
-        nk = sums[..., -1] + 10 * torch.finfo(X.dtype).eps
+        eps = 10 * torch.finfo(X.dtype).eps
+        nk = sums[..., -1] + eps
         weights = nk / nk.sum(dim=1, keepdim=True)
-        means = sums[..., T : T + q] / nk[..., None]
-        # Second moments about X's mean (X is centred), less the mean's
-        # square: exact up to rounding relative to the squared distance of a
-        # component's mean from X's, where GaussianMixture centres on each
-        # component. On whitened codes that is far below reg_covar.
+        first = sums[..., T : T + q] / nk[..., None]
         second = sums[..., :T] / nk[..., None]
+        # GaussianMixture's mean, sum(r x) / (sum(r) + eps), in the units
+        # of the centred rows (an empty component's is X's origin), and its
+        # covariance, sum(r (x - mean)(x - mean)') / (sum(r) + eps), expanded
+        # in the moments about X's mean: exact up to rounding relative to the
+        # squared distance of a component's mean from X's mean, where
+        # GaussianMixture centres on each component; on whitened codes that
+        # is far below reg_covar.
+        means = first - eps * self.center / nk[..., None]
+        mass = (sums[..., -1] / nk)[..., None]
         if self.covariance_type == "diag":
-            covariances = second - 2 * means * means + means * means + self.reg_covar
+            covariances = second - 2 * means * first + means * means * mass
+            covariances = covariances + self.reg_covar
             ok = (covariances > 0).flatten(1).all(dim=1)
             precision_factor = torch.rsqrt(covariances.clamp_min(np.finfo(float).tiny))
             log_det = torch.log(precision_factor).sum(dim=-1)
@@ -226,7 +241,11 @@ class _Batch:
         covariances = torch.empty(*resp_t.shape[:2], q, q, dtype=X.dtype)
         covariances[..., i, j] = second
         covariances[..., j, i] = second
-        covariances = covariances - means[..., :, None] * means[..., None, :]
+        cross = means[..., :, None] * first[..., None, :]
+        covariances = covariances - cross - cross.transpose(-1, -2)
+        covariances = (
+            covariances + means[..., :, None] * means[..., None, :] * mass[..., None]
+        )
         covariances = covariances + self.reg_covar * torch.eye(q, dtype=X.dtype)
         cholesky, info = torch.linalg.cholesky_ex(covariances)
         ok = (info == 0).all(dim=1)

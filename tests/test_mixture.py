@@ -89,3 +89,78 @@ def test_a_mixture_whose_covariance_collapses_is_none():
     fitted = fit_mixtures(X, 3, "full", [0])[0]
     reference = GaussianMixture(3, random_state=0).fit(X)
     assert_allclose(fitted.covariances_, reference.covariances_, rtol=1e-7)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_tied_rows_start_where_gaussian_mixture_starts(covariance_type):
+    # Category codes, whitened as the start's latent codes are: many rows
+    # tie, and k-means on the centred rows would label some differently
+    # (its own rounding changes), so that EM would end elsewhere.
+    rng = np.random.default_rng(2)
+    Z = np.column_stack([rng.integers(0, k, 300) for k in (4, 3, 5)]).astype(float)
+    values, vectors = np.linalg.eigh(np.cov(Z, rowvar=False, bias=True))
+    codes = (Z - Z.mean(0)) @ (vectors / np.sqrt(values))
+    seeds = np.random.RandomState(0).randint(np.iinfo(np.int32).max, size=10)
+    for seed, fitted in zip(
+        seeds, fit_mixtures(codes, 8, covariance_type, seeds), strict=True
+    ):
+        reference = GaussianMixture(
+            8, covariance_type=covariance_type, random_state=seed
+        ).fit(codes)
+        assert fitted.n_iter_ == reference.n_iter_
+        assert_allclose(fitted.means_, reference.means_, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")
+def test_an_empty_component_is_where_gaussian_mixture_puts_it():
+    # Three distinct rows for four components: one stays empty, at the
+    # origin, with GaussianMixture's covariance reg_covar * I.
+    X = np.repeat([[0.0, 0.0], [1.0, 0.0], [5.0, 1.0]], 20, axis=0) + 7.0
+    fitted = fit_mixtures(X, 4, "full", [0])[0]
+    reference = GaussianMixture(4, random_state=0).fit(X)
+    assert_allclose(fitted.weights_, reference.weights_, rtol=1e-8)
+    assert_allclose(fitted.means_, reference.means_, atol=1e-12)
+    assert_allclose(fitted.covariances_, reference.covariances_, atol=1e-12)
+
+
+def test_a_mixture_that_fails_during_em_is_none_and_the_others_go_on(monkeypatch):
+    # The first member's covariance stops being positive definite at the
+    # second EM step (the third M-step, after the k-means start's), where
+    # GaussianMixture would raise: it is dropped, and the other member takes
+    # every step GaussianMixture takes.
+    m_step, calls = mixture_module._Batch.m_step, []
+
+    def failing_third_step(self, resp):
+        params, ok = m_step(self, resp)
+        calls.append(len(ok))
+        if len(calls) == 3:
+            ok = ok.clone()
+            ok[0] = False
+        return params, ok
+
+    monkeypatch.setattr(mixture_module._Batch, "m_step", failing_third_step)
+    X = clusters(300, 6)
+    failed, fitted = fit_mixtures(X, 4, "full", [0, 1])
+    assert failed is None
+    reference = GaussianMixture(4, random_state=1).fit(X)
+    assert fitted.n_iter_ == reference.n_iter_ > 3
+    assert_allclose(fitted.means_, reference.means_, rtol=1e-8)
+    # After the failure, only the other member is stepped.
+    assert calls[:3] == [2, 2, 2] and set(calls[3:]) == {1}
+
+
+def test_batches_are_bounded_by_the_members_matrices(monkeypatch):
+    # 40 features, 8 components: each member's (8, 40, 40) covariances
+    # outweigh its (50, 8) responsibilities; two members fit the bound.
+    sizes = []
+    fit = mixture_module._Batch.fit
+
+    def recording_fit(self, seeds, tol, max_iter):
+        sizes.append(len(seeds))
+        return fit(self, seeds, tol, max_iter)
+
+    monkeypatch.setattr(mixture_module._Batch, "fit", recording_fit)
+    monkeypatch.setattr(mixture_module, "BATCH_ELEMENTS", 2 * 8 * 40 * 40)
+    X = np.random.default_rng(5).standard_normal((50, 40))
+    assert len(fit_mixtures(X, 8, "full", list(range(5)), max_iter=2)) == 5
+    assert sizes == [2, 2, 1]
