@@ -30,7 +30,8 @@ MAX_ITER = 100
 # members' (rows, components) responsibilities, their (components, q, q)
 # covariances; more mixtures are fitted in several batches.
 BATCH_ELEMENTS = 2**21
-# Rows of an E-step whose outer products are formed at a time.
+# At most this many values in each chunk of rows of the design matrix
+# (8 MB); it is kept between steps when all rows fit in one chunk.
 OUTER_ELEMENTS = 2**20
 
 
@@ -92,9 +93,9 @@ def fit_mixtures(
     width = (q * (q + 1) // 2 if covariance_type == "full" else q) + q + 1
     per_member = k * max(n_samples, width, q * q if covariance_type == "full" else q)
     per_batch = max(1, BATCH_ELEMENTS // per_member)
+    batch = _Batch(X, n_components, covariance_type, reg_covar)
     fitted = []
     for start in range(0, len(seeds), per_batch):
-        batch = _Batch(X, n_components, covariance_type, reg_covar)
         fitted += batch.fit(seeds[start : start + per_batch], tol, max_iter)
     return fitted
 
