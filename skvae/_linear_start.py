@@ -305,17 +305,13 @@ def averaged_mixture(mixture, codes, random_state, n_mixtures, also=()):
     # Member i (from 1; 0 is ``mixture``) takes structure i mod len(structures)
     # and seed i - 1. The members of each structure are fitted side by side
     # (fit_mixtures, GaussianMixture's EM batched over them).
+    by_structure = {}
+    for index in range(1, n_mixtures):
+        by_structure.setdefault(structures[index % len(structures)], []).append(index)
     fitted = {}
-    for structure in dict.fromkeys(structures):
-        indices = [
-            index
-            for index in range(1, n_mixtures)
-            if structures[index % len(structures)] == structure
-        ]
-        if indices:
-            covariance_type, k = structure
-            fits = fit_mixtures(codes, k, covariance_type, seeds[np.array(indices) - 1])
-            fitted.update(zip(indices, fits, strict=True))
+    for (covariance_type, k), indices in by_structure.items():
+        fits = fit_mixtures(codes, k, covariance_type, seeds[np.array(indices) - 1])
+        fitted.update(zip(indices, fits, strict=True))
     # A member whose covariance became singular (None) is left out.
     members = [mixture] + [fitted[i] for i in sorted(fitted) if fitted[i] is not None]
     return _Average(

@@ -87,13 +87,13 @@ def fit_mixtures(
         empirical covariance" error).
     """
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    batch = _Batch(X, n_components, covariance_type, reg_covar)
     (n_samples, q), k = X.shape, n_components
     # Each member holds (rows, k) responsibilities, (k, width) sums and
     # coefficients and, for full covariances, (k, q, q) matrices.
-    width = (q * (q + 1) // 2 if covariance_type == "full" else q) + q + 1
-    per_member = k * max(n_samples, width, q * q if covariance_type == "full" else q)
+    square = q * q if covariance_type == "full" else q
+    per_member = k * max(n_samples, batch.width, square)
     per_batch = max(1, BATCH_ELEMENTS // per_member)
-    batch = _Batch(X, n_components, covariance_type, reg_covar)
     fitted = []
     for start in range(0, len(seeds), per_batch):
         fitted += batch.fit(seeds[start : start + per_batch], tol, max_iter)
@@ -111,8 +111,9 @@ class _Batch:
     and each M-step one product ``R' A`` (``R`` the responsibilities), which
     holds every component's total weight, sums and second moments.
     Responsibilities and log-likelihoods are (mixtures, rows, components)
-    arrays. X is centred first (EM and its k-means start are unchanged by a
-    shift), so that the quadratic and linear terms stay small.
+    arrays. The design matrix is made of the centred rows (EM is unchanged
+    by a shift), so that the quadratic and linear terms stay small; k-means
+    starts from the rows as given.
     """
 
     def __init__(self, X, n_components, covariance_type, reg_covar):
@@ -123,19 +124,17 @@ class _Batch:
         self.raw = X.numpy()
         self.center = X.mean(dim=0)
         self.X = X - self.center
-        self.k, self.covariance_type, self.reg_covar = (
-            n_components,
-            covariance_type,
-            reg_covar,
-        )
+        self.k = n_components
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
         q = X.shape[1]
         if covariance_type == "full":
             self.upper = torch.triu_indices(q, q)
         else:
             self.upper = torch.arange(q).expand(2, q)
         self.n_products = self.upper.shape[1]
-        width = self.n_products + q + 1
-        self.chunk_rows = max(1, OUTER_ELEMENTS // width)
+        self.width = self.n_products + q + 1  # of the design matrix
+        self.chunk_rows = max(1, OUTER_ELEMENTS // self.width)
         self.design = None
         if X.shape[0] <= self.chunk_rows:
             self.design = self._design(self.X)
