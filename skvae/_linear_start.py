@@ -24,7 +24,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from ._mixture import fit_mixtures
+from ._mixture import fit_gaussian_mixture, fit_mixtures
 from ._model import STD_FLOOR
 from ._training import SIGNIFICANCE
 
@@ -254,9 +254,7 @@ def mixture_prior(
         structure = None
     if structure is not None or n_components != "auto":
         covariance_type, k = structure or ("full", n_components)
-        mixture = GaussianMixture(
-            k, covariance_type=covariance_type, random_state=random_state
-        ).fit(codes.values)
+        mixture = fit_gaussian_mixture(codes.values, k, covariance_type, random_state)
         return codes.start(
             averaged_mixture(mixture, codes.values, random_state, n_averaged, also)
         )
@@ -465,9 +463,9 @@ def _cross_validated(codes, held_out, structures, random_state):
     for covariance_type, k in structures:
         row_scores = np.empty(len(rows))
         for fitted, scored in folds:
-            mixture = GaussianMixture(
-                k, covariance_type=covariance_type, random_state=random_state
-            ).fit(values[fitted])
+            mixture = fit_gaussian_mixture(
+                values[fitted], k, covariance_type, random_state
+            )
             row_scores[scored] = start_log_likelihood(
                 codes.start(mixture, exact_single=False), rows[scored]
             )
@@ -511,9 +509,7 @@ def _grown_mixtures(codes, scored, held_out, random_state):
         k = min(int(np.ceil(HELD_OUT_GROWTH * k)), MAX_HELD_OUT_COMPONENTS)
         if k * (q + 1) > n_samples:
             break
-        mixture = GaussianMixture(
-            k, covariance_type=covariance_type, random_state=random_state
-        ).fit(codes.values)
+        mixture = fit_gaussian_mixture(codes.values, k, covariance_type, random_state)
         scores = start_log_likelihood(codes.start(mixture), held_out)
         if not np.isfinite(scores).all():
             misses += 1
@@ -676,9 +672,7 @@ def _bic_path(codes, random_state, within_row_count=True, fitted=()):
             if (covariance_type, k) in known:
                 mixture, bic = known[covariance_type, k]
             else:
-                mixture = GaussianMixture(
-                    k, covariance_type=covariance_type, random_state=random_state
-                ).fit(codes)
+                mixture = fit_gaussian_mixture(codes, k, covariance_type, random_state)
                 bic = mixture.bic(codes)
             path.append((mixture, bic, within))
             rises = rises + 1 if bic >= last else 0

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import skvae._mixture as mixture_module
-from skvae._mixture import fit_mixtures
+from skvae._mixture import FittedMixture, fit_gaussian_mixture, fit_mixtures
 
 
 def clusters(n_samples, seed, n_clusters=5, n_features=3):
@@ -164,3 +165,81 @@ def test_batches_are_bounded_by_the_members_matrices(monkeypatch):
     X = np.random.default_rng(5).standard_normal((50, 40))
     assert len(fit_mixtures(X, 8, "full", list(range(5)), max_iter=2)) == 5
     assert sizes == [2, 2, 1]
+
+
+def spy_on_fit_mixtures(monkeypatch):
+    """The calls to fit_mixtures from fit_gaussian_mixture, recorded."""
+    calls, fit = [], mixture_module.fit_mixtures
+
+    def recording(*args, **kwargs):
+        calls.append(args[1:3])
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(mixture_module, "fit_mixtures", recording)
+    return calls
+
+
+@pytest.mark.parametrize("random_state", [0, np.int64(42)])
+def test_a_single_large_mixture_is_fitted_batched_as_gaussian_mixture_fits_it(
+    monkeypatch, random_state
+):
+    # 12 full components in 3 dimensions: past both bounds, so batched.
+    calls = spy_on_fit_mixtures(monkeypatch)
+    X = clusters(600, 7, n_clusters=12)
+    ours = fit_gaussian_mixture(X, 12, "full", random_state)
+    reference = GaussianMixture(12, random_state=random_state).fit(X)
+    assert calls == [(12, "full")]
+    assert isinstance(ours, GaussianMixture)
+    assert ours.n_iter_ == reference.n_iter_ and ours.converged_
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        assert_allclose(
+            getattr(ours, name), getattr(reference, name), rtol=1e-7, atol=1e-9
+        )
+    assert_allclose(ours.precisions_, reference.precisions_, rtol=1e-7)
+    # What the BIC search and the starts read of it.
+    assert_allclose(ours.score_samples(X), reference.score_samples(X), rtol=1e-9)
+    assert ours.bic(X) == pytest.approx(reference.bic(X), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "n_components, covariance_type, random_state",
+    [
+        (7, "full", 0),  # too few components
+        (8, "full", 0),  # too few per dimension (8 < 1.5 * 6)
+        (12, "diag", 0),  # GaussianMixture's diagonal fits are vectorized
+        (12, "full", np.random.RandomState(0)),  # a generator it would draw from
+    ],
+)
+def test_other_mixtures_are_fitted_by_gaussian_mixture(
+    monkeypatch, n_components, covariance_type, random_state
+):
+    calls = spy_on_fit_mixtures(monkeypatch)
+    X = clusters(400, 8, n_features=6)
+    ours = fit_gaussian_mixture(X, n_components, covariance_type, random_state)
+    assert calls == []
+    assert ours.covariance_type == covariance_type
+    assert hasattr(ours, "lower_bound_")  # GaussianMixture's own fit
+
+
+def test_a_single_mixture_that_fails_batched_is_left_to_gaussian_mixture(
+    monkeypatch,
+):
+    # Where the batched EM gives None (a covariance no longer positive
+    # definite), GaussianMixture fits: it raises its own error, or, as
+    # here, where its rounding differs, returns its own fit.
+    monkeypatch.setattr(mixture_module, "fit_mixtures", lambda *a: [None])
+    X = clusters(300, 9, n_clusters=8)
+    ours = fit_gaussian_mixture(X, 8, "full", 0)
+    reference = GaussianMixture(8, random_state=0).fit(X)
+    assert hasattr(ours, "lower_bound_")  # GaussianMixture's own fit
+    assert_allclose(ours.means_, reference.means_, rtol=0, atol=0)
+
+
+def test_a_batched_single_mixture_warns_where_it_did_not_converge(monkeypatch):
+    X = clusters(300, 10, n_clusters=8)
+    (stopped,) = fit_mixtures(X, 8, "full", [0], max_iter=2)
+    monkeypatch.setattr(mixture_module, "fit_mixtures", lambda *a: [stopped])
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        mixture = fit_gaussian_mixture(X, 8, "full", 0)
+    assert isinstance(stopped, FittedMixture) and not mixture.converged_
+    assert mixture.n_iter_ == 2
