@@ -23,7 +23,9 @@ The thresholds:
   log, then an upper fence ``Q3 + k IQR``, the modified z-score of Iglewicz
   and Hoaglin (1993), ``0.6745 (t - median) / MAD > k``, or Chauvenet's
   criterion on the robust z-score (median, IQR / 1.349): flag where
-  ``n P(Z > z) < c``, a cut that moves out with the number of rows.
+  ``n P(Z > z) < c``, a cut that moves out with the number of rows (one
+  tail: the classical two-sided criterion, ``n P(|Z| > z) < 0.5``, is
+  ``c = 0.25`` here).
 - with ``--pythresh``, the thresholders of PyThresh (``pip install
   pythresh``; those whose imports or fits fail are said and skipped) at their
   defaults, on minus the log-likelihoods.
@@ -167,13 +169,15 @@ def measure(rules, fitted, clean):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ratios[name] = {
+                ratio = {
                     d: flag(scores, mode).mean() / rate
                     for d, (scores, mode, rate) in fitted.items()
                 }
-                clean_share[name] = max(flag(s, m).mean() for s, m in clean)
+                share = max(flag(s, m).mean() for s, m in clean)
         except Exception as error:  # a PyThresh fit that fails
             harness.log(f"{name}: failed ({type(error).__name__}: {error})")
+            continue
+        ratios[name], clean_share[name] = ratio, share
     return ratios, clean_share
 
 
@@ -197,6 +201,8 @@ def leave_one_out(ratios, clean_share, datasets, family):
             spread = sum(abs(np.log(max(r[d], 1e-3))) for d in others)
             return hits, -spread
 
+        if not allowed:
+            break
         chosen = max(allowed, key=merit)
         choices.append((left_out, chosen, ratios[chosen][left_out]))
     return choices
@@ -207,6 +213,10 @@ def main():
     parser.add_argument("--pythresh", action="store_true", help="add PyThresh's")
     args = parser.parse_args()
     lines = [harness.command(), "", *harness.header()]
+    if args.pythresh:
+        from importlib.metadata import version
+
+        lines += [f"PyThresh {version('pythresh')}.", ""]
     fitted = {}
     for name in harness.data_names():
         X, y = harness.load(name)

@@ -122,7 +122,8 @@ def fit_gaussian_mixture(X, n_components, covariance_type, random_state):
     With full covariances, at least ``SINGLE_MIN_COMPONENTS`` components
     and ``SINGLE_COMPONENTS_PER_DIMENSION`` per feature, and an integer
     ``random_state``, the mixture is fitted by :func:`fit_mixtures` (the
-    same start and steps, so the same parameters up to rounding) and
+    same start and steps, so the same parameters up to rounding, relative
+    to the spread of the components' means about X's mean) and
     returned as a fitted GaussianMixture; ``lower_bound_`` and
     ``lower_bounds_`` are not set. Elsewhere, and where a covariance stops
     being positive definite (GaussianMixture then raises its own error),

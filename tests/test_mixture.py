@@ -201,6 +201,16 @@ def test_a_single_large_mixture_is_fitted_batched_as_gaussian_mixture_fits_it(
     assert ours.bic(X) == pytest.approx(reference.bic(X), rel=1e-10)
 
 
+def test_the_bounds_of_batched_single_fits_are_inclusive(monkeypatch):
+    # 9 components in 6 dimensions: exactly 1.5 per dimension, batched.
+    calls = spy_on_fit_mixtures(monkeypatch)
+    X = clusters(400, 8, n_clusters=9, n_features=6)
+    ours = fit_gaussian_mixture(X, 9, "full", 0)
+    assert calls == [(9, "full")]
+    reference = GaussianMixture(9, random_state=0).fit(X)
+    assert_allclose(ours.means_, reference.means_, rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize(
     "n_components, covariance_type, random_state",
     [
