@@ -223,10 +223,10 @@ def evaluate(data_name, name, seed, vae_settings):
     return [data_name, name, seed, auc, ap, seconds, flagged, details]
 
 
-def clean_gaussian(seed):
+def clean_gaussian(seed, shape=CLEAN_SHAPE):
     """Correlated Gaussian rows without outliers: the threshold should flag few."""
     rng = np.random.default_rng(seed)
-    n_samples, n_features = CLEAN_SHAPE
+    n_samples, n_features = shape
     mixing = rng.normal(size=(n_features, n_features))
     return rng.normal(size=(n_samples, n_features)) @ mixing
 

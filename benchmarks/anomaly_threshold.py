@@ -39,6 +39,7 @@ import warnings
 
 import _common as harness
 import numpy as np
+from anomaly import clean_gaussian
 from anomaly_loo import left_out_with
 from scipy.stats import norm
 
@@ -68,12 +69,6 @@ def fit_scores(X):
     mode = detector.score_samples(X[detector.support_].mean(axis=0, keepdims=True))
     assert mode[0] >= scores.max() - 1e-9, "the default model is not a Gaussian"
     return scores, float(mode[0])
-
-
-def clean_data(n_features, seed):
-    rng = np.random.default_rng(seed)
-    mixing = rng.normal(size=(n_features, n_features))
-    return rng.normal(size=(CLEAN_ROWS, n_features)) @ mixing
 
 
 # --------------------------------------------------------------- thresholds
@@ -222,7 +217,11 @@ def main():
         X, y = harness.load(name)
         if y.mean() < 0.1:
             fitted[name] = (*fit_scores(X), y.mean())
-    clean = [fit_scores(clean_data(p, s)) for p in CLEAN_FEATURES for s in CLEAN_SEEDS]
+    clean = [
+        fit_scores(clean_gaussian(s, (CLEAN_ROWS, p)))
+        for p in CLEAN_FEATURES
+        for s in CLEAN_SEEDS
+    ]
     datasets = list(fitted)
     ratios, clean_share = measure(all_rules(args.pythresh), fitted, clean)
     columns = ["threshold", *datasets, "in range", "clean, most"]
