@@ -144,7 +144,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         After training, the per-feature or shared variance is computed once on
         the whole training set, so scoring is deterministic.
 
-    min_variance : float, default=1e-6
+    min_variance : float, default=1e-8
         Floor on every decoder variance, in the model's internal units: the
         floor in the units of X is ``min_variance * scale_ ** 2``, a fraction
         of each feature's variance with ``standardize=True`` (see ``scale_``)
@@ -393,7 +393,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         init="auto",
         shrinkage="auto",
         decoder_variance="feature",
-        min_variance=1e-6,
+        min_variance=1e-8,
         beta=1.0,
         kl_warmup=0,
         standardize="auto",
