@@ -6,6 +6,7 @@ from sklearn.impute import MissingIndicator
 from sklearn.utils import check_random_state
 
 from ._base import BaseGaussianVAE
+from ._inference import conditional_mean_fn
 
 
 class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
@@ -21,6 +22,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
         x_m = sum_k w_k mu_m(z_k) / sum_k w_k,  w_k = p(x_o|z_k) p(z_k) / q(z_k|x_o)
 
+    Where the decoder is linear (no hidden layers, or a linear start that
+    training did not beat), E[x_m | x_o] is computed exactly instead, as the
+    density is (see ``n_importance_samples``): the decoder mean at the mean of
+    the posterior p(z | x_o), a Gaussian mixture in closed form.
     With ``sample_posterior=True`` each missing entry is instead a draw from
     the model's p(x_m | x_o) (sampling importance resampling, then decoder
     noise), for multiple imputation. Observed entries are returned unchanged.
@@ -505,13 +510,11 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     def _impute(self, X):
         """Conditional means or draws in standardized units, one row of X each."""
         eps = self._importance_draws()
-        width = self.n_importance_samples * self.module_.widest_layer
         if not self.sample_posterior:
             return self._map_rows(
-                X,
-                lambda module, x, mask: module.conditional_mean(x, eps, mask),
-                width,
+                X, *conditional_mean_fn(self.module_, eps, self.device_)
             )
+        width = self.n_importance_samples * self.module_.widest_layer
         rng = check_random_state(self.random_state)
         uniform = rng.uniform(size=X.shape[0])
         noise = rng.standard_normal(size=X.shape)

@@ -162,6 +162,27 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     return log_px
 
 
+def conditional_mean_fn(module, draws, device):
+    """``(fn, width)`` for :func:`map_rows`: E[x | x_o] of each row, in internal units.
+
+    Exact where the decoder is linear (``module.has_linear_decoder``) and
+    scores are computed in float64, as :func:`log_likelihood` is; otherwise
+    estimated by self-normalised importance sampling over ``draws``
+    (``module.conditional_mean``).
+    """
+    if module.has_linear_decoder and inference_dtype(device) == torch.float64:
+
+        def exact(module, x, mask):
+            return module.linear_conditional_mean(x, mask)
+
+        return exact, max(module.widest_layer, module.n_components)
+
+    def sampled(module, x, mask):
+        return module.conditional_mean(x, draws, mask)
+
+    return sampled, draws.shape[0] * module.widest_layer
+
+
 def _gaussian_scorer():
     """``fn`` for :func:`map_rows`: the exact log p(x_o) of a Gaussian model.
 

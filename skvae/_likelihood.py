@@ -241,6 +241,56 @@ def linear_mixture_log_prob(
     Tensor of shape (n_samples,)
     """
     out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for rows, log_component, _, _ in _linear_mixture_components(
+        x, weight, bias, variance, means, cholesky, mask, factors
+    ):
+        out[rows] = torch.logsumexp(log_component + log_weights.unsqueeze(1), 0)
+    return out
+
+
+def linear_mixture_posterior_mean(
+    x, weight, bias, variance, log_weights, means, cholesky, mask=None
+):
+    r"""E[z | x_o] under the model of :func:`linear_mixture_log_prob`, per row.
+
+    The posterior is a mixture too: component :math:`k` has the weight
+    :math:`r_k \propto \pi_k \mathcal N_k(x_o)` and the Gaussian posterior
+    of mean :math:`m_k + L_k M_k^{-1} L_k^\top (y - P m_k)`, in the notation
+    of :func:`linear_mixture_log_prob` (with the observed entries only). The
+    conditional mean of the missing entries is then :math:`A_m E[z \mid x_o]
+    + c_m`, since their noise is independent of :math:`x_o`. A row with no
+    observed entry gets the prior's mean. The parameters are as in
+    :func:`linear_mixture_log_prob`.
+
+    Returns
+    -------
+    Tensor of shape (n_samples, q)
+    """
+    prior_mean = torch.exp(log_weights) @ means
+    out = prior_mean.expand(x.shape[0], -1).clone()
+    for rows, log_component, v, inner in _linear_mixture_components(
+        x, weight, bias, variance, means, cholesky, mask
+    ):
+        responsibilities = torch.softmax(log_component + log_weights.unsqueeze(1), 0)
+        # M_k^-1 L_k^T u_k = C_k^-T v_k, with v_k = C_k^-1 L_k^T u_k.
+        solved = torch.linalg.solve_triangular(
+            inner.transpose(1, 2), v, upper=True
+        )  # (K, q, n)
+        posterior = means.unsqueeze(2) + cholesky @ solved  # (K, q, n)
+        out[rows] = (responsibilities.unsqueeze(1) * posterior).sum(0).T
+    return out
+
+
+def _linear_mixture_components(
+    x, weight, bias, variance, means, cholesky, mask=None, factors=None
+):
+    r"""Per pattern of observed entries, what the linear-mixture functions share.
+
+    Yields ``(rows, log_component, v, inner)``: the rows of that pattern,
+    :math:`\log \mathcal N_k(x_o)` of shape (K, n), :math:`v_k` of shape
+    (K, q, n) and the Cholesky factors :math:`C_k` (K, q, q), in the notation
+    of :func:`linear_mixture_log_prob`.
+    """
     for rows, observed in _observed_patterns(x, mask):
         if factors is None or observed.numel() < x.shape[1]:
             scaled, precision, inner = linear_mixture_factors(
@@ -265,8 +315,7 @@ def linear_mixture_log_prob(
             + (projected * means).sum(1, keepdim=True)
             - (v**2).sum(1)
         )  # (K, n)
-        out[rows] = torch.logsumexp(log_component + log_weights.unsqueeze(1), 0)
-    return out
+        yield rows, log_component, v, inner
 
 
 def standard_normal_log_prob(z):

@@ -51,6 +51,27 @@ def test_imputation_is_as_good_as_the_closed_form_conditional_mean(fitted, ppca)
     assert vae < 0.65 * mean
 
 
+@pytest.mark.parametrize("n_components", [2, None])
+def test_linear_model_imputes_its_exact_conditional_mean(ppca, n_components):
+    # Without hidden layers the model is N(b, W W^T + diag(variance)) in
+    # standardized units; its E[x_m | x_o] is then exact, not sampled.
+    X = remove_at_random(ppca.X_train, 0.2, 0)
+    imputer = VAEImputer(
+        n_components=n_components,
+        hidden_layer_sizes=(),
+        max_iter=30,
+        random_state=0,
+        device=DEVICE,
+    ).fit(X)
+    module = copy.deepcopy(imputer.module_).double().cpu()
+    bias, covariance = (t.detach().numpy() for t in module.marginal_gaussian())
+    mean = imputer.mean_ + imputer.scale_ * bias
+    covariance = covariance * np.outer(imputer.scale_, imputer.scale_)
+    X_test = remove_at_random(ppca.X_test, 0.3, 1)
+    expected = conditional_means(mean, covariance, X_test)
+    assert_allclose(imputer.transform(X_test), expected, rtol=1e-9)
+
+
 def test_observed_entries_are_returned_unchanged(fitted, ppca):
     X = remove_at_random(ppca.X_test, 0.3, 2)
     X_imputed = fitted.transform(X)

@@ -14,6 +14,7 @@ from skvae._likelihood import (
     kl_to_standard_normal,
     linear_mixture_factors,
     linear_mixture_log_prob,
+    linear_mixture_posterior_mean,
     log_mean_exp,
     mixture_log_prob,
     optimal_variance,
@@ -292,6 +293,45 @@ def test_linear_mixture_log_prob_is_the_data_space_mixture(q):
         marginal(r, o) if o.any() else 0.0 for r, o in zip(x, mask, strict=True)
     ]
     assert_allclose(got, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("q", [1, 3, 6])
+def test_linear_mixture_posterior_mean_is_the_mixture_posterior(q):
+    """E[z | x_o] = sum_k r_k (m_k + S_k A_o^T C_k^-1 (x_o - A_o m_k - c_o)).
+
+    With C_k = A_o S_k A_o^T + Psi_o and r_k the posterior probability of
+    component k, by Gaussian conditioning in data space, against the
+    function's latent-space formula.
+    """
+    args, _ = _linear_mixture(q)
+    weight, bias, variance, log_weights, means, cholesky = (a.numpy() for a in args)
+    rng = np.random.default_rng(1)
+    x = bias + rng.normal(size=(40, 6)) * 5
+    mask = rng.random((40, 6)) > 0.3
+    mask[0], mask[1] = False, True  # nothing observed: the prior's mean; everything
+    expected = []
+    for row, o in zip(x, mask, strict=True):
+        log_r, posterior = [], []
+        for w, m, c in zip(log_weights, means, cholesky, strict=True):
+            S = c @ c.T
+            A = weight[o]
+            C = A @ S @ A.T + np.diag(variance[o])
+            residual = row[o] - A @ m - bias[o]
+            log_r.append(
+                w + stats.multivariate_normal(np.zeros(o.sum()), C).logpdf(residual)
+                if o.any()
+                else w
+            )
+            posterior.append(m + S @ A.T @ np.linalg.solve(C, residual))
+        r = np.exp(np.array(log_r) - special.logsumexp(log_r))
+        expected.append(r @ np.array(posterior))
+    got = linear_mixture_posterior_mean(
+        torch.as_tensor(x), *args, mask=torch.as_tensor(mask)
+    ).numpy()
+    assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert_allclose(got[0], np.exp(log_weights) @ means, rtol=1e-12)
+    complete = linear_mixture_posterior_mean(torch.as_tensor(x[1:2]), *args).numpy()
+    assert_allclose(complete[0], got[1], rtol=1e-12)
 
 
 def test_linear_mixture_log_prob_uses_given_factors_for_complete_rows_only():
