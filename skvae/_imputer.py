@@ -25,7 +25,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     Where the decoder is linear (no hidden layers, or a linear start that
     training did not beat), E[x_m | x_o] is computed exactly instead, as the
     density is (see ``n_importance_samples``): the decoder mean at the mean of
-    the posterior p(z | x_o), a Gaussian mixture in closed form.
+    the posterior p(z | x_o), a Gaussian mixture in closed form (in float64,
+    so not on MPS, which keeps the importance sampling). With Gaussianized
+    features (``standardize="marginal"``), it is the conditional mean in the
+    model's internal units, mapped back to the units of X.
     With ``sample_posterior=True`` each missing entry is instead a draw from
     the model's p(x_m | x_o) (sampling importance resampling, then decoder
     noise), for multiple imputation. Observed entries are returned unchanged.
@@ -254,7 +257,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
         The imputations of :meth:`transform` are estimated with the same
         draws, so they are deterministic too (unless
-        ``sample_posterior=True``).
+        ``sample_posterior=True``); where the decoder is linear and scores
+        are computed in float64, they are exact, without draws.
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the
@@ -500,7 +504,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         missing = np.isnan(X)
         X_imputed = X.astype(np.float64)
         if missing.any():
-            filled = self._impute(X) * self.scale_ + self.mean_
+            filled = self._unstandardize(self._impute(X))
             X_imputed[missing] = filled[missing]
         if self.add_indicator:
             indicator = self.indicator_.transform(X)

@@ -114,8 +114,8 @@ def test_closed_form_fit_is_the_shrunk_gaussian(ppca, shrinkage):
 
 def test_default_floor_follows_a_feature_fixed_by_others():
     # A third feature that is a linear combination of two others, rounded to
-    # two decimals as the others: its variance given them is that of the
-    # rounding error, 3.7e-7 of the covariance in standardized units. The
+    # two decimals as the others: the smallest eigenvalue of the standardized
+    # covariance is 3.7e-7, the rounding error's share. The
     # default min_variance must not bind the closed-form start there, so the
     # fit is the Gaussian's; a floor of 1e-6 cost these rows 0.19 nats each
     # on average (0.60 at most).

@@ -9,6 +9,7 @@ from scipy import special, stats
 from skvae._likelihood import (
     GaussianFactors,
     full_gaussian_log_prob,
+    gaussian_conditional_mean,
     gaussian_log_prob,
     kl_between_normals,
     kl_to_standard_normal,
@@ -293,6 +294,33 @@ def test_linear_mixture_log_prob_is_the_data_space_mixture(q):
         marginal(r, o) if o.any() else 0.0 for r, o in zip(x, mask, strict=True)
     ]
     assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_gaussian_conditional_mean_is_gaussian_conditioning():
+    """mu_m + S_mo S_oo^-1 (x_o - mu_o), through P or through S_oo alike."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(8, 8))
+    covariance = A @ A.T + 0.1 * np.eye(8)
+    mean = rng.normal(size=8)
+    x = mean + rng.normal(size=(60, 8)) @ A.T
+    mask = rng.random((60, 8)) > 0.3
+    mask[0], mask[1] = False, True  # nothing observed: the mean; everything
+    mask[2:6] = rng.random((4, 8)) > 0.8  # mostly missing: through S_oo
+    expected = x.copy()
+    expected[0] = mean
+    for row, o in zip(expected[2:], mask[2:], strict=True):
+        m = ~o
+        if m.any():
+            gain = covariance[np.ix_(m, o)] @ np.linalg.inv(covariance[np.ix_(o, o)])
+            row[m] = mean[m] + gain @ (row[o] - mean[o])
+    t = [torch.as_tensor(a) for a in (np.where(mask, x, 0.0), mean, covariance)]
+    factors = GaussianFactors(t[2])
+    got = gaussian_conditional_mean(*t, torch.as_tensor(mask), factors).numpy()
+    assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    # Without the precision route (too ill-conditioned), the same means.
+    factors.precision = None
+    got = gaussian_conditional_mean(*t, torch.as_tensor(mask), factors).numpy()
+    assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("q", [1, 3, 6])
