@@ -176,14 +176,11 @@ def conditional_mean_fn(module, draws, device):
     """
     exact = inference_dtype(device) == torch.float64
     if exact and module.is_gaussian:
-        # As for scoring: the covariance's factors once, one m^3 per pattern.
-        kept = []
+        marginal = _kept_marginal_gaussian()
 
         def gaussian(module, x, mask):
-            if not kept:
-                mean, covariance = module.marginal_gaussian()
-                kept.append((mean, covariance, GaussianFactors(covariance)))
-            return gaussian_conditional_mean(x, *kept[0][:2], mask, kept[0][2])
+            mean, covariance, factors = marginal(module, x)
+            return gaussian_conditional_mean(x, mean, covariance, mask, factors)
 
         return gaussian, module.n_features
     if exact and module.has_linear_decoder:
@@ -200,14 +197,8 @@ def conditional_mean_fn(module, draws, device):
 
 
 def _gaussian_scorer():
-    """``fn`` for :func:`map_rows`: the exact log p(x_o) of a Gaussian model.
-
-    Its mean, covariance and the covariance's factors
-    (:class:`~skvae._likelihood.GaussianFactors`) are computed at the first
-    chunk and kept for the others: a ``D^3`` factorization per chunk would
-    dominate on wide data.
-    """
-    kept = []
+    """``fn`` for :func:`map_rows`: the exact log p(x_o) of a Gaussian model."""
+    marginal = _kept_marginal_gaussian()
 
     def fn(module, x, mask):
         if x.dtype != torch.float64:
@@ -216,15 +207,31 @@ def _gaussian_scorer():
             # The float32 weights are exact in float64 on the CPU.
             x = x.cpu().double()
             mask = None if mask is None else mask.cpu()
+        mean, covariance, factors = marginal(module, x)
+        return full_gaussian_log_prob(x, mean, covariance, mask, factors)
+
+    return fn
+
+
+def _kept_marginal_gaussian():
+    """``marginal(module, x)``: a Gaussian model's mean, covariance and factors.
+
+    Computed at the first chunk, in ``x``'s dtype and on its device, and kept
+    for the others: a ``D^3`` factorization
+    (:class:`~skvae._likelihood.GaussianFactors`) per chunk would dominate on
+    wide data.
+    """
+    kept = []
+
+    def marginal(module, x):
         if not kept:
             mean, covariance = (
                 t.to(device=x.device, dtype=x.dtype) for t in module.marginal_gaussian()
             )
             kept.append((mean, covariance, GaussianFactors(covariance)))
-        mean, covariance, factors = kept[0]
-        return full_gaussian_log_prob(x, mean, covariance, mask, factors)
+        return kept[0]
 
-    return fn
+    return marginal
 
 
 def _linear_mixture_scorer():

@@ -170,39 +170,32 @@ def gaussian_conditional_mean(x, mean, covariance, mask, factors):
     -------
     Tensor of shape (n_samples, n_features)
     """
-    out = mean.expand(x.shape[0], -1).clone()
     if mask is None:
         return x.clone()
     n_features = x.shape[1]
+    out = torch.where(mask, x, mean)  # complete rows, and rows with none, done
     residual = torch.where(mask, x - mean, 0.0)
     precision = factors.precision
-    projected = None if precision is None else residual @ precision
     for rows, observed in _observed_patterns(x, mask):
         missing = torch.ones(n_features, dtype=torch.bool, device=x.device)
         missing[observed] = False
-        n_missing = int(missing.sum())
+        n_missing = n_features - observed.numel()
         if n_missing == 0:
-            out[rows] = x[rows]
             continue
-        if projected is not None and 2 * n_missing <= n_features:
+        filled = None
+        if precision is not None and 2 * n_missing <= n_features:
             inner, info = torch.linalg.cholesky_ex(precision[missing][:, missing])
             if info.item() == 0:  # else P rounded to indefinite: Sigma_oo's own
-                shift = torch.cholesky_solve(projected[rows][:, missing].T, inner)
-                filled = mean[missing] - shift.T
-                out[rows] = _fill(x[rows], missing, filled)
-                continue
-        factor = torch.linalg.cholesky(covariance[observed][:, observed])
-        solved = torch.cholesky_solve(residual[rows][:, observed].T, factor)
-        filled = mean[missing] + (covariance[missing][:, observed] @ solved).T
-        out[rows] = _fill(x[rows], missing, filled)
+                projected = residual[rows] @ precision[:, missing]  # (P r)_m
+                filled = mean[missing] - torch.cholesky_solve(projected.T, inner).T
+        if filled is None:
+            factor = torch.linalg.cholesky(covariance[observed][:, observed])
+            solved = torch.cholesky_solve(residual[rows][:, observed].T, factor)
+            filled = mean[missing] + (covariance[missing][:, observed] @ solved).T
+        block = out[rows]
+        block[:, missing] = filled
+        out[rows] = block
     return out
-
-
-def _fill(x, missing, values):
-    """Rows ``x`` with their ``missing`` entries (a feature mask) set to ``values``."""
-    x = x.clone()
-    x[:, missing] = values
-    return x
 
 
 def _observed_patterns(x, mask):

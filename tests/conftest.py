@@ -65,6 +65,18 @@ def default_vae(ppca):
     return GaussianVAE(n_components=2, random_state=0, device=DEVICE).fit(ppca.X_train)
 
 
+def conditional_means(mean, covariance, X):
+    """Closed-form E[x_m | x_o] of N(mean, covariance), row by row."""
+    out = X.copy()
+    for row in out:
+        m = np.isnan(row)
+        if m.any():
+            o = ~m
+            gain = covariance[np.ix_(m, o)] @ np.linalg.inv(covariance[np.ix_(o, o)])
+            row[m] = mean[m] + gain @ (row[o] - mean[o])
+    return out
+
+
 def remove_at_random(X, fraction, seed):
     """A copy of X with about ``fraction`` of its entries set to NaN (MCAR)."""
     X = X.copy()

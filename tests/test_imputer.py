@@ -2,7 +2,7 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import DEVICE, remove_at_random
+from conftest import DEVICE, conditional_means, remove_at_random
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.impute import MissingIndicator
@@ -14,18 +14,6 @@ SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVIC
 LINEAR = dict(n_components=None, hidden_layer_sizes=(), init="linear")
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-def conditional_means(mean, covariance, X):
-    """Closed-form E[x_m | x_o] of N(mean, covariance), row by row."""
-    out = X.copy()
-    for row in out:
-        m = np.isnan(row)
-        if m.any():
-            o = ~m
-            gain = covariance[np.ix_(m, o)] @ np.linalg.inv(covariance[np.ix_(o, o)])
-            row[m] = mean[m] + gain @ (row[o] - mean[o])
-    return out
 
 
 def rmse_on(missing, X_true, X_imputed):

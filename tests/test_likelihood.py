@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import conditional_means
 from numpy.testing import assert_allclose
 from scipy import special, stats
 
@@ -306,13 +307,7 @@ def test_gaussian_conditional_mean_is_gaussian_conditioning():
     mask = rng.random((60, 8)) > 0.3
     mask[0], mask[1] = False, True  # nothing observed: the mean; everything
     mask[2:6] = rng.random((4, 8)) > 0.8  # mostly missing: through S_oo
-    expected = x.copy()
-    expected[0] = mean
-    for row, o in zip(expected[2:], mask[2:], strict=True):
-        m = ~o
-        if m.any():
-            gain = covariance[np.ix_(m, o)] @ np.linalg.inv(covariance[np.ix_(o, o)])
-            row[m] = mean[m] + gain @ (row[o] - mean[o])
+    expected = conditional_means(mean, covariance, np.where(mask, x, np.nan))
     t = [torch.as_tensor(a) for a in (np.where(mask, x, 0.0), mean, covariance)]
     factors = GaussianFactors(t[2])
     got = gaussian_conditional_mean(*t, torch.as_tensor(mask), factors).numpy()
