@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import draw_seed, inference_dtype, resolve_device, seeded_cpu_rng
+from ._incomplete import filled_rows
 from ._inference import importance_draws, log_likelihood, map_rows, to_tensor
 from ._linear_start import (
     AVERAGED_MIXTURES,
@@ -310,7 +311,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._start_to_refit = None
         if not incremental:
             self._history.restart()
-            if self._fits_in_closed_form() and not np.isnan(X).any():
+            if self._fits_in_closed_form():
                 return self._fit_closed_form(X)
         early_stopping = not incremental and self._uses_early_stopping(n_samples)
         order, n_train = np.arange(n_samples), n_samples
@@ -344,7 +345,21 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             X_val=None if validation is None else tensor[validation],
             val_mask=None if mask is None or validation is None else mask[validation],
         )
+        # A linear start's encoder gives the posterior of complete rows: on
+        # incomplete ones its ELBO falls short of its likelihood, and training
+        # could win on the ELBO by mending the encoder while it worsens the
+        # model. Such a start is weighed again after training, exactly.
+        linear_start = None
+        if (
+            mask is not None
+            and validation is not None
+            and not incremental
+            and self.module_.has_linear_decoder
+        ):
+            linear_start = clone_state(self.module_.state_dict())
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
+        if linear_start is not None and not self._history.kept_start:
+            self._keep_start_if_not_beaten(linear_start, X[order[n_train:]])
         if getattr(self, "_random_start_pending", False) and validation is not None:
             result = self._compare_random_start(
                 X[order[n_train:]], data, config, result
@@ -396,10 +411,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
         A Gaussian module (``module_.is_gaussian``) with as many latent
         dimensions as features and a per-feature or shared variance can be
-        any Gaussian with a full covariance matrix; with ``init="linear"`` and
-        complete data, its start (the mean and the covariance of the rows,
-        shrunk as ``shrinkage`` says) is the fit, and gradient steps could
-        only add noise to it.
+        any Gaussian with a full covariance matrix; with ``init="linear"``,
+        its start (the mean and the covariance of the rows, shrunk as
+        ``shrinkage`` says; where entries are missing, those of the
+        maximum-likelihood Gaussian of the observed entries, found by EM) is
+        the fit, and gradient steps could only add noise to it.
         """
         module = self.module_
         return (
@@ -407,7 +423,6 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             and module.is_gaussian
             and module.n_components == module.n_features
             and module.closed_form_variance
-            and not module.mask_input
         )
 
     def _fit_closed_form(self, X):
@@ -538,7 +553,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """Set ``marginal_knots_`` as ``standardize`` says; the linear start, if any.
 
         The start is computed on the rows early stopping trains on (at most
-        ``START_ROWS`` of them, missing entries filled with the mean). With
+        ``START_ROWS`` of them; where entries are missing, see
+        :meth:`_linear_start`). With
         ``standardize="auto"``, it is computed both on the standardized and
         on the Gaussianized features, and the Gaussianizing map is kept only
         if it gives the held-out rows a higher likelihood, in the units of X,
@@ -572,6 +588,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             Z_held_out = (X[_start_rows(held_out, rng)] - self.mean_) / self.scale_
         if "marginal" in candidates:
             candidates["marginal"] = fit_marginal_knots(Z)
+        if len(candidates) == 1 and self.init_ != "linear":
+            # Nothing to choose and no start to train from.
+            self.marginal_knots_ = next(iter(candidates.values()))
+            return None
         results = {}
         for name, knots in candidates.items():
             start = self._linear_start(_internal(Z, knots)[0], seed, knots)
@@ -595,6 +615,25 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             # For :meth:`_train_on`, should training not beat the start.
             self._start_to_refit = (start, internal)
         return start if self.init_ == "linear" else None
+
+    def _keep_start_if_not_beaten(self, start_state, held_out):
+        """Return to the linear start unless training clearly beat it on ``held_out``.
+
+        Both are scored by :meth:`_log_likelihood`: the start exactly (its
+        decoder is linear), the trained model by importance sampling, which
+        the start's encoder would serve poorly on incomplete rows. The trained
+        model is kept only if the held-out rows' log-likelihood gains more
+        than ``SIGNIFICANCE`` standard errors of the per-row gain; otherwise
+        ``kept_start`` is set, as when the start wins within training.
+        """
+        trained_state = clone_state(self.module_.state_dict())
+        trained = self._log_likelihood(held_out)
+        self.module_.load_state_dict(start_state)
+        start = self._log_likelihood(held_out)
+        if clearly_better(trained - start):
+            self.module_.load_state_dict(trained_state)
+        else:
+            self._history.kept_start = True
 
     def _compare_random_start(self, held_out, data, config, result):
         """Train a randomly started network too; keep it if it is clearly better.
@@ -711,6 +750,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
     def _linear_start(self, Z, seed, knots, structures=None, averaged=False):
         """The closed-form start on Z, in the internal units that ``knots`` give.
 
+        Where Z has missing entries (NaN), the start is computed from the
+        maximum-likelihood Gaussian of its observed entries and from its rows
+        completed with draws from their conditionals under it
+        (:func:`filled_rows`).
+
         With a mixture prior of the first ``(covariance_type, n_components)``
         pair of ``structures``, if any, else as ``prior_components`` says;
         with ``averaged`` and ``prior_components="auto"``, the average of
@@ -722,8 +766,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             structures = (structures,)
         n_components = Z.shape[1] if self.n_components is None else self.n_components
         floor = getattr(self, "_variance_floor", None) if knots is None else None
+        moments = None
+        if np.isnan(Z).any():
+            Z, moments = filled_rows(Z, self.min_variance, seed)
         start = probabilistic_pca(
-            Z, n_components, self.min_variance, self.shrinkage, floor
+            Z, n_components, self.min_variance, self.shrinkage, floor, moments
         )
         if self.prior_components == 1:
             return start
@@ -1000,12 +1047,12 @@ def _start_rows(rows, rng):
 
 
 def _internal(Z, knots):
-    """Standardized rows in internal units, missing entries 0, and the log-Jacobian.
+    """Standardized rows in internal units, missing entries NaN, and the log-Jacobian.
 
     ``Z`` Gaussianized with ``knots`` (as it is without them), and per row
-    the sum of log G' over its entries (0 without knots).
+    the sum of log G' over its observed entries (0 without knots).
     """
     if knots is None:
-        return np.nan_to_num(Z), 0.0
+        return Z, 0.0
     internal, log_slope = gaussianize(Z, knots)
-    return np.nan_to_num(internal), log_slope.sum(1)
+    return internal, log_slope.sum(1)

@@ -96,9 +96,15 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
           layers' contributions start at zero, so training adds to what the
           Gaussian or the mixture achieves instead of starting from noise;
           with early stopping, the start is kept unless training beats it on
-          the validation rows. Without hidden layers, with as many latent
-          dimensions as features, the N(0, I) prior, a per-feature or shared
-          decoder variance and no missing entries, the model is a Gaussian
+          the validation rows (with missing entries, by the log-likelihood
+          that :meth:`score_samples` estimates, not by the ELBO, which the
+          start's encoder serves poorly on incomplete rows). Where rows
+          have missing entries, the start is computed from the
+          maximum-likelihood Gaussian of the observed entries, found by EM,
+          and from the rows completed with draws from their conditional
+          distribution under it. Without hidden layers, with as many
+          latent dimensions as features, the N(0, I) prior and a
+          per-feature or shared decoder variance, the model is a Gaussian
           and its start is its fit: :meth:`fit` runs no epoch, and
           :meth:`score_samples` is exact.
         - ``"random"``: the network's usual random initialization, without a
@@ -122,7 +128,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         :func:`sklearn.covariance.ledoit_wolf_shrinkage` of the rows scaled
         to unit variance. Shrinkage steadies the start where rows are few for
         the number of features. It has no effect with ``init="random"``, and
-        the components of a mixture prior are not shrunk.
+        the components of a mixture prior are not shrunk. Where entries are
+        missing, the covariance shrunk is EM's (see ``init``), and ``"auto"``
+        computes the coefficient on the rows completed with draws from
+        their conditional distribution.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"

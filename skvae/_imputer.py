@@ -6,13 +6,24 @@ from sklearn.impute import MissingIndicator
 from sklearn.utils import check_random_state
 
 from ._base import BaseGaussianVAE
-from ._inference import conditional_mean_fn
+from ._inference import conditional_draw_fn, conditional_mean_fn
 
 
 class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     """Impute missing values with a Gaussian VAE fitted to the observed entries.
 
-    The model is :class:`skvae.GaussianVAE`, trained on the masked ELBO: only
+    By default the model is the linear VAE with one latent dimension per
+    feature, whose fit is the maximum-likelihood Gaussian of the observed
+    entries, found by EM in closed form (no epochs; see ``init``), its
+    correlations shrunk by the Ledoit-Wolf coefficient (see ``shrinkage``);
+    each missing entry is filled with its exact conditional mean given the
+    observed entries of its row, as under a multivariate normal model
+    (Little and Rubin 2019). That was the most accurate of the settings
+    measured on 22 real data sets, ahead of the nonlinear network below and
+    of :class:`~sklearn.impute.IterativeImputer` at 10, 30 and 50 % of the
+    entries missing (:doc:`/benchmarks`). With hidden layers
+    (``hidden_layer_sizes``) the model is a nonlinear
+    :class:`skvae.GaussianVAE`, trained on the masked ELBO: only
     the observed entries of each row enter the likelihood, and the encoder
     sees the observed values together with the missingness mask. Each missing
     entry is then filled with its conditional expectation given the observed
@@ -36,7 +47,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     Parameters
     ----------
-    n_components : int or None, default=2
+    n_components : int or None, default=None
         Dimension of the latent space; None gives one latent dimension per
         feature, as :class:`~sklearn.decomposition.PCA` keeps all components.
 
@@ -74,7 +85,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 
-    hidden_layer_sizes : array-like of int, default=(64, 64)
+    hidden_layer_sizes : array-like of int, default=()
         Hidden layer widths of the encoder; the decoder mirrors them. An empty
         tuple gives a linear encoder and decoder (a linear VAE, whose maximum
         likelihood solution is probabilistic PCA or factor analysis).
@@ -82,7 +93,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of the hidden layers.
 
-    init : {"auto", "linear", "random"}, default="random"
+    init : {"auto", "linear", "random"}, default="linear"
         Where training starts.
 
         - ``"linear"``: the encoder and decoder means each get a linear path
@@ -95,9 +106,15 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
           layers' contributions start at zero, so training adds to what the
           Gaussian or the mixture achieves instead of starting from noise;
           with early stopping, the start is kept unless training beats it on
-          the validation rows. Without hidden layers, with as many latent
-          dimensions as features, the N(0, I) prior, a per-feature or shared
-          decoder variance and no missing entries, the model is a Gaussian
+          the validation rows (with missing entries, by the log-likelihood
+          that :meth:`score_samples` estimates, not by the ELBO, which the
+          start's encoder serves poorly on incomplete rows). Where rows
+          have missing entries, the start is computed from the
+          maximum-likelihood Gaussian of the observed entries, found by EM,
+          and from the rows completed with draws from their conditional
+          distribution under it. Without hidden layers, with as many
+          latent dimensions as features, the N(0, I) prior and a
+          per-feature or shared decoder variance, the model is a Gaussian
           and its start is its fit: :meth:`fit` runs no epoch, and
           :meth:`score_samples` is exact.
         - ``"random"``: the network's usual random initialization, without a
@@ -110,7 +127,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
           gain. Without validation rows, ``"linear"``. ``init_`` says which
           was kept.
 
-    shrinkage : float in [0, 1] or "auto", default=0.0
+    shrinkage : float in [0, 1] or "auto", default="auto"
         How far the correlations of the linear start (see ``init``) are
         shrunk toward zero: the covariance ``S`` of the features in the
         model's internal units becomes ``(1 - shrinkage) * S + shrinkage *
@@ -121,7 +138,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         :func:`sklearn.covariance.ledoit_wolf_shrinkage` of the rows scaled
         to unit variance. Shrinkage steadies the start where rows are few for
         the number of features. It has no effect with ``init="random"``, and
-        the components of a mixture prior are not shrunk.
+        the components of a mixture prior are not shrunk. Where entries are
+        missing, the covariance shrunk is EM's (see ``init``), and ``"auto"``
+        computes the coefficient on the rows completed with draws from
+        their conditional distribution.
 
     decoder_variance : {"feature", "shared", "heteroscedastic"} or float, \
             default="feature"
@@ -397,14 +417,22 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 1)) @ [[1.0, 2.0, -1.0]] + 5.0
     >>> X[::4, 1] = np.nan
-    >>> imputer = VAEImputer(max_iter=20, random_state=0).fit(X)
+    >>> imputer = VAEImputer(random_state=0).fit(X)
+    >>> imputer.n_iter_  # the Gaussian's fit is closed-form: no epochs
+    0
     >>> X_filled = imputer.transform(X)
     >>> bool(np.isnan(X_filled).any())
     False
+    >>> bool(np.allclose(X_filled[::4, 1], 2 * X[::4, 0] - 5, atol=0.05))
+    True
     >>> bool((X_filled[1] == X[1]).all())  # a complete row is unchanged
     True
-    >>> VAEImputer(max_iter=5, add_indicator=True).fit_transform(X).shape
+    >>> VAEImputer(add_indicator=True).fit_transform(X).shape
     (200, 4)
+    >>> nonlinear = VAEImputer(n_components=2, hidden_layer_sizes=(64, 64),
+    ...                        init="random", max_iter=20, random_state=0)
+    >>> bool(np.isnan(nonlinear.fit_transform(X)).any())
+    False
     """
 
     _parameter_constraints: dict = {
@@ -415,13 +443,13 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     def __init__(
         self,
-        n_components=2,
+        n_components=None,
         *,
         prior_components=1,
-        hidden_layer_sizes=(64, 64),
+        hidden_layer_sizes=(),
         activation="relu",
-        init="random",
-        shrinkage=0.0,
+        init="linear",
+        shrinkage="auto",
         decoder_variance="feature",
         min_variance=1e-4,
         beta=1.0,
@@ -518,16 +546,12 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             return self._map_rows(
                 X, *conditional_mean_fn(self.module_, eps, self.device_)
             )
-        width = self.n_importance_samples * self.module_.widest_layer
         rng = check_random_state(self.random_state)
         uniform = rng.uniform(size=X.shape[0])
         noise = rng.standard_normal(size=X.shape)
         return self._map_rows(
             X,
-            lambda module, x, mask, u, e: module.posterior_predictive(
-                x, eps, mask, u, e
-            ),
-            width,
+            *conditional_draw_fn(self.module_, eps, self.device_),
             extra=(uniform, noise),
         )
 

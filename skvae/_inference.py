@@ -196,6 +196,34 @@ def conditional_mean_fn(module, draws, device):
     return sampled, draws.shape[0] * module.widest_layer
 
 
+def conditional_draw_fn(module, draws, device):
+    """``(fn, width)`` for :func:`map_rows` with extras ``(uniform, noise)``: p(x | x_o).
+
+    A draw for each row's missing entries, in internal units. Exact for a
+    Gaussian model (``module.is_gaussian``) where scores are computed in
+    float64: the conditional Gaussian, drawn with ``noise``
+    (:func:`~skvae._likelihood.gaussian_conditional_mean`); otherwise by
+    sampling importance resampling over ``draws``
+    (``module.posterior_predictive``, which also takes ``uniform``), which
+    is only as good as the encoder's proposal.
+    """
+    if inference_dtype(device) == torch.float64 and module.is_gaussian:
+        marginal = _kept_marginal_gaussian()
+
+        def gaussian(module, x, mask, uniform, noise):
+            mean, covariance, factors = marginal(module, x)
+            return gaussian_conditional_mean(
+                x, mean, covariance, mask, factors, noise=noise
+            )
+
+        return gaussian, module.n_features
+
+    def resampled(module, x, mask, uniform, noise):
+        return module.posterior_predictive(x, draws, mask, uniform, noise)
+
+    return resampled, draws.shape[0] * module.widest_layer
+
+
 def _gaussian_scorer():
     """``fn`` for :func:`map_rows`: the exact log p(x_o) of a Gaussian model."""
     marginal = _kept_marginal_gaussian()

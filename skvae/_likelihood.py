@@ -152,8 +152,8 @@ def full_gaussian_log_prob(x, mean, covariance, mask=None, factors=None):
     return out
 
 
-def gaussian_conditional_mean(x, mean, covariance, mask, factors):
-    r"""E[x | x_o] of a Gaussian with a full covariance matrix, per row.
+def gaussian_conditional_mean(x, mean, covariance, mask, factors, noise=None):
+    r"""E[x | x_o] of a Gaussian with a full covariance matrix, per row, or a draw.
 
     :math:`\mu_m + \Sigma_{mo} \Sigma_{oo}^{-1} (x_o - \mu_o)` on the
     missing entries ``m`` of each row of ``x`` (n_samples, n_features), the
@@ -166,6 +166,14 @@ def gaussian_conditional_mean(x, mean, covariance, mask, factors):
     entries instead of ``(D - m)^3``); the others, and all of them where
     the covariance is too ill-conditioned, through :math:`\Sigma_{oo}`.
 
+    With ``noise`` (standard normal, of x's shape), the missing entries are
+    instead a draw from p(x_m | x_o): the mean plus :math:`S\, e_m`, where
+    :math:`S S^\top` is the conditional covariance, :math:`P_{mm}^{-1}`
+    (:math:`S = C^{-\top}` for the Cholesky factor :math:`C` of
+    :math:`P_{mm}`) or :math:`\Sigma_{mm} - \Sigma_{mo} \Sigma_{oo}^{-1}
+    \Sigma_{om}` (its symmetric square root, rounding's negative
+    eigenvalues set to 0).
+
     Returns
     -------
     Tensor of shape (n_samples, n_features)
@@ -176,22 +184,45 @@ def gaussian_conditional_mean(x, mean, covariance, mask, factors):
     out = torch.where(mask, x, mean)  # complete rows, and rows with none, done
     residual = torch.where(mask, x - mean, 0.0)
     precision = factors.precision
-    for rows, observed in _observed_patterns(x, mask):
+    patterns = list(_observed_patterns(x, mask))
+    if noise is not None and not mask.any(1).all():
+        # Rows with nothing observed: draws from the whole Gaussian.
+        nothing = ~mask.any(1)
+        patterns.append((nothing, torch.zeros(0, dtype=torch.long, device=x.device)))
+    for rows, observed in patterns:
         missing = torch.ones(n_features, dtype=torch.bool, device=x.device)
         missing[observed] = False
         n_missing = n_features - observed.numel()
         if n_missing == 0:
             continue
-        filled = None
+        filled = spread = None
         if precision is not None and 2 * n_missing <= n_features:
             inner, info = torch.linalg.cholesky_ex(precision[missing][:, missing])
             if info.item() == 0:  # else P rounded to indefinite: Sigma_oo's own
                 projected = residual[rows] @ precision[:, missing]  # (P r)_m
                 filled = mean[missing] - torch.cholesky_solve(projected.T, inner).T
-        if filled is None:
+                if noise is not None:  # C^-T e, rows as columns
+                    spread = torch.linalg.solve_triangular(
+                        inner.T, noise[rows][:, missing].T, upper=True
+                    ).T
+        if filled is None and not observed.numel():
+            filled = mean.expand(int(rows.sum()), -1)
+            conditional = covariance
+        elif filled is None:
             factor = torch.linalg.cholesky(covariance[observed][:, observed])
             solved = torch.cholesky_solve(residual[rows][:, observed].T, factor)
-            filled = mean[missing] + (covariance[missing][:, observed] @ solved).T
+            cross = covariance[missing][:, observed]
+            filled = mean[missing] + (cross @ solved).T
+            if noise is not None:
+                conditional = covariance[missing][:, missing] - cross @ (
+                    torch.cholesky_solve(cross.T, factor)
+                )
+        if spread is None and noise is not None:
+            values, vectors = torch.linalg.eigh(conditional)
+            root = vectors * values.clamp(min=0.0).sqrt()
+            spread = noise[rows][:, missing] @ root.T
+        if spread is not None:
+            filled = filled + spread
         block = out[rows]
         block[:, missing] = filled
         out[rows] = block

@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
+from ._incomplete import observed_log_density
 from ._mixture import fit_gaussian_mixture, fit_mixtures
 from ._model import STD_FLOOR
 from ._training import SIGNIFICANCE
@@ -121,7 +122,7 @@ def _noise_floor(noise, min_variance, largest_eigenvalue):
     return max(noise, min_variance, (2 * STD_FLOOR) ** 2 * largest_eigenvalue)
 
 
-def shrunk_covariance(Z, shrinkage):
+def shrunk_covariance(Z, shrinkage, covariance=None):
     r"""Covariance of the rows of Z with its correlations shrunk toward zero.
 
     :math:`(1 - s) S + s \operatorname{diag}(S)`: the variances are kept and
@@ -130,8 +131,11 @@ def shrunk_covariance(Z, shrinkage):
     units of Z). ``shrinkage="auto"`` takes :math:`s` from
     :func:`sklearn.covariance.ledoit_wolf_shrinkage` on the rows scaled to
     unit variance, whose target, the identity, is then that diagonal.
+    ``covariance``, if given, is shrunk instead of that of Z's rows (which
+    still choose :math:`s`).
     """
-    covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
+    if covariance is None:
+        covariance = np.atleast_2d(np.cov(Z, rowvar=False, bias=True))
     if shrinkage == "auto":
         spread = np.sqrt(np.diag(covariance))
         spread = np.where(spread > 0, spread, 1.0)
@@ -159,7 +163,7 @@ def resolution_variance(Z):
 
 
 def probabilistic_pca(
-    Z, n_components, min_variance, shrinkage=0.0, variance_floor=None
+    Z, n_components, min_variance, shrinkage=0.0, variance_floor=None, moments=None
 ):
     r"""Maximum-likelihood probabilistic PCA of Z, with its exact posterior.
 
@@ -178,11 +182,16 @@ def probabilistic_pca(
     solution is then the maximum a posteriori one under a prior that pulls
     the correlations toward zero, no longer the maximum-likelihood one.
     ``variance_floor`` (per feature, or None) is a floor on the diagonal of
-    :math:`S`.
+    :math:`S`. ``moments``, a ``(mean, covariance)`` pair, replaces the mean
+    and covariance of Z's rows, as :func:`~skvae._incomplete.incomplete_gaussian`
+    estimates them where rows had missing entries (Z then holds the rows
+    completed with draws from their conditionals).
     """
     n_features = Z.shape[1]
-    bias = Z.mean(0)
-    covariance = shrunk_covariance(Z, shrinkage)
+    bias, covariance = Z.mean(0), None
+    if moments is not None:
+        bias, covariance = moments[0], moments[1].copy()
+    covariance = shrunk_covariance(Z, shrinkage, covariance)
     if variance_floor is not None:
         diagonal = np.diag_indices(n_features)
         covariance[diagonal] = np.maximum(covariance[diagonal], variance_floor)
@@ -454,7 +463,8 @@ def _cross_validated(codes, held_out, structures, random_state):
     fit (``q + 1`` rows each), or if a structure has a non-finite score.
     """
     rows = np.vstack([codes.rows, held_out])
-    values = np.vstack([codes.values, codes.encode(held_out)])
+    # Held-out rows' missing entries at the mean (0), for their codes only.
+    values = np.vstack([codes.values, codes.encode(np.nan_to_num(held_out))])
     folds = list(KFold(CV_FOLDS, shuffle=True, random_state=random_state).split(values))
     fewest_rows, q = min(len(fitted) for fitted, _ in folds), values.shape[1]
     if any(k * (q + 1) > fewest_rows for _, k in structures):
@@ -704,7 +714,8 @@ def start_log_likelihood(start, Z):
 
     The model is the mixture of Gaussians with means ``W mu_k + b`` and
     covariances ``W Sigma_k W^T + diag(noise)`` (one component, N(b, W W^T +
-    diag(noise)), for the N(0, I) prior), in the units of Z.
+    diag(noise)), for the N(0, I) prior), in the units of Z. Missing entries
+    (NaN) are integrated out: a row's density is that of its observed ones.
     """
     W, b = start.decoder_weight, start.decoder_bias
     if start.prior_weights is None:
@@ -713,11 +724,16 @@ def start_log_likelihood(start, Z):
     else:
         weights, means = start.prior_weights, start.prior_means
         covariances = start.prior_cholesky @ np.swapaxes(start.prior_cholesky, 1, 2)
+    incomplete = np.isnan(Z).any()
     log_terms = []
     for weight, mean, covariance in zip(weights, means, covariances, strict=True):
-        cholesky = np.linalg.cholesky(
-            W @ covariance @ W.T + np.diag(start.noise_variance)
-        )
+        data_covariance = W @ covariance @ W.T + np.diag(start.noise_variance)
+        if incomplete:
+            log_terms.append(
+                np.log(weight) + observed_log_density(Z, W @ mean + b, data_covariance)
+            )
+            continue
+        cholesky = np.linalg.cholesky(data_covariance)
         white = np.linalg.solve(cholesky, (Z - (W @ mean + b)).T)
         log_terms.append(
             np.log(weight)

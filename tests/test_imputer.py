@@ -8,6 +8,8 @@ from sklearn.base import clone
 from sklearn.impute import MissingIndicator
 
 from skvae import VAEImputer
+from skvae._incomplete import filled_rows
+from skvae._linear_start import shrunk_covariance
 
 SMALL = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0, device=DEVICE)
 # A Gaussian model, one latent dimension per feature: its imputations are exact.
@@ -20,10 +22,80 @@ def rmse_on(missing, X_true, X_imputed):
     return np.sqrt(np.mean((X_true[missing] - X_imputed[missing]) ** 2))
 
 
+# The nonlinear model: importance-sampled imputations.
+NONLINEAR = dict(n_components=2, hidden_layer_sizes=(64, 64), init="random")
+
+
 @pytest.fixture(scope="module")
 def fitted(ppca):
     X = remove_at_random(ppca.X_train, 0.2, 0)
-    return VAEImputer(n_components=2, random_state=0, device=DEVICE).fit(X)
+    return VAEImputer(random_state=0, device=DEVICE, **NONLINEAR).fit(X)
+
+
+@pytest.mark.parametrize("shrinkage", [0.0, "auto"])
+def test_default_is_the_em_gaussian_in_closed_form(ppca, shrinkage):
+    # The default model is a Gaussian: fitted by EM on the observed entries
+    # (in standardized units, the covariance's diagonal raised by
+    # min_variance, then shrunk), without epochs, and it imputes that
+    # Gaussian's conditional means.
+    X = remove_at_random(ppca.X_train, 0.3, 0)
+    imputer = VAEImputer(random_state=0, device=DEVICE)
+    if shrinkage == 0.0:
+        imputer.set_params(shrinkage=0.0)
+    imputer.fit(X)
+    assert imputer.n_iter_ == 0 and imputer.loss_curve_ == []
+    # The rows completed as the start completes them (its seed), for the
+    # Ledoit-Wolf coefficient.
+    drawn, (mean, covariance) = filled_rows(
+        (X - imputer.mean_) / imputer.scale_, imputer.min_variance, imputer._init_seed
+    )
+    covariance = shrunk_covariance(drawn, shrinkage, covariance)
+    X_test = remove_at_random(ppca.X_test, 0.3, 1)
+    expected = conditional_means(
+        imputer.mean_ + imputer.scale_ * mean,
+        covariance * np.outer(imputer.scale_, imputer.scale_),
+        X_test,
+    )
+    # float32 parameters.
+    assert_allclose(imputer.transform(X_test), expected, rtol=1e-5, atol=1e-6)
+    # As good as the true model's conditional means, to 1 %.
+    missing = np.isnan(X_test)
+    oracle = conditional_means(ppca.b, ppca.covariance, X_test)
+    assert rmse_on(missing, ppca.X_test, expected) < 1.01 * rmse_on(
+        missing, ppca.X_test, oracle
+    )
+
+
+@pytest.mark.parametrize(
+    "missing", [[1, 3], [0, 1, 2, 3], [0, 1, 2, 3, 4]], ids=["few", "most", "all"]
+)
+def test_default_draws_from_the_exact_conditional(ppca, missing):
+    # Draws of a Gaussian model are exact, through the precision (few
+    # missing), through the observed block (most) or from the whole Gaussian
+    # (all): their moments are the conditional ones, up to Monte Carlo error
+    # (20,000 draws: about 0.01 of these spreads).
+    X = remove_at_random(ppca.X_train, 0.2, 0)
+    imputer = VAEImputer(random_state=0, sample_posterior=True, device=DEVICE)
+    imputer.fit(X)
+    module = copy.deepcopy(imputer.module_).double().cpu()
+    bias, covariance = (t.detach().numpy() for t in module.marginal_gaussian())
+    mean = imputer.mean_ + imputer.scale_ * bias
+    covariance = covariance * np.outer(imputer.scale_, imputer.scale_)
+    row = ppca.X_test[:1].copy()
+    row[0, missing] = np.nan
+    observed = np.flatnonzero(~np.isnan(row[0]))
+    gain = covariance[np.ix_(missing, observed)] @ np.linalg.inv(
+        covariance[np.ix_(observed, observed)]
+    )
+    expected_mean = mean[missing] + gain @ (row[0, observed] - mean[observed])
+    expected_covariance = (
+        covariance[np.ix_(missing, missing)]
+        - gain @ covariance[np.ix_(observed, missing)]
+    )
+    draws = imputer.transform(np.repeat(row, 20000, axis=0))[:, missing]
+    spread = np.sqrt(np.diag(expected_covariance))
+    assert_allclose(draws.mean(0), expected_mean, atol=0.03 * spread.max())
+    assert_allclose(np.cov(draws.T), expected_covariance, atol=0.03 * spread.max() ** 2)
 
 
 def test_imputation_is_as_good_as_the_closed_form_conditional_mean(fitted, ppca):

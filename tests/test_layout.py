@@ -17,7 +17,7 @@ import skvae
 PACKAGE = Path(skvae.__file__).parent
 # Bottom to top. A module may import modules of lower layers only.
 LAYERS = [
-    {"_version", "_device", "_likelihood", "_mixture"},
+    {"_version", "_device", "_likelihood", "_mixture", "_incomplete"},
     {"_model"},
     {"_training"},
     {"_units", "_linear_start"},

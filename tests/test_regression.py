@@ -49,7 +49,16 @@ CASES = {
     ),
     # The detector's defaults before it was fitted in closed form.
     "detector": (VAEOutlierDetector, {"init": "random", "shrinkage": 0.0}),
-    "imputer": (VAEImputer, {"hidden_layer_sizes": (16,)}),
+    # The imputer's defaults before it was fitted in closed form.
+    "imputer": (
+        VAEImputer,
+        {
+            "n_components": 2,
+            "hidden_layer_sizes": (16,),
+            "init": "random",
+            "shrinkage": 0.0,
+        },
+    ),
 }
 
 
