@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import draw_seed, inference_dtype, resolve_device, seeded_cpu_rng
-from ._incomplete import filled_rows
+from ._incomplete import em_iterations, filled_rows
 from ._inference import importance_draws, log_likelihood, map_rows, to_tensor
 from ._linear_start import (
     AVERAGED_MIXTURES,
@@ -311,7 +311,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._start_to_refit = None
         if not incremental:
             self._history.restart()
-            if self._fits_in_closed_form():
+            if self._fits_in_closed_form() and self._em_fits_budget(X):
                 return self._fit_closed_form(X)
         early_stopping = not incremental and self._uses_early_stopping(n_samples)
         order, n_train = np.arange(n_samples), n_samples
@@ -354,12 +354,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             mask is not None
             and validation is not None
             and not incremental
+            and self.init_ == "linear"
             and self.module_.has_linear_decoder
         ):
-            linear_start = clone_state(self.module_.state_dict())
+            linear_start = (
+                clone_state(self.module_.state_dict()),
+                self.module_.variance_head_active,
+            )
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
         if linear_start is not None and not self._history.kept_start:
-            self._keep_start_if_not_beaten(linear_start, X[order[n_train:]])
+            self._keep_start_if_not_beaten(*linear_start, X[order[n_train:]])
         if getattr(self, "_random_start_pending", False) and validation is not None:
             result = self._compare_random_start(
                 X[order[n_train:]], data, config, result
@@ -424,6 +428,21 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             and module.n_components == module.n_features
             and module.closed_form_variance
         )
+
+    def _em_fits_budget(self, X):
+        """Whether the start on all rows of X gets EM's Gaussian, where X is incomplete.
+
+        Where EM would cost more than its budget
+        (:func:`~skvae._incomplete.em_iterations`), the start is the Gaussian
+        of the rows filled with the means, which is not the fit: the model
+        then trains from it.
+        """
+        if not np.isnan(X).any():
+            return True
+        rows = _start_rows(
+            np.arange(X.shape[0]), np.random.default_rng(self._init_seed)
+        )
+        return em_iterations(np.isnan(X[rows])) > 0
 
     def _fit_closed_form(self, X):
         """Set the model to its closed-form fit on every row of X; no epochs."""
@@ -616,7 +635,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self._start_to_refit = (start, internal)
         return start if self.init_ == "linear" else None
 
-    def _keep_start_if_not_beaten(self, start_state, held_out):
+    def _keep_start_if_not_beaten(self, start_state, head_active, held_out):
         """Return to the linear start unless training clearly beat it on ``held_out``.
 
         Both are scored by :meth:`_log_likelihood`: the start exactly (its
@@ -626,12 +645,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         than ``SIGNIFICANCE`` standard errors of the per-row gain; otherwise
         ``kept_start`` is set, as when the start wins within training.
         """
-        trained_state = clone_state(self.module_.state_dict())
+        module = self.module_
+        trained_state = clone_state(module.state_dict())
+        trained_head = module.variance_head_active
         trained = self._log_likelihood(held_out)
-        self.module_.load_state_dict(start_state)
+        # The variance head's use is a flag, not a weight: set it as it was.
+        module.load_state_dict(start_state)
+        module.variance_head_active = head_active
         start = self._log_likelihood(held_out)
         if clearly_better(trained - start):
-            self.module_.load_state_dict(trained_state)
+            module.load_state_dict(trained_state)
+            module.variance_head_active = trained_head
         else:
             self._history.kept_start = True
 

@@ -26,10 +26,11 @@ EM_TOL = 1e-3
 EM_MAX_ITER = 30
 # EM iterates on at most this many rows (a random subset), then fills all.
 EM_ROWS = 2000
-# About this many floating-point operations in all; fewer iterations where
-# one costs more, and none (None returned) where even filling the rows once
-# would cost more, as on very wide data with many entries missing.
-EM_BUDGET = 2e9
+# About this many floating-point operations in all (em_iterations): fewer
+# iterations where one costs more (one for 10,000 rows of 300 features with
+# 30 % missing), and none (None returned) where not even one fits (2,000
+# rows of 1,555 features with 10 % missing).
+EM_BUDGET = 1e10
 # At most about this many float64 numbers in one batch of conditionals.
 _BATCH_ELEMENTS = 2**22
 
@@ -61,7 +62,7 @@ def incomplete_gaussian(
 
     Returns
     -------
-    None where one filling of Z's rows would cost more than ``budget``;
+    None where not one iteration fits in ``budget`` (:func:`em_iterations`);
     else a tuple of:
 
     mean : ndarray of shape (n_features,)
@@ -76,23 +77,24 @@ def incomplete_gaussian(
         (with ``ridge`` 0; a positive one perturbs each step slightly).
     """
     Z = np.asarray(Z, dtype=np.float64)
-    budget = EM_BUDGET if budget is None else budget
-    counted = ~np.isnan(Z).all(1)
-    every = _Patterns(np.isnan(Z))
-    if every.cost > budget:
+    n_iter = em_iterations(np.isnan(Z), max_iter, budget)
+    if n_iter == 0:
         return None
+    counted = ~np.isnan(Z).all(1)
     rows = np.flatnonzero(counted)
     if len(rows) > EM_ROWS:
         rng = np.random.default_rng(random_state)
         rows = np.sort(rng.choice(rows, EM_ROWS, replace=False))
     fitted = Z[rows]
-    patterns = _Patterns(np.isnan(fitted))
-    n_iter = max_iter
-    if patterns.cost:
-        n_iter = max(0, min(max_iter, int((budget - every.cost) // patterns.cost) - 1))
-    mean = np.nanmean(fitted, 0) if len(rows) else np.zeros(Z.shape[1])
+    # A feature none of these rows observe (its values all in other rows)
+    # starts, and stays, at mean 0 and variance 1, those of standardized data.
+    empty = np.isnan(fitted).all(0)
+    mean = np.zeros(Z.shape[1])
+    mean[~empty] = np.nanmean(fitted[:, ~empty], 0)
     filled = np.where(np.isnan(fitted), mean, fitted)
     covariance = _covariance(filled, mean, 0.0, ridge)
+    covariance[empty, empty] += 1.0
+    patterns = _Patterns(np.isnan(fitted))
     log_likelihood = []
     for iteration in range(n_iter + 1):
         filled, spread, row_log_density = patterns.conditionals(
@@ -106,8 +108,31 @@ def incomplete_gaussian(
         mean = filled.mean(0)
         covariance = _covariance(filled, mean, spread, ridge)
     if len(rows) < Z.shape[0]:
-        filled = every.conditionals(Z, mean, covariance)[0]
+        filled = _Patterns(np.isnan(Z)).conditionals(Z, mean, covariance)[0]
     return mean, covariance, filled, log_likelihood
+
+
+def em_iterations(missing, max_iter=EM_MAX_ITER, budget=None):
+    """How many EM iterations :func:`incomplete_gaussian` may run, by its budget.
+
+    For rows whose missing entries are ``missing`` (boolean). The cost is
+    counted in floating-point operations of the batched small-matrix work,
+    which dominates: ``D^3`` per pass for the factors, and ``min(m, o)^3``
+    per row for its conditionals. The last filling of all rows is charged
+    first, then as many iterations on (at most) ``EM_ROWS`` rows as the rest
+    of ``budget`` (``EM_BUDGET`` if None) pays for, up to ``max_iter``;
+    0 where the filling alone would cost more.
+    """
+    budget = EM_BUDGET if budget is None else budget
+    n_features = missing.shape[1]
+    counts = missing.sum(1)
+    per_row = np.minimum(counts, n_features - counts).astype(np.float64) ** 3
+    left = budget - (n_features**3 + per_row.sum())
+    counted = counts < n_features
+    if left < 0 or not counted.any():
+        return 0
+    iteration = n_features**3 + per_row[counted].mean() * min(counted.sum(), EM_ROWS)
+    return int(min(max_iter, left // iteration))
 
 
 def filled_rows(Z, ridge, random_state):
@@ -163,11 +188,6 @@ class _Patterns:
     def __init__(self, missing):
         self.n_samples, self.n_features = missing.shape
         counts = missing.sum(1)
-        smaller = np.minimum(counts, self.n_features - counts)
-        # Floating-point operations of one call of conditionals, roughly.
-        self.cost = float(
-            self.n_features**3 + 2 * self.n_samples * self.n_features**2
-        ) + float((smaller.astype(np.float64) ** 3).sum())
         self.groups = []
         for m in np.unique(counts):
             if m == 0:
@@ -211,9 +231,8 @@ class _Patterns:
                 # for nothing (no log-density, no spread).
                 log_det_observed[rows] = 0.0
                 if rng is not None:
-                    root = np.linalg.cholesky(covariance)
                     noise = rng.standard_normal((len(rows), n_features))
-                    filled[rows] = mean + noise @ root.T
+                    filled[rows] = mean + noise @ cholesky.T
                 continue
             mm = (miss[:, :, None], miss[:, None, :])
             if m <= o:

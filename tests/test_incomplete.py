@@ -6,6 +6,7 @@ from scipy.stats import multivariate_normal
 
 from skvae._incomplete import (
     EM_ROWS,
+    em_iterations,
     filled_rows,
     incomplete_gaussian,
     observed_log_density,
@@ -130,14 +131,33 @@ def test_em_iterates_on_a_subset_and_fills_every_row():
 
 def test_budget_limits_iterations_and_falls_back_to_mean_filling(monkeypatch):
     Z = remove_at_random(correlated_gaussian(300, 8, 7), 0.3, 5)
-    # One E-step on these rows costs about 5e4 operations.
-    log_likelihood = incomplete_gaussian(Z, 1e-6, max_iter=100, tol=0.0, budget=1e6)[3]
-    assert 10 < len(log_likelihood) < 25
+    missing = np.isnan(Z)
+    # One pass over these rows costs about 6,000 operations.
+    assert em_iterations(missing, 100, 1e5) == 16
+    log_likelihood = incomplete_gaussian(Z, 1e-6, max_iter=100, tol=0.0, budget=1e5)[3]
+    assert len(log_likelihood) == 17
+    assert em_iterations(missing, 100, 1e4) == 0
     assert incomplete_gaussian(Z, 1e-6, budget=1e4) is None
     monkeypatch.setattr("skvae._incomplete.EM_BUDGET", 1e4)
     filled, moments = filled_rows(Z, 1e-6, 0)
     assert moments is None
     assert_allclose(filled, np.nan_to_num(Z))
+
+
+def test_feature_unobserved_in_the_rows_em_sees_keeps_standard_moments():
+    # Its observed values lie outside the rows EM sees (the estimator's
+    # held-out rows, or those past EM_ROWS): it stays at mean 0 and variance
+    # 1 (plus the ridge, once per iteration), uncorrelated, and the other
+    # features are estimated as without it.
+    Z = remove_at_random(correlated_gaussian(500, 3, 9), 0.2, 7)
+    Z[:, 2] = np.nan
+    mean, covariance, filled, _ = incomplete_gaussian(Z, 1e-6)
+    assert np.isfinite(filled).all()
+    assert mean[2] == 0.0
+    assert_allclose(covariance[2], [0.0, 0.0, 1.0], atol=1e-4)
+    alone = incomplete_gaussian(Z[:, :2], 1e-6)
+    assert_allclose(mean[:2], alone[0], rtol=1e-10)
+    assert_allclose(covariance[:2, :2], alone[1], rtol=1e-10)
 
 
 def test_filled_rows_draw_the_missing_entries_from_their_conditional():

@@ -14,6 +14,7 @@ from conftest import (
 )
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
+from sklearn.exceptions import ConvergenceWarning
 
 from skvae import GaussianVAE
 from skvae._device import make_generator
@@ -258,17 +259,19 @@ def test_gaussian_fit_on_incomplete_rows_is_the_em_estimate(ppca):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_network_keeps_an_em_start_it_does_not_beat(ppca):
+@pytest.mark.parametrize("decoder_variance", ["feature", "heteroscedastic"])
+def test_network_keeps_an_em_start_it_does_not_beat(ppca, decoder_variance):
     # On Gaussian data with missing entries the EM start is the right model;
     # a network trained from it beats it on the validation ELBO only (the
     # start's encoder is the posterior of complete rows), not on the
     # likelihood, so the start is kept: its decoder is still linear, and its
     # scores are within 0.02 nats of the true marginals (0.012 here). Before
     # (a mean-filled start, weighed by the ELBO), a network was kept, 0.19
-    # below them.
+    # below them. A variance head, trained by then, must not score the start.
     X = remove_at_random(ppca.X_train, 0.3, 5)
     vae = GaussianVAE(
         hidden_layer_sizes=(16,),
+        decoder_variance=decoder_variance,
         init="linear",
         prior_components=1,
         early_stopping=True,
@@ -283,6 +286,26 @@ def test_network_keeps_an_em_start_it_does_not_beat(ppca):
         [marginal_of_observed(ppca.b, ppca.covariance, row) for row in X_test]
     )
     assert abs(vae.score(X_test) - true) < 0.02
+
+
+def test_feature_observed_only_in_held_out_rows():
+    # Its one observed value falls in the rows early stopping holds out, so
+    # the start sees none: it fits, with finite scores, as before EM.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    X[:, 2] = np.nan
+    X[0, 2] = 1.0
+    vae = GaussianVAE(
+        hidden_layer_sizes=(4,),
+        init="linear",
+        early_stopping=True,
+        max_iter=5,
+        random_state=6,
+        device=DEVICE,
+    )
+    with pytest.warns(ConvergenceWarning):
+        vae.fit(X)
+    assert np.isfinite(vae.score_samples(X)).all()
 
 
 def test_complete_rows_score_the_same_next_to_incomplete_ones(fitted_with_nan, ppca):
