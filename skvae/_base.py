@@ -439,10 +439,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """
         if not np.isnan(X).any():
             return True
-        rows = _start_rows(
+        return em_iterations(np.isnan(X[self._rows_of_start_on_all(X)])) > 0
+
+    def _rows_of_start_on_all(self, X):
+        """The rows of X :meth:`_start_on_all_rows` computes the start on."""
+        return _start_rows(
             np.arange(X.shape[0]), np.random.default_rng(self._init_seed)
         )
-        return em_iterations(np.isnan(X[rows])) > 0
 
     def _fit_closed_form(self, X):
         """Set the model to its closed-form fit on every row of X; no epochs."""
@@ -751,10 +754,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         mean KL per latent dimension over the rows (``tensor``, X in
         internal units, with its ``mask``).
         """
-        rows = _start_rows(
-            np.arange(X.shape[0]), np.random.default_rng(self._init_seed)
-        )
-        Z = (X[rows] - self.mean_) / self.scale_
+        Z = (X[self._rows_of_start_on_all(X)] - self.mean_) / self.scale_
         start = self._linear_start(
             _internal(Z, self.marginal_knots_)[0],
             self._init_seed,

@@ -36,7 +36,7 @@ _BATCH_ELEMENTS = 2**22
 
 
 def incomplete_gaussian(
-    Z, ridge, random_state=0, max_iter=EM_MAX_ITER, tol=EM_TOL, budget=None
+    Z, ridge, random_state=0, max_iter=EM_MAX_ITER, tol=EM_TOL, budget=None, rng=None
 ):
     r"""EM estimate of the mean and covariance of rows Z with missing entries (NaN).
 
@@ -59,6 +59,10 @@ def incomplete_gaussian(
         About how many floating-point operations EM may take, its last
         filling of all rows included: fewer iterations where each costs more.
         None: ``EM_BUDGET``.
+    rng : numpy.random.Generator or None
+        With a generator, the filled rows returned hold draws from the
+        conditional distribution of their missing entries instead of its
+        mean (:func:`filled_rows`).
 
     Returns
     -------
@@ -69,7 +73,8 @@ def incomplete_gaussian(
     covariance : ndarray of shape (n_features, n_features)
     filled : ndarray of shape (n_samples, n_features)
         Z with each missing entry replaced by its conditional mean given the
-        row's observed entries, under the returned Gaussian.
+        row's observed entries (or a draw, with ``rng``), under the returned
+        Gaussian.
     log_likelihood : list of float
         The mean log-density of the observed entries per row of the rows EM
         iterates on, at the start (the mean and covariance of the rows
@@ -83,8 +88,8 @@ def incomplete_gaussian(
     counted = ~np.isnan(Z).all(1)
     rows = np.flatnonzero(counted)
     if len(rows) > EM_ROWS:
-        rng = np.random.default_rng(random_state)
-        rows = np.sort(rng.choice(rows, EM_ROWS, replace=False))
+        subset = np.random.default_rng(random_state)
+        rows = np.sort(subset.choice(rows, EM_ROWS, replace=False))
     fitted = Z[rows]
     # A feature none of these rows observe (its values all in other rows)
     # starts, and stays, at mean 0 and variance 1, those of standardized data.
@@ -107,8 +112,8 @@ def incomplete_gaussian(
             break
         mean = filled.mean(0)
         covariance = _covariance(filled, mean, spread, ridge)
-    if len(rows) < Z.shape[0]:
-        filled = _Patterns(np.isnan(Z)).conditionals(Z, mean, covariance)[0]
+    if rng is not None or len(rows) < Z.shape[0]:
+        filled = _Patterns(np.isnan(Z)).conditionals(Z, mean, covariance, rng)[0]
     return mean, covariance, filled, log_likelihood
 
 
@@ -147,12 +152,11 @@ def filled_rows(Z, ridge, random_state):
     Where EM would cost more than its budget, Z with each missing entry at
     0 (the mean of standardized data), and None.
     """
-    fitted = incomplete_gaussian(Z, ridge, random_state)
+    rng = np.random.default_rng(random_state)
+    fitted = incomplete_gaussian(Z, ridge, random_state, rng=rng)
     if fitted is None:
         return np.nan_to_num(Z), None
-    mean, covariance, _, _ = fitted
-    rng = np.random.default_rng(random_state)
-    drawn = _Patterns(np.isnan(Z)).conditionals(Z, mean, covariance, rng)[0]
+    mean, covariance, drawn, _ = fitted
     return drawn, (mean, covariance)
 
 
