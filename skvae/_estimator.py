@@ -8,7 +8,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._base import BaseGaussianVAE
 from ._device import draw_seed, make_generator
-from ._inference import inference_module, map_rows
+from ._inference import inference_module, map_rows, posterior_mean_fn
 
 
 class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussianVAE):
@@ -467,7 +467,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Returns
         -------
         Z : ndarray of shape (n_samples, n_components)
-            Posterior mean of q(z|x) for each row.
+            Posterior mean of each row's latent code (see :meth:`transform`).
 
         Examples
         --------
@@ -482,11 +482,20 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     def transform(self, X):
         """Posterior mean of the latent code of each row.
 
-        Deterministic: the mean of q(z|x), not a random draw from it. Missing
-        entries (NaN) are left out: the encoder sees the observed ones (and the
-        missingness mask, if the model was trained on data with NaN). A row
-        with no observed entry gets 0, the mean of the prior, which is then
-        the exact posterior.
+        Deterministic: the mean of the posterior, not a random draw from it.
+        Where the decoder is linear (no hidden layers, or a kept linear
+        start) and its variance does not depend on z, the model is a Gaussian
+        or a Gaussian mixture and this is the exact posterior mean
+        E[z | x], as :meth:`score_samples` is then exact (in float64: on the
+        CPU and CUDA, not on MPS). Otherwise it is the mean of the encoder's
+        q(z|x), the amortized approximation training fits.
+
+        Missing entries (NaN) are left out: the exact posterior mean is then
+        E[z | x_o] given the observed entries alone; the encoder sees the
+        observed entries (and the missingness mask, if the model was trained
+        on data with NaN; otherwise it sees the missing entries at the
+        feature means). A row with no observed entry gets the mean of the
+        prior, which is then the exact posterior mean.
 
         Parameters
         ----------
@@ -507,14 +516,22 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         >>> Z = vae.transform(X[:4])
         >>> Z.shape, bool((Z == vae.transform(X[:4])).all())
         ((4, 3), True)
+
+        With a missing entry, the code is the posterior mean given the others:
+
+        >>> X_missing = X[:4].copy()
+        >>> X_missing[0, 1] = np.nan
+        >>> bool(np.isfinite(vae.transform(X_missing)).all())
+        True
         """
         X = self._validated(X)
-        Z = self._map_rows(
-            X,
-            lambda module, x, mask: module.encode(x, mask)[0],
-            self.module_.widest_layer,
-        )
-        Z[np.isnan(X).all(1)] = 0.0
+        Z = self._map_rows(X, *posterior_mean_fn(self.module_, self.device_))
+        empty = np.isnan(X).all(1)
+        if empty.any():
+            with torch.no_grad():
+                log_weights, means, _ = self.module_.prior_mixture()
+                prior_mean = torch.exp(log_weights) @ means
+            Z[empty] = prior_mean.double().cpu().numpy()
         return Z
 
     def inverse_transform(self, X):

@@ -163,6 +163,29 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     return log_px
 
 
+def posterior_mean_fn(module, device):
+    """``(fn, width)`` for :func:`map_rows`: E[z | x_o] of each row.
+
+    Exact where the decoder is linear (``module.has_linear_decoder``) and
+    scores are computed in float64, as :func:`log_likelihood` is
+    (``module.linear_posterior_mean``): the model is then a Gaussian
+    (mixture) and its posterior is known, for rows with missing entries too,
+    which the encoder sees at the feature means where it was not trained on
+    any. Otherwise the encoder's mean of q(z | x).
+    """
+    if module.has_linear_decoder and inference_dtype(device) == torch.float64:
+
+        def exact(module, x, mask):
+            return module.linear_posterior_mean(x, mask)
+
+        return exact, max(module.widest_layer, module.n_components)
+
+    def encoded(module, x, mask):
+        return module.encode(x, mask)[0]
+
+    return encoded, module.widest_layer
+
+
 def conditional_mean_fn(module, draws, device):
     """``(fn, width)`` for :func:`map_rows`: E[x | x_o] of each row, in internal units.
 

@@ -251,6 +251,39 @@ def test_transform_is_the_posterior_mean(fitted, ppca):
     assert_allclose(Z, mean.cpu().numpy(), rtol=1e-5, atol=1e-5)
 
 
+def linear_posterior_means(vae, X):
+    """E[z | x_o] of a fitted linear-decoder model with an N(0, I) prior, row by row.
+
+    z | x_o is Gaussian with precision ``I + A_o^T Psi_o^-1 A_o`` and mean
+    that matrix's inverse times ``A_o^T Psi_o^-1 (x_o - c_o)``, in the
+    standardized units the model lives in.
+    """
+    with torch.no_grad():
+        A, c = (t.double().cpu().numpy() for t in vae.module_.linear_decoder())
+        psi = vae.module_.variance.double().cpu().numpy()
+    out = np.zeros((X.shape[0], A.shape[1]))
+    for row, x in zip(out, (X - vae.mean_) / vae.scale_, strict=True):
+        o = ~np.isnan(x)
+        gain = A[o].T / psi[o]
+        row[:] = np.linalg.solve(np.eye(A.shape[1]) + gain @ A[o], gain @ (x[o] - c[o]))
+    return out
+
+
+def test_transform_of_a_linear_decoder_is_the_exact_posterior_mean(ppca):
+    """Not the encoder's mean: five epochs leave q(z|x) short of the posterior."""
+    vae = GaussianVAE(
+        n_components=2, **{**SMALL, "hidden_layer_sizes": (), "max_iter": 5}
+    ).fit(ppca.X_train)
+    assert vae.module_.has_linear_decoder
+    X = ppca.X_test[:50]
+    Z = vae.transform(X)
+    assert_allclose(Z, linear_posterior_means(vae, X), rtol=1e-9, atol=1e-9)
+    x = torch.tensor((X - vae.mean_) / vae.scale_, dtype=torch.float32)
+    with torch.no_grad():
+        encoded = vae.module_.encode(x.to(vae.device_))[0].cpu().numpy()
+    assert np.abs(encoded - Z).max() > 0.05
+
+
 def test_inverse_transform_is_the_decoder_mean_in_user_units(fitted, ppca):
     X = ppca.X_test
     X_hat = fitted.inverse_transform(fitted.transform(X))

@@ -362,6 +362,33 @@ def test_row_without_observed_entries(fitted_with_nan, ppca):
     assert_array_equal(fitted_with_nan.transform(X)[1], 0.0)
 
 
+def test_linear_decoder_transform_is_the_posterior_given_the_observed(ppca):
+    """E[z | x_o], exactly, where the encoder (untrained on masks) sees NaN as the mean."""
+    from test_estimator import linear_posterior_means
+
+    vae = GaussianVAE(
+        n_components=2, **{**SMALL, "hidden_layer_sizes": (), "max_iter": 5}
+    ).fit(ppca.X_train)
+    X = remove_at_random(ppca.X_test, 0.4, 5)
+    X[0] = np.nan
+    Z = vae.transform(X)
+    assert_allclose(Z, linear_posterior_means(vae, X), rtol=1e-9, atol=1e-9)
+    assert_array_equal(Z[0], 0.0)
+
+
+def test_row_without_observed_entries_gets_the_mixture_prior_mean(ppca):
+    vae = GaussianVAE(
+        n_components=2, **{**SMALL, "prior_components": 3, "max_iter": 5}
+    ).fit(remove_at_random(ppca.X_train, 0.1, 1))
+    with torch.no_grad():
+        log_weights, means, _ = vae.module_.prior_mixture()
+        prior_mean = (torch.exp(log_weights) @ means).double().cpu().numpy()
+    assert np.abs(prior_mean).max() > 1e-3  # not 0: the test can tell them apart
+    X = ppca.X_test[:3].copy()
+    X[1] = np.nan
+    assert_allclose(vae.transform(X)[1], prior_mean, rtol=1e-12)
+
+
 def test_training_rows_without_observed_entries_are_accepted(ppca):
     X = remove_at_random(ppca.X_train[:300], 0.2, 4)
     X[:20] = np.nan
