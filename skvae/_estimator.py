@@ -531,7 +531,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             with torch.no_grad():
                 log_weights, means, _ = self.module_.prior_mixture()
                 prior_mean = torch.exp(log_weights) @ means
-            Z[empty] = prior_mean.double().cpu().numpy()
+            Z[empty] = prior_mean.cpu().double().numpy()
         return Z
 
     def inverse_transform(self, X):
