@@ -171,6 +171,53 @@ def observed_log_density(Z, mean, covariance):
     return _Patterns(missing).conditionals(Z, mean, covariance)[2]
 
 
+def observed_mahalanobis(Z, mean, covariance):
+    """Each row's squared Mahalanobis distance over its observed entries, and its fill.
+
+    Under N(mean, covariance): ``(x_o - mu_o)^T Sigma_oo^-1 (x_o - mu_o)``
+    for the observed entries o of each row of Z (NaN where missing; 0 for a
+    row with nothing observed), and Z with each missing entry at its
+    conditional mean given the row's observed ones. With the missing entries
+    so filled, the distance of the whole row under the full covariance is
+    the observed entries' (the conditional mean adds nothing to it), which
+    is how it is computed.
+
+    Returns
+    -------
+    distance : ndarray of shape (n_samples,)
+    filled : ndarray of shape (n_samples, n_features)
+    """
+    filled = _Patterns(np.isnan(Z)).conditionals(Z, mean, covariance)[0]
+    cholesky = np.linalg.cholesky(covariance)
+    white = np.linalg.solve(cholesky, (filled - mean).T)
+    return (white**2).sum(0), filled
+
+
+def tail_equivalent_distance(distance, n_observed, n_features):
+    r"""The squared distance over ``n_features`` with the tail of ``distance`` over ``n_observed``.
+
+    Under a Gaussian, a row's squared Mahalanobis distance over its ``k``
+    observed entries (as in the editing of incomplete survey data, Little
+    and Smith 1987) is :math:`\chi^2_k`-distributed, so rows with different
+    numbers of observed entries compare through their tail probabilities,
+    not through their distances or densities.
+    Both directions go through the Wilson and Hilferty (1931) normal
+    approximation, :math:`z = ((d/k)^{1/3} - 1 + 2/(9k)) / \sqrt{2/(9k)}`,
+    which is monotone, needs no tail probability (those of far outliers
+    underflow float64), and maps a distance over all features to itself.
+    A row with nothing observed gets the median distance (z = 0).
+    """
+    k = np.asarray(n_observed, dtype=np.float64)
+    spread = np.sqrt(2.0 / (9.0 * np.maximum(k, 1.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (np.cbrt(distance / k) - 1.0 + spread**2) / spread
+    z = np.where(k > 0, z, 0.0)
+    full = np.sqrt(2.0 / (9.0 * n_features))
+    equivalent = n_features * np.maximum(1.0 - full**2 + z * full, 0.0) ** 3
+    # A complete row's own distance, without the round trip's rounding.
+    return np.where(k == n_features, distance, equivalent)
+
+
 def _covariance(filled, mean, spread, ridge):
     """(Sum of outer products of ``filled - mean`` + ``spread``) / n, plus ``ridge`` I."""
     centred = filled - mean

@@ -4,12 +4,16 @@ import math
 from numbers import Real
 
 import numpy as np
+import torch
 from sklearn.base import OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseGaussianVAE
+from ._incomplete import observed_mahalanobis, tail_equivalent_distance
+from ._likelihood import LOG_2PI
 from ._linear_start import resolution_variance
+from ._units import log_jacobian, standardize_into
 
 # Tukey's fence: rows more than this many interquartile ranges below the lower
 # quartile of the training scores are outliers under contamination="auto".
@@ -83,8 +87,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     Fits the same model as :class:`GaussianVAE` and ranks rows by their
     log-likelihood under it: :meth:`score_samples` is log p(x) in the units of
-    X (higher is more normal) and rows below a threshold ``offset_`` are
-    outliers. As for :class:`~sklearn.ensemble.IsolationForest`, the training
+    X (higher is more normal; for rows with missing entries, see there) and
+    rows below a threshold ``offset_`` are outliers. As for :class:`~sklearn.ensemble.IsolationForest`, the training
     data may contain outliers; no labels are used.
 
     Read more in the user guide: :doc:`/guide/outlier_detection`.
@@ -646,6 +650,57 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         # With the default linear start, a floor from the data's resolution.
         return RESOLUTION_FRACTION * resolution_variance((X - self.mean_) / self.scale_)
 
+    def _outlier_scores(self, X):
+        """:meth:`score_samples` of validated X: log p(x), incomplete rows made comparable.
+
+        Where the model is a Gaussian (:meth:`_marginal_gaussian`), a row
+        with missing entries gets the log-density of a complete row whose
+        squared Mahalanobis distance has the same tail probability as its
+        observed entries' (:func:`~skvae._incomplete.tail_equivalent_distance`),
+        with the Jacobian of the row completed by the conditional means.
+        """
+        incomplete = np.isnan(X).any(1)
+        gaussian = self._marginal_gaussian()
+        if not incomplete.any() or gaussian is None:
+            return self._log_likelihood(X)
+        scores = np.empty(X.shape[0])
+        scores[incomplete] = self._tail_equivalent_scores(X[incomplete], *gaussian)
+        if not incomplete.all():
+            scores[~incomplete] = self._log_likelihood(X[~incomplete])
+        return scores
+
+    def _marginal_gaussian(self):
+        """Mean and covariance of p(x) in internal units (float64), or None.
+
+        p(x) is a Gaussian where the decoder is linear and the prior is
+        N(0, I): ``N(c, A A^T + diag(variance))``.
+        """
+        module = self.module_
+        if not module.has_linear_decoder or module.prior_components > 1:
+            return None
+        with torch.no_grad():
+            weight, bias = (t.cpu().double().numpy() for t in module.linear_decoder())
+            variance = module.variance.cpu().double().numpy()
+        return bias, weight @ weight.T + np.diag(variance)
+
+    def _tail_equivalent_scores(self, X, mean, covariance):
+        """The log-density of complete rows as far out as the rows of X (with NaN)."""
+        Z = np.empty(X.shape)
+        standardize_into(Z, X, self.mean_, self.scale_, knots=self.marginal_knots_)
+        Z[np.isnan(X)] = np.nan
+        distance, filled = observed_mahalanobis(Z, mean, covariance)
+        n_features = X.shape[1]
+        equivalent = tail_equivalent_distance(
+            distance, (~np.isnan(X)).sum(1), n_features
+        )
+        log_det = 2.0 * np.log(np.diagonal(np.linalg.cholesky(covariance))).sum()
+        log_px = -0.5 * (equivalent + log_det + n_features * LOG_2PI)
+        if self.marginal_knots_ is None:
+            return log_px - log_jacobian(self.scale_)
+        missing = np.isnan(X)
+        completed = np.where(missing, self._unstandardize(filled), X)
+        return log_px - self._log_jacobian_rows(completed)
+
     def _fit_validated(self, X, incremental):
         n_support = max(1, math.ceil(self.support_fraction * X.shape[0]))
         trimmed = self.support_fraction < 1
@@ -654,7 +709,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             # (all rows of the first chunk, which initializes the model).
             support, rows = np.ones(X.shape[0], dtype=bool), X
             if trimmed and self._history.n_iter > 0:
-                support = _most_likely(self._log_likelihood(X), n_support)
+                support = _most_likely(self._outlier_scores(X), n_support)
                 rows = X[support]
             converged = self._train_on(rows, incremental)
         else:
@@ -662,19 +717,99 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             support, last = c_step(
                 X,
                 n_support,
-                self._log_likelihood,
+                self._outlier_scores,
                 lambda rows: self._train_on(rows, incremental),
                 MAX_SUPPORT_STEPS if trimmed else 0,
             )
             converged = converged if last is None else last
         self.support_ = support
-        scores = self._log_likelihood(X)
+        scores = self._outlier_scores(X)
         if self.contamination == "auto":
             lower, upper = np.percentile(scores, [25.0, 75.0])
             self.offset_ = float(lower - TUKEY_FENCE * (upper - lower))
         else:
             self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return converged
+
+    def score_samples(self, X):
+        """Log-likelihood of each row, in the units of X; the lower, the more abnormal.
+
+        For a complete row, log p(x), as :meth:`GaussianVAE.score_samples`
+        computes it (exactly for the default model, a Gaussian). A row with
+        missing entries (NaN) must be ranked against the others, but the
+        density of its observed entries, log p(x_o), is a density over fewer
+        coordinates: higher or lower than a complete row's by the units of
+        the entries it lacks, not by how abnormal it is. Where the model is
+        a Gaussian (no hidden layers, or a kept linear start, and a single
+        prior component), such a row scores instead as the complete row whose
+        squared Mahalanobis distance from the mean has the same tail
+        probability as that of its observed entries (chi-squared with as many
+        degrees of freedom as entries; Wilson and Hilferty's 1931
+        approximation maps one to the other), with its missing entries at
+        their conditional means: a row as far out on the entries it has
+        scores as low as a complete row as far out on all. A row with nothing
+        observed scores as a complete row at the median distance. For other
+        models, a row with missing entries scores log p(x_o) (0 with nothing
+        observed), and rows with different missing entries do not compare.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data; NaN marks a missing entry.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Log-likelihood of each row (for a row with missing entries, as
+            above).
+
+        Examples
+        --------
+        A row with one entry missing scores below a complete normal row when
+        the entries it has are far out:
+
+        >>> import numpy as np
+        >>> from skvae import VAEOutlierDetector
+        >>> X = np.random.default_rng(0).normal(size=(300, 4))
+        >>> detector = VAEOutlierDetector().fit(X)
+        >>> rows = np.array([[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, np.nan]])
+        >>> scores = detector.score_samples(rows)
+        >>> bool(scores[1] < scores[0]), detector.predict(rows).tolist()
+        (True, [1, -1])
+        """
+        return self._outlier_scores(self._validated(X))
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the rows of X, in the units of X.
+
+        Unlike :meth:`score_samples`, which ranks rows with missing entries
+        against complete ones, the log-density of each row's observed
+        entries, log p(x_o), as :meth:`GaussianVAE.score` averages it: a
+        likelihood to compare models by, as
+        :class:`~sklearn.model_selection.GridSearchCV` does.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data; NaN marks a missing entry.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        log_likelihood : float
+            Mean log-density of the rows' observed entries.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEOutlierDetector
+        >>> X = np.random.default_rng(0).normal(size=(300, 4))
+        >>> detector = VAEOutlierDetector().fit(X)
+        >>> bool(np.isclose(detector.score(X), detector.score_samples(X).mean()))
+        True
+        """
+        return float(np.mean(self._log_likelihood(self._validated(X))))
 
     def decision_function(self, X):
         """Log-likelihood of each row minus the threshold: negative for outliers.

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import conditional_means, remove_at_random
 from numpy.testing import assert_allclose
-from scipy.stats import multivariate_normal
+from scipy.stats import chi2, multivariate_normal
 
 from skvae._incomplete import (
     EM_ROWS,
@@ -10,6 +10,8 @@ from skvae._incomplete import (
     filled_rows,
     incomplete_gaussian,
     observed_log_density,
+    observed_mahalanobis,
+    tail_equivalent_distance,
 )
 
 
@@ -70,13 +72,17 @@ def test_filled_rows_are_the_conditional_means_of_the_estimate():
     assert_allclose(filled[~partly], np.broadcast_to(mean, filled[~partly].shape))
 
 
-def test_observed_log_density_is_the_marginal_density():
-    Z = remove_at_random(correlated_gaussian(60, 5, 3), 0.5, 1)
+def incomplete_rows_and_moments(rate, seed):
+    """Rows with entries missing (the first, all) and another Gaussian's moments."""
+    Z = remove_at_random(correlated_gaussian(60, 5, seed + 3), rate, seed + 1)
     Z[0] = np.nan
-    rng = np.random.default_rng(0)
-    mean = rng.normal(size=5)
+    rng = np.random.default_rng(seed)
     factor = rng.normal(size=(5, 5))
-    covariance = factor @ factor.T + 0.1 * np.eye(5)
+    return Z, rng.normal(size=5), factor @ factor.T + 0.1 * np.eye(5)
+
+
+def test_observed_log_density_is_the_marginal_density():
+    Z, mean, covariance = incomplete_rows_and_moments(0.5, 0)
     expected = [
         multivariate_normal(mean[o], covariance[np.ix_(o, o)]).logpdf(row[o])
         if o.any()
@@ -175,3 +181,41 @@ def test_filled_rows_draw_the_missing_entries_from_their_conditional():
     assert np.abs(np.cov(means.T, bias=True) - covariance).max() > 0.2
     assert_allclose(filled_rows(Z, 1e-6, 0)[0], drawn)
     assert not np.allclose(filled_rows(Z, 1e-6, 1)[0], drawn)
+
+
+def test_observed_mahalanobis_is_the_distance_over_the_observed_entries():
+    Z, mean, covariance = incomplete_rows_and_moments(0.4, 2)
+    expected = []
+    for row in Z:
+        o = ~np.isnan(row)
+        r = row[o] - mean[o]
+        expected.append(r @ np.linalg.solve(covariance[np.ix_(o, o)], r))
+    distance, filled = observed_mahalanobis(Z, mean, covariance)
+    assert_allclose(distance, expected, rtol=1e-10, atol=1e-12)
+    assert_allclose(filled, conditional_means(mean, covariance, Z), rtol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3, 9])
+def test_tail_equivalent_distance_keeps_the_chi2_tail(k):
+    n_features = 10
+    tail = np.array([0.5, 0.1, 1e-2, 1e-4, 1e-8])
+    equivalent = tail_equivalent_distance(chi2.isf(tail, k), k, n_features)
+    # Wilson and Hilferty's approximation: within a few percent of the
+    # distance over all features with the same tail probability (8 % for
+    # one observed entry, 1e-8 out).
+    expected = chi2.isf(tail, n_features)
+    assert_allclose(equivalent[:4], expected[:4], rtol=0.03)
+    assert_allclose(equivalent[4], expected[4], rtol=0.1)
+    assert (np.diff(equivalent) > 0).all()
+
+
+def test_tail_equivalent_distance_of_complete_rows_is_their_own():
+    distance = np.array([0.0, 0.3, 5.0, 80.0, 1e6])
+    assert_allclose(tail_equivalent_distance(distance, 7, 7), distance, rtol=1e-12)
+    # Far outliers, whose tail probabilities underflow, stay finite and ordered.
+    far = tail_equivalent_distance(np.array([1e4, 1e8, 1e12]), 2, 30)
+    assert np.isfinite(far).all() and (np.diff(far) > 0).all()
+    # Nothing observed: the median distance.
+    assert tail_equivalent_distance(np.zeros(1), 0, 12)[0] == pytest.approx(
+        chi2.median(12), rel=0.01
+    )

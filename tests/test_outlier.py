@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DEVICE, RANDOM_START, two_factor_manifold
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
@@ -420,3 +421,84 @@ def test_missing_values_are_fitted_in_closed_form_too():
         with pytest.warns(ConvergenceWarning):
             trained.fit(X_missing)
     assert trained.n_iter_ > 0
+
+
+def _clean_incomplete_gaussian(n_samples, rate, seed):
+    """Correlated Gaussian rows in mixed units, entries missing at random."""
+    rng = np.random.default_rng(seed)
+    factor = rng.normal(size=(6, 6))
+    X = rng.multivariate_normal(np.zeros(6), factor @ factor.T + np.eye(6), n_samples)
+    X = X * [1.0, 1e3, 1e-3, 5.0, 0.2, 50.0]
+    X[rng.random(X.shape) < rate] = np.nan
+    return X[~np.isnan(X).all(1)]
+
+
+def test_incomplete_rows_rank_by_their_tail_not_by_what_they_lack():
+    # Clean rows: however many entries a row lacks, its score is drawn from
+    # the complete rows' distribution. log p(x_o) instead rises or falls by
+    # the units of the entries missing (here by tens of nats).
+    X = _clean_incomplete_gaussian(6000, 0.3, 0)
+    detector = VAEOutlierDetector(device=DEVICE).fit(X)
+    scores = detector.score_samples(X)
+    log_px = detector._log_likelihood(X)
+    n_observed = (~np.isnan(X)).sum(1)
+    complete = np.median(scores[n_observed == 6])
+    for k in (2, 3, 4, 5):
+        assert abs(np.median(scores[n_observed == k]) - complete) < 0.5
+    assert abs(np.median(log_px[n_observed == 3]) - complete) > 5
+    # So the default threshold flags about as many of each.
+    flagged = detector.predict(X) == -1
+    assert flagged.mean() < 0.02
+    assert flagged[n_observed <= 3].mean() < 0.03
+    # A row far out on the entries it has is flagged, however many it lacks.
+    far = np.full((3, 6), np.nan)
+    far[0, :2], far[1, :4], far[2] = (
+        8 * np.nanstd(X, 0)[:2],
+        8 * np.nanstd(X, 0)[:4],
+        8 * np.nanstd(X, 0),
+    )
+    assert (detector.predict(far) == -1).all()
+
+
+def test_scores_of_incomplete_rows_follow_the_units_as_complete_ones_do():
+    # Scaling a feature by c shifts every row's score by -log c, whether
+    # that entry is missing or not: the ranking does not depend on units.
+    X = _clean_incomplete_gaussian(800, 0.3, 1)
+    detector = VAEOutlierDetector(device=DEVICE).fit(X)
+    c = np.array([1.0, 1.0, 1e4, 1.0, 1.0, 1.0])
+    scaled = VAEOutlierDetector(device=DEVICE).fit(X * c)
+    assert_allclose(
+        scaled.score_samples(X * c),
+        detector.score_samples(X) - np.log(1e4),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    assert_array_equal(scaled.support_, detector.support_)
+
+
+@pytest.mark.parametrize("standardize", [True, "marginal"])
+def test_complete_rows_score_their_log_likelihood(standardize):
+    X = _clean_incomplete_gaussian(500, 0.2, 2)
+    detector = VAEOutlierDetector(standardize=standardize, device=DEVICE).fit(X)
+    complete = X[~np.isnan(X).any(1)]
+    assert_allclose(
+        detector.score_samples(complete), detector._log_likelihood(complete), rtol=1e-12
+    )
+    # The formula for incomplete rows gives a complete row its log-likelihood.
+    gaussian = detector._marginal_gaussian()
+    assert_allclose(
+        detector._tail_equivalent_scores(complete, *gaussian),
+        detector._log_likelihood(complete),
+        rtol=1e-9,
+    )
+    # score stays the mean log-likelihood of the observed entries.
+    assert detector.score(X) == pytest.approx(detector._log_likelihood(X).mean())
+    assert detector.score(X) != pytest.approx(detector.score_samples(X).mean())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_networks_score_incomplete_rows_by_their_observed_entries():
+    X = _clean_incomplete_gaussian(300, 0.2, 3)
+    detector = make_detector(max_iter=3).fit(X)
+    assert detector._marginal_gaussian() is None
+    assert_allclose(detector.score_samples(X), detector._log_likelihood(X))
