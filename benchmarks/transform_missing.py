@@ -43,8 +43,9 @@ def factor_data(seed, rate):
     W = rng.normal(size=(N_FACTORS, N_FEATURES))
     z = rng.normal(size=(2 * N_ROWS, N_FACTORS))
     X = z @ W + NOISE * rng.normal(size=(2 * N_ROWS, N_FEATURES))
-    X[rng.random(X.shape) < rate] = np.nan
-    X[np.isnan(X).all(1), 0] = 0.0  # keep one entry of an empty row
+    missing = rng.random(X.shape) < rate
+    missing[missing.all(1), 0] = False  # keep one entry of an empty row
+    X[missing] = np.nan
     return X[:N_ROWS], X[N_ROWS:], z[N_ROWS:]
 
 

@@ -486,9 +486,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Where the decoder is linear (no hidden layers, or a kept linear
         start) and its variance does not depend on z, the model is a Gaussian
         or a Gaussian mixture and this is the exact posterior mean
-        E[z | x], as :meth:`score_samples` is then exact (in float64: on the
-        CPU and CUDA, not on MPS). Otherwise it is the mean of the encoder's
-        q(z|x), the amortized approximation training fits.
+        E[z | x], computed in float64 (on MPS, which has none, on the CPU).
+        Otherwise it is the mean of the encoder's q(z|x), the amortized
+        approximation training fits.
 
         Missing entries (NaN) are left out: the exact posterior mean is then
         E[z | x_o] given the observed entries alone; the encoder sees the

@@ -14,11 +14,13 @@ from sklearn.utils import gen_batches
 
 from ._device import fits_on_device, inference_dtype
 from ._likelihood import (
+    ROW_SYSTEMS_MAX_COMPONENTS,
     GaussianFactors,
     full_gaussian_log_prob,
     gaussian_conditional_mean,
     linear_mixture_factors,
     linear_mixture_log_prob,
+    linear_mixture_posterior_mean,
     log_mean_exp,
 )
 from ._model import CPU_SCORE_CHUNK_ELEMENTS, SCORE_CHUNK_ELEMENTS
@@ -133,8 +135,7 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     if module.is_gaussian:
         fn, width = _gaussian_scorer(), module.n_features
     elif module.has_linear_decoder and inference_dtype(device) == torch.float64:
-        fn = _linear_mixture_scorer()
-        width = max(module.widest_layer, module.n_components)  # (K, rows, q)
+        fn, width = _linear_mixture_scorer(), _linear_mixture_width(module)
     else:
 
         def fn(module, x, mask):
@@ -166,24 +167,53 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
 def posterior_mean_fn(module, device):
     """``(fn, width)`` for :func:`map_rows`: E[z | x_o] of each row.
 
-    Exact where the decoder is linear (``module.has_linear_decoder``) and
-    scores are computed in float64, as :func:`log_likelihood` is
-    (``module.linear_posterior_mean``): the model is then a Gaussian
-    (mixture) and its posterior is known, for rows with missing entries too,
-    which the encoder sees at the feature means where it was not trained on
-    any. Otherwise the encoder's mean of q(z | x).
+    Exact where the decoder is linear (``module.has_linear_decoder``;
+    ``module.linear_posterior_mean``, in float64, on the CPU where the
+    device has none): the model is then a Gaussian (mixture) and its
+    posterior is known, for rows with missing entries too, which the encoder
+    sees at the feature means where it was not trained on any. Otherwise the
+    encoder's mean of q(z | x).
     """
-    if module.has_linear_decoder and inference_dtype(device) == torch.float64:
+    if module.has_linear_decoder:
 
         def exact(module, x, mask):
-            return module.linear_posterior_mean(x, mask)
+            if x.dtype == torch.float64:
+                return module.linear_posterior_mean(x, mask)
+            # MPS: in float64 on the CPU, as _gaussian_scorer does; float32
+            # would cancel most digits where a noise variance is small.
+            weight, bias = (t.cpu().double() for t in module.linear_decoder())
+            log_weights, means, cholesky = (
+                t.cpu().double() for t in module.prior_mixture()
+            )
+            return linear_mixture_posterior_mean(
+                x.cpu().double(),
+                weight,
+                bias,
+                module.variance.cpu().double(),
+                log_weights,
+                means,
+                cholesky,
+                None if mask is None else mask.cpu(),
+            )
 
-        return exact, max(module.widest_layer, module.n_components)
+        return exact, _linear_mixture_width(module)
 
     def encoded(module, x, mask):
         return module.encode(x, mask)[0]
 
     return encoded, module.widest_layer
+
+
+def _linear_mixture_width(module):
+    """Values per row of the linear-mixture functions of :mod:`._likelihood`.
+
+    ``(K, rows, q)`` per pattern, or, where rows with missing entries are
+    solved row by row, their ``(rows, q, D)`` products.
+    """
+    q = module.n_components
+    if q <= ROW_SYSTEMS_MAX_COMPONENTS:
+        return max(module.widest_layer, q * (module.n_features + q))
+    return max(module.widest_layer, q)
 
 
 def conditional_mean_fn(module, draws, device):
@@ -211,7 +241,7 @@ def conditional_mean_fn(module, draws, device):
         def linear(module, x, mask):
             return module.linear_conditional_mean(x, mask)
 
-        return linear, max(module.widest_layer, module.n_components)
+        return linear, _linear_mixture_width(module)
 
     def sampled(module, x, mask):
         return module.conditional_mean(x, draws, mask)

@@ -11,6 +11,14 @@ from functools import cached_property
 import torch
 
 LOG_2PI = math.log(2.0 * math.pi)
+# Latent dimensions up to which linear_mixture_log_prob and
+# linear_mixture_posterior_mean solve one q-by-q system per row with missing
+# entries (D q^2 + K q^3 a row), batched, rather than one per pattern of
+# missing entries (D q^2 + K q^3 a pattern, in a loop): with entries missing
+# at random from a few dozen features nearly every row has its own pattern,
+# and the loop ran 100-300 times slower. Wider latent spaces stay with the
+# patterns, where a row's systems would cost more than its pattern's share.
+ROW_SYSTEMS_MAX_COMPONENTS = 64
 # Largest max(diag(Sigma)) * max(diag(P)), P = Sigma^-1 (a lower bound on the
 # condition number of Sigma), for which rows with missing entries are scored
 # through the precision matrix, whose error grows with the condition. In
@@ -308,8 +316,9 @@ def linear_mixture_log_prob(
         Lower-triangular Cholesky factors of the prior's covariances.
     mask : Tensor of bool, default=None
         Observed entries: only they count (the missing ones marginalised
-        exactly, with factors per pattern of missing entries); a row with
-        none gets 0.
+        exactly: with a q-by-q system per row, batched, where q is at most
+        ``ROW_SYSTEMS_MAX_COMPONENTS``, else with factors per pattern of
+        missing entries); a row with none gets 0.
     factors : tuple, default=None
         :func:`linear_mixture_factors` for all features, where the caller
         has them (they are the costly part, ``K q^3``, and the same for
@@ -320,6 +329,35 @@ def linear_mixture_log_prob(
     Tensor of shape (n_samples,)
     """
     out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    if mask is not None and weight.shape[1] <= ROW_SYSTEMS_MAX_COMPONENTS:
+        # Rows with nothing observed keep 0.
+        incomplete = ~mask.all(1) & mask.any(1)
+        log_component, _ = _linear_mixture_rows(
+            x[incomplete],
+            weight,
+            bias,
+            variance,
+            means,
+            cholesky,
+            mask[incomplete],
+            posterior=False,
+        )
+        out[incomplete] = torch.logsumexp(log_component + log_weights.unsqueeze(1), 0)
+        # Complete rows as without a mask, so that their score does not
+        # depend on the rows beside them.
+        complete = mask.all(1)
+        if complete.any():
+            out[complete] = linear_mixture_log_prob(
+                x[complete],
+                weight,
+                bias,
+                variance,
+                log_weights,
+                means,
+                cholesky,
+                factors=factors,
+            )
+        return out
     for rows, log_component, _, _ in _linear_mixture_components(
         x, weight, bias, variance, means, cholesky, mask, factors
     ):
@@ -339,7 +377,9 @@ def linear_mixture_posterior_mean(
     conditional mean of the missing entries is then :math:`A_m E[z \mid x_o]
     + c_m`, since their noise is independent of :math:`x_o`. A row with no
     observed entry gets the prior's mean. The parameters are as in
-    :func:`linear_mixture_log_prob`.
+    :func:`linear_mixture_log_prob`. Rows with missing entries are solved
+    row by row (:func:`_linear_mixture_rows`) where q is at most
+    ``ROW_SYSTEMS_MAX_COMPONENTS``, else once per pattern of missing entries.
 
     Returns
     -------
@@ -347,6 +387,22 @@ def linear_mixture_posterior_mean(
     """
     prior_mean = torch.exp(log_weights) @ means
     out = prior_mean.expand(x.shape[0], -1).clone()
+    if mask is not None and weight.shape[1] <= ROW_SYSTEMS_MAX_COMPONENTS:
+        # Rows with nothing observed keep the prior's mean.
+        incomplete = ~mask.all(1) & mask.any(1)
+        log_component, posterior = _linear_mixture_rows(
+            x[incomplete], weight, bias, variance, means, cholesky, mask[incomplete]
+        )
+        responsibilities = torch.softmax(log_component + log_weights.unsqueeze(1), 0)
+        out[incomplete] = (responsibilities.unsqueeze(2) * posterior).sum(0)
+        # Complete rows as without a mask, so that their result does not
+        # depend on the rows beside them.
+        complete = mask.all(1)
+        if complete.any():
+            out[complete] = linear_mixture_posterior_mean(
+                x[complete], weight, bias, variance, log_weights, means, cholesky
+            )
+        return out
     for rows, log_component, v, inner in _linear_mixture_components(
         x, weight, bias, variance, means, cholesky, mask
     ):
@@ -358,6 +414,51 @@ def linear_mixture_posterior_mean(
         posterior = means.unsqueeze(2) + cholesky @ solved  # (K, q, n)
         out[rows] = (responsibilities.unsqueeze(1) * posterior).sum(0).T
     return out
+
+
+def _linear_mixture_rows(
+    x, weight, bias, variance, means, cholesky, mask, posterior=True
+):
+    r""":math:`\log \mathcal N_k(x_o)` (K, n) and E[z | x_o, k] (K, n, q), row by row.
+
+    What :func:`_linear_mixture_components` computes once per pattern of
+    observed entries, here with one :math:`q \times q` system per row and
+    component, :math:`P_i = A^\top \mathrm{diag}(o_i / \psi) A` for the
+    observed entries :math:`o_i` of row :math:`i`, batched over the rows: a
+    cost of :math:`D q^2 + K q^3` per row however many patterns there are,
+    where a loop over patterns (one per row, with entries missing at random
+    from a few dozen features) runs as many small solves as rows. A row
+    with nothing observed gets 0 and the prior component's mean. With
+    ``posterior=False``, the second is None.
+    """
+    observed = mask.to(x.dtype)
+    weights = observed / variance  # Psi^-1 on the observed entries, 0 elsewhere
+    residual = torch.where(mask, x - bias, 0.0)
+    precision = (weight.T.unsqueeze(0) * weights.unsqueeze(1)) @ weight  # (n, q, q)
+    y = (residual * weights) @ weight  # (n, q)
+    base = (
+        observed.sum(1) * LOG_2PI
+        + observed @ torch.log(variance)
+        + (residual**2 * weights).sum(1)
+    )
+    eye = torch.eye(weight.shape[1], dtype=x.dtype, device=x.device)
+    log_components, posteriors = [], []
+    for mean, factor in zip(means, cholesky, strict=True):
+        inner = torch.linalg.cholesky(eye + factor.T @ precision @ factor)
+        projected = precision @ mean  # (n, q): P_i m_k
+        u = y - projected
+        v = torch.linalg.solve_triangular(
+            inner, (u @ factor).unsqueeze(2), upper=False
+        )  # (n, q, 1): C^-1 L^T u
+        log_det = 2.0 * torch.log(torch.diagonal(inner, dim1=1, dim2=2)).sum(1)
+        log_components.append(
+            -0.5
+            * (base + log_det - 2.0 * y @ mean + projected @ mean - (v**2).sum((1, 2)))
+        )
+        if posterior:
+            solved = torch.linalg.solve_triangular(inner.transpose(1, 2), v, upper=True)
+            posteriors.append(mean + (factor @ solved).squeeze(2))
+    return torch.stack(log_components), torch.stack(posteriors) if posterior else None
 
 
 def _linear_mixture_components(

@@ -7,6 +7,7 @@ from conftest import conditional_means
 from numpy.testing import assert_allclose
 from scipy import special, stats
 
+from skvae import _likelihood
 from skvae._likelihood import (
     GaussianFactors,
     full_gaussian_log_prob,
@@ -277,8 +278,16 @@ def _linear_mixture(q, n_features=6, k=3, seed=0):
     return [torch.as_tensor(a) for a in args], marginal
 
 
+@pytest.fixture(params=["row systems", "patterns"])
+def incomplete_route(request, monkeypatch):
+    """Rows with missing entries solved row by row (batched), or per pattern."""
+    limit = 0 if request.param == "patterns" else 64
+    monkeypatch.setattr(_likelihood, "ROW_SYSTEMS_MAX_COMPONENTS", limit)
+    return request.param
+
+
 @pytest.mark.parametrize("q", [1, 3, 6])
-def test_linear_mixture_log_prob_is_the_data_space_mixture(q):
+def test_linear_mixture_log_prob_is_the_data_space_mixture(q, incomplete_route):
     """p(x) = sum_k pi_k N(A m_k + c, A S_k A^T + Psi), against scipy, also for x_o."""
     args, marginal = _linear_mixture(q)
     rng = np.random.default_rng(1)
@@ -319,7 +328,7 @@ def test_gaussian_conditional_mean_is_gaussian_conditioning():
 
 
 @pytest.mark.parametrize("q", [1, 3, 6])
-def test_linear_mixture_posterior_mean_is_the_mixture_posterior(q):
+def test_linear_mixture_posterior_mean_is_the_mixture_posterior(q, incomplete_route):
     """E[z | x_o] = sum_k r_k (m_k + S_k A_o^T C_k^-1 (x_o - A_o m_k - c_o)).
 
     With C_k = A_o S_k A_o^T + Psi_o and r_k the posterior probability of
@@ -357,7 +366,9 @@ def test_linear_mixture_posterior_mean_is_the_mixture_posterior(q):
     assert_allclose(complete[0], got[1], rtol=1e-12)
 
 
-def test_linear_mixture_log_prob_uses_given_factors_for_complete_rows_only():
+def test_linear_mixture_log_prob_uses_given_factors_for_complete_rows_only(
+    incomplete_route,
+):
     args, _ = _linear_mixture(3)
     weight, _, variance, _, _, cholesky = args
     x = torch.as_tensor(np.random.default_rng(2).normal(size=(20, 6)) * 5)

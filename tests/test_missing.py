@@ -376,6 +376,28 @@ def test_linear_decoder_transform_is_the_posterior_given_the_observed(ppca):
     assert_array_equal(Z[0], 0.0)
 
 
+def test_exact_posterior_mean_of_a_float32_module_is_computed_in_float64(ppca):
+    # As on MPS, where the module scores in float32: the exact posterior
+    # mean is then computed on the CPU in float64.
+    import copy
+
+    from skvae._inference import posterior_mean_fn
+
+    vae = GaussianVAE(
+        n_components=2, **{**SMALL, "hidden_layer_sizes": (), "max_iter": 5}
+    ).fit(ppca.X_train)
+    X = remove_at_random(ppca.X_test[:50], 0.3, 6)
+    mask = torch.as_tensor(~np.isnan(X))
+    x = torch.as_tensor(np.nan_to_num((X - vae.mean_) / vae.scale_))
+    fn, _ = posterior_mean_fn(vae.module_, torch.device("cpu"))
+    module = copy.deepcopy(vae.module_).cpu()
+    with torch.no_grad():
+        expected = fn(module.double(), x, mask)
+        got = fn(copy.deepcopy(module).float(), x.float(), mask)
+    assert got.dtype == torch.float64
+    assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_row_without_observed_entries_gets_the_mixture_prior_mean(ppca):
     vae = GaussianVAE(
         n_components=2, **{**SMALL, "prior_components": 3, "max_iter": 5}

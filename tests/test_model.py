@@ -173,7 +173,9 @@ def test_a_gaussian_is_factorized_once_for_all_chunks(monkeypatch):
     assert_allclose(detector.score_samples(X), expected, rtol=1e-12)
     assert calls == [(5, 5)]  # one factor for 7 chunks
     # With a missing entry in every chunk: one precision matrix, too, and no
-    # factor of a pattern's own (one entry missing of five).
+    # factor of a pattern's own (one entry missing of five). score is the
+    # log-likelihood of the observed entries (score_samples ranks incomplete
+    # rows by their tail instead).
     X[::20, 2] = np.nan
     inverses, cholesky_inverse = [], torch.cholesky_inverse
     monkeypatch.setattr(
@@ -182,7 +184,7 @@ def test_a_gaussian_is_factorized_once_for_all_chunks(monkeypatch):
         lambda factor: inverses.append(1) or cholesky_inverse(factor),
     )
     calls.clear()
-    detector.score_samples(X)
+    detector.score(X)
     assert calls == [(5, 5)] and inverses == [1]
 
 

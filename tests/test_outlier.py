@@ -460,13 +460,17 @@ def test_incomplete_rows_rank_by_their_tail_not_by_what_they_lack():
     assert (detector.predict(far) == -1).all()
 
 
-def test_scores_of_incomplete_rows_follow_the_units_as_complete_ones_do():
+@pytest.mark.parametrize("standardize", [True, "marginal"])
+def test_scores_of_incomplete_rows_follow_the_units_as_complete_ones_do(standardize):
     # Scaling a feature by c shifts every row's score by -log c, whether
     # that entry is missing or not: the ranking does not depend on units.
+    # Gaussianized, the missing entry's Jacobian is taken at its conditional
+    # mean: without it, the shift would depend on the row.
     X = _clean_incomplete_gaussian(800, 0.3, 1)
-    detector = VAEOutlierDetector(device=DEVICE).fit(X)
+    params = dict(standardize=standardize, device=DEVICE)
+    detector = VAEOutlierDetector(**params).fit(X)
     c = np.array([1.0, 1.0, 1e4, 1.0, 1.0, 1.0])
-    scaled = VAEOutlierDetector(device=DEVICE).fit(X * c)
+    scaled = VAEOutlierDetector(**params).fit(X * c)
     assert_allclose(
         scaled.score_samples(X * c),
         detector.score_samples(X) - np.log(1e4),
