@@ -194,7 +194,7 @@ def observed_mahalanobis(Z, mean, covariance):
 
 
 def tail_equivalent_distance(distance, n_observed, n_features):
-    r"""The squared distance over ``n_features`` with the tail of ``distance`` over ``n_observed``.
+    r"""Squared distances over ``n_features`` with the chi-squared tails of ``distance``.
 
     Under a Gaussian, a row's squared Mahalanobis distance over its ``k``
     observed entries (as in the editing of incomplete survey data, Little

@@ -88,8 +88,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     Fits the same model as :class:`GaussianVAE` and ranks rows by their
     log-likelihood under it: :meth:`score_samples` is log p(x) in the units
     of X (higher is more normal; for rows with missing entries, see there)
-    and rows below a threshold ``offset_`` are outliers. As for :class:`~sklearn.ensemble.IsolationForest`, the training
-    data may contain outliers; no labels are used.
+    and rows below a threshold ``offset_`` are outliers. As for
+    :class:`~sklearn.ensemble.IsolationForest`, the training data may
+    contain outliers; no labels are used.
 
     Read more in the user guide: :doc:`/guide/outlier_detection`.
 
@@ -532,8 +533,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     -----
     The score is log p(x): exact for the default model, a Gaussian, and the
     importance-weighted (IWAE) estimate for a network (a Gaussian scores
-    rows with missing entries by their tail: see :meth:`score_samples`). On the
-    benchmark data sets it ranked anomalies as well as or better than the
+    rows with missing entries by their tail: see :meth:`score_samples`). On
+    the benchmark data sets it ranked anomalies as well as or better than the
     ELBO, An and Cho's reconstruction probability E_q[log p(x|z)] and the
     reconstruction error; see :doc:`/guide/outlier_detection`. Unlike those,
     it is a density, in the units of X, so it can be compared with
