@@ -198,8 +198,9 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
     assert_allclose(out, expected, rtol=rtol)
     # The whole covariance's factors, where the caller keeps them, serve the
     # complete rows, and the rows with at most half their entries missing
-    # through the precision matrix (one m x m factor per such pattern); the
-    # others still get their own.
+    # through the precision matrix (m x m blocks of it, one batched call for
+    # all the rows that miss m entries, whatever their patterns); the others
+    # still get their own.
     n_missing = (~mask).sum(1)
     assert {0, 1, 3} <= set(n_missing) and n_missing.max() > 3
     factors = GaussianFactors(args[2])
@@ -207,24 +208,27 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
     through_precision, cholesky_ex = [], torch.linalg.cholesky_ex
 
     def spy(matrix):
-        through_precision.append(matrix.shape[0])
+        through_precision.append(tuple(matrix.shape))
         return cholesky_ex(matrix)
 
     monkeypatch.setattr(torch.linalg, "cholesky_ex", spy)
     given = full_gaussian_log_prob(*args, torch.as_tensor(mask), factors).numpy()
     assert_allclose(given, expected, rtol=rtol)
-    patterns = {tuple(row) for row in ~mask if 0 < row.sum() <= 3}
-    assert sorted(through_precision) == sorted(sum(p) for p in patterns)
+    counts = n_missing[(n_missing > 0) & (n_missing <= 3)]
+    assert sorted(shape[1:] for shape in through_precision) == [
+        (m, m) for m in sorted(set(counts))
+    ]
+    assert sum(shape[0] for shape in through_precision) == len(counts)
     # Where no row may go through it, the precision is never computed.
     heavy = torch.as_tensor(mask | (n_missing[:, None] <= 3))
     fresh = GaussianFactors(args[2])
     full_gaussian_log_prob(*args, heavy, fresh)
     assert not heavy.all() and "precision" not in vars(fresh)
-    # Where a block of P rounds to indefinite, the pattern's own factor.
+    # Where a block of P rounds to indefinite, the row's own factor.
     monkeypatch.setattr(
         torch.linalg,
         "cholesky_ex",
-        lambda matrix: (matrix, torch.ones((), dtype=torch.int32)),
+        lambda matrix: (matrix, torch.ones(matrix.shape[:-2], dtype=torch.int32)),
     )
     fallback = full_gaussian_log_prob(*args, torch.as_tensor(mask), factors).numpy()
     assert_allclose(fallback, expected, rtol=rtol)
@@ -320,6 +324,19 @@ def test_gaussian_conditional_mean_is_gaussian_conditioning():
     t = [torch.as_tensor(a) for a in (np.where(mask, x, 0.0), mean, covariance)]
     factors = GaussianFactors(t[2])
     got = gaussian_conditional_mean(*t, torch.as_tensor(mask), factors).numpy()
+    assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    # Where some rows' blocks of P round to indefinite, those rows go through
+    # S_oo, the others through P: the same means.
+    cholesky_ex = torch.linalg.cholesky_ex
+
+    def every_other_fails(matrix):
+        inner, info = cholesky_ex(matrix)
+        info[::2] = 1
+        return inner, info
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.linalg, "cholesky_ex", every_other_fails)
+        got = gaussian_conditional_mean(*t, torch.as_tensor(mask), factors).numpy()
     assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
     # Without the precision route (too ill-conditioned), the same means.
     factors.precision = None
