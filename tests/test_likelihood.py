@@ -198,8 +198,8 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
     assert_allclose(out, expected, rtol=rtol)
     # The whole covariance's factors, where the caller keeps them, serve the
     # complete rows, and the rows with at most half their entries missing
-    # through the precision matrix (m x m blocks of it, one batched call for
-    # all the rows that miss m entries, whatever their patterns); the others
+    # through the precision matrix (an m x m block of it per pattern, in one
+    # batched call for all the patterns that miss m entries); the others
     # still get their own.
     n_missing = (~mask).sum(1)
     assert {0, 1, 3} <= set(n_missing) and n_missing.max() > 3
@@ -218,7 +218,9 @@ def test_full_gaussian_log_prob_matches_scipy_with_and_without_missing_entries(
     assert sorted(shape[1:] for shape in through_precision) == [
         (m, m) for m in sorted(set(counts))
     ]
-    assert sum(shape[0] for shape in through_precision) == len(counts)
+    patterns = {tuple(row) for row in ~mask if 0 < row.sum() <= 3}
+    assert len(patterns) < len(counts)  # rows share patterns
+    assert sum(shape[0] for shape in through_precision) == len(patterns)
     # Where no row may go through it, the precision is never computed.
     heavy = torch.as_tensor(mask | (n_missing[:, None] <= 3))
     fresh = GaussianFactors(args[2])
@@ -282,11 +284,23 @@ def _linear_mixture(q, n_features=6, k=3, seed=0):
     return [torch.as_tensor(a) for a in args], marginal
 
 
-@pytest.fixture(params=["row systems", "patterns"])
+@pytest.fixture(params=["default", "row systems", "patterns", "small batches"])
 def incomplete_route(request, monkeypatch):
-    """Rows with missing entries solved row by row (batched), or per pattern."""
-    limit = 0 if request.param == "patterns" else 64
-    monkeypatch.setattr(_likelihood, "ROW_SYSTEMS_MAX_COMPONENTS", limit)
+    """How rows with missing entries are solved.
+
+    As by default (the rows of a pattern 16 rows share a pattern at a time,
+    the others row by row); all row by row, batched; all a pattern at a
+    time; or row by row in batches of a few rows.
+    """
+    if request.param == "default":
+        return request.param
+    by_pattern = request.param == "patterns"
+    monkeypatch.setattr(
+        _likelihood, "ROW_SYSTEMS_MAX_COMPONENTS", 0 if by_pattern else 64
+    )
+    monkeypatch.setattr(_likelihood, "SHARED_PATTERN_ROWS", 1 if by_pattern else 10**9)
+    if request.param == "small batches":
+        monkeypatch.setattr(_likelihood, "_GROUP_ELEMENTS", 50)
     return request.param
 
 
@@ -298,6 +312,7 @@ def test_linear_mixture_log_prob_is_the_data_space_mixture(q, incomplete_route):
     x = args[1].numpy() + rng.normal(size=(40, 6)) * 5
     mask = rng.random((40, 6)) > 0.3
     mask[0], mask[1] = False, True  # nothing observed: 0; everything
+    mask[2:20] = [True, False, True, True, False, True]  # a shared pattern
     complete = np.ones(6, dtype=bool)
     got = linear_mixture_log_prob(torch.as_tensor(x), *args).numpy()
     assert_allclose(got, [marginal(row, complete) for row in x], rtol=1e-10)
@@ -358,6 +373,7 @@ def test_linear_mixture_posterior_mean_is_the_mixture_posterior(q, incomplete_ro
     x = bias + rng.normal(size=(40, 6)) * 5
     mask = rng.random((40, 6)) > 0.3
     mask[0], mask[1] = False, True  # nothing observed: the prior's mean; everything
+    mask[2:20] = [True, False, True, True, False, True]  # a shared pattern
     expected = []
     for row, o in zip(x, mask, strict=True):
         log_r, posterior = [], []
@@ -403,3 +419,72 @@ def test_linear_mixture_log_prob_uses_given_factors_for_complete_rows_only(
     moved = linear_mixture_log_prob(x, *args, mask=mask, factors=other)
     assert_allclose(moved[:5].numpy(), plain[:5].numpy(), rtol=1e-12)
     assert (moved[5:] != plain[5:]).all()
+
+
+def test_gaussian_routes_agree_with_scipy_and_conditioning(incomplete_route):
+    """Log-densities, conditional means and draws, on every route alike."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(7, 7))
+    covariance, mean = A @ A.T + 0.2 * np.eye(7), rng.normal(size=7)
+    x = mean + rng.normal(size=(80, 7)) @ A.T
+    mask = rng.random((80, 7)) > 0.35
+    mask[:20] = [True, False, True, True, True, True, True]  # a shared pattern
+    mask[20] = False
+    mask[21] = True
+    t = [torch.as_tensor(a) for a in (np.where(mask, x, 0.0), mean, covariance)]
+    m = torch.as_tensor(mask)
+    factors = GaussianFactors(t[2])
+    expected = [
+        stats.multivariate_normal(mean[o], covariance[np.ix_(o, o)]).logpdf(row[o])
+        if o.any()
+        else 0.0
+        for row, o in zip(x, mask, strict=True)
+    ]
+    assert_allclose(
+        full_gaussian_log_prob(*t, m, factors).numpy(), expected, rtol=1e-10
+    )
+    assert_allclose(full_gaussian_log_prob(*t, m).numpy(), expected, rtol=1e-10)
+    # Where some rows' blocks of P round to indefinite: their own factors.
+    cholesky_ex = torch.linalg.cholesky_ex
+
+    def every_other_fails(matrix):
+        inner, info = cholesky_ex(matrix)
+        if info.dim():  # a batch of rows
+            info[::2] = 1
+            return inner, info
+        return inner, torch.ones_like(info)  # one pattern's block
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.linalg, "cholesky_ex", every_other_fails)
+        fallback = full_gaussian_log_prob(*t, m, factors).numpy()
+    assert_allclose(fallback, expected, rtol=1e-10)
+    incomplete = np.where(mask, x, np.nan)
+    means = conditional_means(mean, covariance, incomplete)
+    assert_allclose(
+        gaussian_conditional_mean(*t, m, factors).numpy(), means, rtol=1e-10, atol=1e-10
+    )
+    # Draws: the conditional mean plus S e, with S S^T the conditional
+    # covariance: C^-T for the Cholesky factor C of P_mm (at most half
+    # missing), the symmetric square root otherwise.
+    noise = rng.normal(size=x.shape)
+    drawn = gaussian_conditional_mean(*t, m, factors, torch.as_tensor(noise)).numpy()
+    precision = np.linalg.inv(covariance)
+    for i, o in enumerate(mask):
+        miss = ~o
+        if not miss.any():
+            continue
+        if not o.any():
+            conditional = covariance
+        else:
+            conditional = covariance[np.ix_(miss, miss)] - covariance[
+                np.ix_(miss, o)
+            ] @ np.linalg.solve(covariance[np.ix_(o, o)], covariance[np.ix_(o, miss)])
+        if 0 < miss.sum() <= o.sum():
+            root = np.linalg.inv(np.linalg.cholesky(precision[np.ix_(miss, miss)])).T
+        else:
+            values, vectors = np.linalg.eigh(conditional)
+            root = vectors * np.sqrt(np.maximum(values, 0)) @ vectors.T
+        assert_allclose(root @ root.T, conditional, rtol=1e-8, atol=1e-10)
+        assert_allclose(
+            drawn[i, miss], means[i, miss] + root @ noise[i, miss], rtol=1e-8, atol=1e-9
+        )
