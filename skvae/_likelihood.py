@@ -114,7 +114,8 @@ def full_gaussian_log_prob(x, mean, covariance, mask=None, factors=None):
     that miss as many entries are solved in one batched call
     (:func:`_count_groups`), whatever their patterns: with entries missing
     at random nearly every row has its own, and a loop over patterns ran
-    20-50 times slower.
+    20-50 times slower. Rows of a pattern many rows share
+    (:func:`_shared_patterns`) go a pattern at a time instead.
     """
     out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     n_features = x.shape[1]
@@ -218,7 +219,9 @@ def gaussian_conditional_mean(x, mean, covariance, mask, factors, noise=None):
     residual, zero on the missing entries (``m^3`` per row instead of
     ``(D - m)^3``); the others, and all of them where the covariance is too
     ill-conditioned, through :math:`\Sigma_{oo}`; the rows that miss as
-    many entries in one batched call (:func:`_count_groups`).
+    many entries in one batched call (:func:`_count_groups`), but for the
+    rows of a pattern many rows share (:func:`_shared_patterns`), which go a
+    pattern at a time.
 
     With ``noise`` (standard normal, of x's shape), the missing entries are
     instead a draw from p(x_m | x_o): the mean plus :math:`S\, e_m`, where

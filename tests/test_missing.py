@@ -398,6 +398,45 @@ def test_exact_posterior_mean_of_a_float32_module_is_computed_in_float64(ppca):
     assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_wide_latent_spaces_take_the_data_space_posterior_or_the_encoder(
+    ppca, monkeypatch
+):
+    # Past ROW_SYSTEMS_MAX_COMPONENTS latent dimensions (here 0, so that
+    # small models show it): a Gaussian's exact posterior mean through its
+    # conditional means in data space; a mixture's, at q^3 per pattern, is
+    # not computed, and the encoder's mean is returned.
+    from test_estimator import linear_posterior_means
+
+    from skvae import _inference
+
+    X = remove_at_random(ppca.X_test, 0.3, 7)
+    gaussian = GaussianVAE(
+        n_components=2, **{**SMALL, "hidden_layer_sizes": (), "max_iter": 5}
+    ).fit(ppca.X_train)
+    expected = gaussian.transform(X)
+    monkeypatch.setattr(_inference, "ROW_SYSTEMS_MAX_COMPONENTS", 0)
+    assert_allclose(gaussian.transform(X), expected, rtol=1e-9, atol=1e-12)
+    assert_allclose(
+        gaussian.transform(X),
+        linear_posterior_means(gaussian, X),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    mixture = GaussianVAE(
+        n_components=2,
+        **{**SMALL, "hidden_layer_sizes": (), "prior_components": 3, "max_iter": 5},
+    ).fit(ppca.X_train)
+    x = torch.as_tensor(np.nan_to_num((X - mixture.mean_) / mixture.scale_))
+    with torch.no_grad():
+        encoded = mixture.module_.encode(
+            x.to(mixture.module_.variance), torch.as_tensor(~np.isnan(X))
+        )[0]
+    seen = ~np.isnan(X).all(1)  # a row with nothing observed: the prior mean
+    assert_allclose(
+        mixture.transform(X)[seen], encoded.cpu().numpy()[seen], rtol=1e-5, atol=1e-6
+    )
+
+
 def test_row_without_observed_entries_gets_the_mixture_prior_mean(ppca):
     vae = GaussianVAE(
         n_components=2, **{**SMALL, "prior_components": 3, "max_iter": 5}
