@@ -172,7 +172,7 @@ def observed_log_density(Z, mean, covariance):
 
 
 def observed_mahalanobis(Z, mean, covariance):
-    """Each row's squared Mahalanobis distance over its observed entries, and its fill.
+    """Each row's squared Mahalanobis distance over its observed entries, its fill.
 
     Under N(mean, covariance): ``(x_o - mu_o)^T Sigma_oo^-1 (x_o - mu_o)``
     for the observed entries o of each row of Z (NaN where missing; 0 for a
@@ -186,11 +186,14 @@ def observed_mahalanobis(Z, mean, covariance):
     -------
     distance : ndarray of shape (n_samples,)
     filled : ndarray of shape (n_samples, n_features)
+    log_det : float
+        ``log det(covariance)``, from the same Cholesky factor.
     """
     filled = _Patterns(np.isnan(Z)).conditionals(Z, mean, covariance)[0]
     cholesky = np.linalg.cholesky(covariance)
     white = np.linalg.solve(cholesky, (filled - mean).T)
-    return (white**2).sum(0), filled
+    log_det = 2.0 * np.log(np.diagonal(cholesky)).sum()
+    return (white**2).sum(0), filled, log_det
 
 
 def tail_equivalent_distance(distance, n_observed, n_features):

@@ -186,9 +186,7 @@ def posterior_mean_fn(module, device):
         marginal = _kept_marginal_gaussian()
 
         def through_data(module, x, mask):
-            if x.dtype != torch.float64:  # MPS: in float64 on the CPU
-                x = x.cpu().double()
-                mask = None if mask is None else mask.cpu()
+            x, mask = _in_float64(x, mask)
             mean, covariance, factors = marginal(module, x)
             filled = gaussian_conditional_mean(x, mean, covariance, mask, factors)
             solved = torch.cholesky_solve((filled - mean).T, factors.cholesky)
@@ -204,22 +202,14 @@ def posterior_mean_fn(module, device):
         def exact(module, x, mask):
             if x.dtype == torch.float64:
                 return module.linear_posterior_mean(x, mask)
-            # MPS: in float64 on the CPU, as _gaussian_scorer does; float32
-            # would cancel most digits where a noise variance is small.
             weight, bias = (t.cpu().double() for t in module.linear_decoder())
             log_weights, means, cholesky = (
                 t.cpu().double() for t in module.prior_mixture()
             )
-            return linear_mixture_posterior_mean(
-                x.cpu().double(),
-                weight,
-                bias,
-                module.variance.cpu().double(),
-                log_weights,
-                means,
-                cholesky,
-                None if mask is None else mask.cpu(),
-            )
+            variance = module.variance.cpu().double()
+            x, mask = _in_float64(x, mask)
+            args = weight, bias, variance, log_weights, means, cholesky
+            return linear_mixture_posterior_mean(x, *args, mask)
 
         return exact, _linear_mixture_width(module)
 
@@ -307,16 +297,23 @@ def _gaussian_scorer():
     marginal = _kept_marginal_gaussian()
 
     def fn(module, x, mask):
-        if x.dtype != torch.float64:
-            # MPS: no float64, and its Cholesky (missing before torch 2.7)
-            # would lose digits of a covariance with a small noise variance.
-            # The float32 weights are exact in float64 on the CPU.
-            x = x.cpu().double()
-            mask = None if mask is None else mask.cpu()
+        x, mask = _in_float64(x, mask)
         mean, covariance, factors = marginal(module, x)
         return full_gaussian_log_prob(x, mean, covariance, mask, factors)
 
     return fn
+
+
+def _in_float64(x, mask):
+    """Rows (and mask) in float64 on the CPU, where the device has no float64.
+
+    MPS: float32 would cancel most digits of a covariance or posterior with
+    a small noise variance, and its Cholesky was missing before torch 2.7.
+    The float32 weights are exact in float64.
+    """
+    if x.dtype == torch.float64:
+        return x, mask
+    return x.cpu().double(), None if mask is None else mask.cpu()
 
 
 def _kept_marginal_gaussian():

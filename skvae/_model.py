@@ -238,10 +238,14 @@ class VAEModule(nn.Module):
         )
 
     def marginal_gaussian(self):
-        """Mean and covariance of p(x) for a Gaussian model (:attr:`is_gaussian`)."""
-        weight = self.decoder_mean.weight
-        covariance = weight @ weight.T + torch.diag(self.variance)
-        return self.decoder_mean.bias, covariance
+        """Mean and covariance of p(x) where it is a Gaussian, ``N(c, A A^T + diag(variance))``.
+
+        So it is for a Gaussian model (:attr:`is_gaussian`), and for any
+        linear decoder (:attr:`has_linear_decoder`, such as a kept linear
+        start) under the N(0, I) prior.
+        """
+        weight, bias = self.linear_decoder()
+        return bias, weight @ weight.T + torch.diag(self.variance)
 
     @property
     def closed_form_variance(self):

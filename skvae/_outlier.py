@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseGaussianVAE
 from ._incomplete import observed_mahalanobis, tail_equivalent_distance
+from ._inference import inference_module
 from ._likelihood import LOG_2PI
 from ._linear_start import resolution_variance
 from ._units import log_jacobian, standardize_into
@@ -680,22 +681,21 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         module = self.module_
         if not module.has_linear_decoder or module.prior_components > 1:
             return None
+        # In float64 on the CPU, from the float32 weights (exact in float64).
+        module = inference_module(module, torch.device("cpu")).cpu()
         with torch.no_grad():
-            weight, bias = (t.cpu().double().numpy() for t in module.linear_decoder())
-            variance = module.variance.cpu().double().numpy()
-        return bias, weight @ weight.T + np.diag(variance)
+            return tuple(t.numpy() for t in module.marginal_gaussian())
 
     def _tail_equivalent_scores(self, X, mean, covariance):
         """The log-density of complete rows as far out as the rows of X (with NaN)."""
         Z = np.empty(X.shape)
         standardize_into(Z, X, self.mean_, self.scale_, knots=self.marginal_knots_)
         Z[np.isnan(X)] = np.nan
-        distance, filled = observed_mahalanobis(Z, mean, covariance)
+        distance, filled, log_det = observed_mahalanobis(Z, mean, covariance)
         n_features = X.shape[1]
         equivalent = tail_equivalent_distance(
             distance, (~np.isnan(X)).sum(1), n_features
         )
-        log_det = 2.0 * np.log(np.diagonal(np.linalg.cholesky(covariance))).sum()
         log_px = -0.5 * (equivalent + log_det + n_features * LOG_2PI)
         if self.marginal_knots_ is None:
             return log_px - log_jacobian(self.scale_)

@@ -190,8 +190,9 @@ def test_observed_mahalanobis_is_the_distance_over_the_observed_entries():
         o = ~np.isnan(row)
         r = row[o] - mean[o]
         expected.append(r @ np.linalg.solve(covariance[np.ix_(o, o)], r))
-    distance, filled = observed_mahalanobis(Z, mean, covariance)
+    distance, filled, log_det = observed_mahalanobis(Z, mean, covariance)
     assert_allclose(distance, expected, rtol=1e-10, atol=1e-12)
+    assert log_det == pytest.approx(np.linalg.slogdet(covariance)[1], rel=1e-12)
     assert_allclose(filled, conditional_means(mean, covariance, Z), rtol=1e-10)
 
 
