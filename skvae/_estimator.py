@@ -486,11 +486,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Where the decoder is linear (no hidden layers, or a kept linear
         start) and its variance does not depend on z, the model is a Gaussian
         or a Gaussian mixture and this is the exact posterior mean
-        E[z | x], computed in float64 (on MPS, which has none, on the CPU),
-        for a single Gaussian prior or up to 64 latent dimensions (beyond,
-        a mixture's exact posterior would cost ``q^3`` per pattern of
-        missing entries). Otherwise it is the mean of the encoder's q(z|x),
-        the amortized approximation training fits.
+        E[z | x], computed in float64 (on MPS, which has none, on the CPU).
+        Otherwise it is the mean of the encoder's q(z|x), the amortized
+        approximation training fits.
 
         Missing entries (NaN) are left out: the exact posterior mean is then
         E[z | x_o] given the observed entries alone; the encoder sees the

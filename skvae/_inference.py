@@ -15,12 +15,14 @@ from sklearn.utils import gen_batches
 from ._device import fits_on_device, inference_dtype
 from ._likelihood import (
     ROW_SYSTEMS_MAX_COMPONENTS,
-    GaussianFactors,
     full_gaussian_log_prob,
     gaussian_conditional_mean,
+    gaussian_mixture_log_prob,
+    linear_mixture_data_components,
     linear_mixture_factors,
     linear_mixture_log_prob,
     linear_mixture_posterior_mean,
+    linear_mixture_posterior_mean_in_data_space,
     log_mean_exp,
 )
 from ._model import CPU_SCORE_CHUNK_ELEMENTS, SCORE_CHUNK_ELEMENTS
@@ -168,50 +170,26 @@ def posterior_mean_fn(module, device):
     """``(fn, width)`` for :func:`map_rows`: E[z | x_o] of each row.
 
     Exact where the decoder is linear (``module.has_linear_decoder``;
-    ``module.linear_posterior_mean``, in float64, on the CPU where the
-    device has none) and the model a Gaussian, or a Gaussian mixture with
-    at most ``ROW_SYSTEMS_MAX_COMPONENTS`` latent dimensions: its posterior
-    is then known, for rows with missing entries too, which the encoder sees
-    at the feature means where it was not trained on any. A wider mixture
-    would cost ``K q^3`` per pattern of missing entries (minutes for 1,500
-    rows of 300 features with 5 % missing); it, and every network, gets the
-    encoder's mean of q(z | x).
+    :func:`_linear_posterior_mean`, in float64, on the CPU where the device
+    has none): its posterior is then known, for rows with missing entries
+    too, which the encoder sees at the feature means where it was not
+    trained on any. Every network gets the encoder's mean of q(z | x).
     """
     if module.is_gaussian and module.n_components > ROW_SYSTEMS_MAX_COMPONENTS:
-        # A wide latent space (one dimension per feature, say): in data space,
-        # E[z | x_o] = W^T Sigma^-1 r, r the residual with the missing entries
-        # at their conditional means (Sigma^-1 r is then Sigma_oo^-1 r_o on
-        # the observed entries and 0 on the others), which costs what the
-        # conditional means cost instead of q^3 per pattern.
-        marginal = _kept_marginal_gaussian()
+        # A wide latent space (one dimension per feature, say): every row in
+        # data space, through the Gaussian's factors, computed once.
+        components = _kept_components()
 
         def through_data(module, x, mask):
             x, mask = _in_float64(x, mask)
-            mean, covariance, factors = marginal(module, x)
-            filled = gaussian_conditional_mean(x, mean, covariance, mask, factors)
-            solved = torch.cholesky_solve((filled - mean).T, factors.cholesky)
-            weight = module.decoder_mean.weight.to(solved)
-            return (weight.T @ solved).T
+            weight, _, log_weights, means, cholesky = _linear_parameters(module, x)
+            return linear_mixture_posterior_mean_in_data_space(
+                x, weight, log_weights, means, cholesky, components(module, x), mask
+            )
 
         return through_data, module.n_features
-    if module.has_linear_decoder and (
-        module.n_components <= ROW_SYSTEMS_MAX_COMPONENTS
-        or module.prior_components == 1
-    ):
-
-        def exact(module, x, mask):
-            if x.dtype == torch.float64:
-                return module.linear_posterior_mean(x, mask)
-            weight, bias = (t.cpu().double() for t in module.linear_decoder())
-            log_weights, means, cholesky = (
-                t.cpu().double() for t in module.prior_mixture()
-            )
-            variance = module.variance.cpu().double()
-            x, mask = _in_float64(x, mask)
-            args = weight, bias, variance, log_weights, means, cholesky
-            return linear_mixture_posterior_mean(x, *args, mask)
-
-        return exact, _linear_mixture_width(module)
+    if module.has_linear_decoder:
+        return _linear_posterior_mean(), _linear_mixture_width(module)
 
     def encoded(module, x, mask):
         return module.encode(x, mask)[0]
@@ -219,16 +197,76 @@ def posterior_mean_fn(module, device):
     return encoded, module.widest_layer
 
 
+def _linear_posterior_mean():
+    """``fn(module, x, mask)``: E[z | x_o] of a linear decoder, exactly, in float64.
+
+    In latent space (:func:`~skvae._likelihood.linear_mixture_posterior_mean`)
+    but for the rows with missing entries of a model with more than
+    ``ROW_SYSTEMS_MAX_COMPONENTS`` latent dimensions, which go through p(x)'s
+    components in data space
+    (:func:`~skvae._likelihood.linear_mixture_posterior_mean_in_data_space`,
+    the components factorized once per call): in latent space each of their
+    patterns would cost ``K q^3``, minutes for 1,500 rows of 300 features
+    with 5 % missing.
+    """
+    components = _kept_components()
+
+    def fn(module, x, mask):
+        x, mask = _in_float64(x, mask)
+        weight, bias, log_weights, means, cholesky = _linear_parameters(module, x)
+        variance = module.variance.to(x)
+        args = weight, bias, variance, log_weights, means, cholesky
+
+        def latent(x, mask):
+            return linear_mixture_posterior_mean(x, *args, mask)
+
+        def data(x, mask):
+            return linear_mixture_posterior_mean_in_data_space(
+                x, weight, log_weights, means, cholesky, components(module, x), mask
+            )
+
+        return _by_completeness(module, x, mask, latent, data)
+
+    return fn
+
+
+def _by_completeness(module, x, mask, latent, data):
+    """``latent(x, mask)`` on every row, but ``data`` on a wide model's incomplete rows.
+
+    Wide: more than ``ROW_SYSTEMS_MAX_COMPONENTS`` latent dimensions. The
+    complete rows stay in latent space, which costs less than data space
+    for them wherever q is below D, and gives each row the same result
+    whatever rows are beside it.
+    """
+    if mask is None or module.n_components <= ROW_SYSTEMS_MAX_COMPONENTS:
+        return latent(x, mask)
+    complete = mask.all(1)
+    incomplete = ~complete
+    first = data(x[incomplete], mask[incomplete])
+    out = first.new_empty((x.shape[0], *first.shape[1:]))
+    out[incomplete] = first
+    if complete.any():
+        out[complete] = latent(x[complete], None)
+    return out
+
+
+def _linear_parameters(module, x):
+    """A linear decoder's ``(A, c)`` and its prior's log weights, means and
+    Cholesky factors, in ``x``'s dtype and on its device."""
+    return tuple(t.to(x) for t in (*module.linear_decoder(), *module.prior_mixture()))
+
+
 def _linear_mixture_width(module):
     """Values per row of the linear-mixture functions of :mod:`._likelihood`.
 
     ``(K, rows, q)`` per pattern, or, where rows with missing entries are
-    solved row by row, their ``(rows, q, D)`` products.
+    solved row by row, their ``(rows, q, D)`` products; in data space,
+    ``(rows, D)`` per component and ``(K, rows, q)``.
     """
     q = module.n_components
     if q <= ROW_SYSTEMS_MAX_COMPONENTS:
         return max(module.widest_layer, q * (module.n_features + q))
-    return max(module.widest_layer, q)
+    return max(module.widest_layer, module.n_features, module.prior_components * q)
 
 
 def conditional_mean_fn(module, draws, device):
@@ -238,23 +276,27 @@ def conditional_mean_fn(module, draws, device):
     scores are computed in float64, as :func:`log_likelihood` is: for a
     Gaussian model (``module.is_gaussian``) through its covariance
     (:func:`~skvae._likelihood.gaussian_conditional_mean`, which is cheaper
-    on wide data), for a Gaussian mixture through its latent space; otherwise
+    on wide data), for a Gaussian mixture as the decoder mean at the exact
+    posterior mean (:func:`_linear_posterior_mean`), since the noise of the
+    missing entries is independent of the observed ones; otherwise
     estimated by self-normalised importance sampling over ``draws``
     (``module.conditional_mean``).
     """
     exact = inference_dtype(device) == torch.float64
     if exact and module.is_gaussian:
-        marginal = _kept_marginal_gaussian()
+        components = _kept_components()
 
         def gaussian(module, x, mask):
-            mean, covariance, factors = marginal(module, x)
+            ((mean, covariance, factors),) = components(module, x)
             return gaussian_conditional_mean(x, mean, covariance, mask, factors)
 
         return gaussian, module.n_features
     if exact and module.has_linear_decoder:
+        posterior_mean = _linear_posterior_mean()
 
         def linear(module, x, mask):
-            return module.linear_conditional_mean(x, mask)
+            weight, bias = module.linear_decoder()
+            return posterior_mean(module, x, mask) @ weight.T + bias
 
         return linear, _linear_mixture_width(module)
 
@@ -276,10 +318,10 @@ def conditional_draw_fn(module, draws, device):
     is only as good as the encoder's proposal.
     """
     if inference_dtype(device) == torch.float64 and module.is_gaussian:
-        marginal = _kept_marginal_gaussian()
+        components = _kept_components()
 
         def gaussian(module, x, mask, uniform, noise):
-            mean, covariance, factors = marginal(module, x)
+            ((mean, covariance, factors),) = components(module, x)
             return gaussian_conditional_mean(
                 x, mean, covariance, mask, factors, noise=noise
             )
@@ -294,11 +336,11 @@ def conditional_draw_fn(module, draws, device):
 
 def _gaussian_scorer():
     """``fn`` for :func:`map_rows`: the exact log p(x_o) of a Gaussian model."""
-    marginal = _kept_marginal_gaussian()
+    components = _kept_components()
 
     def fn(module, x, mask):
         x, mask = _in_float64(x, mask)
-        mean, covariance, factors = marginal(module, x)
+        ((mean, covariance, factors),) = components(module, x)
         return full_gaussian_log_prob(x, mean, covariance, mask, factors)
 
     return fn
@@ -316,50 +358,58 @@ def _in_float64(x, mask):
     return x.cpu().double(), None if mask is None else mask.cpu()
 
 
-def _kept_marginal_gaussian():
-    """``marginal(module, x)``: a Gaussian model's mean, covariance and factors.
+def _kept_components():
+    """``components(module, x)``: a linear decoder's p(x), component by component.
 
-    Computed at the first chunk, in ``x``'s dtype and on its device, and kept
-    for the others: a ``D^3`` factorization
-    (:class:`~skvae._likelihood.GaussianFactors`) per chunk would dominate on
-    wide data.
+    :func:`~skvae._likelihood.linear_mixture_data_components` (one for the
+    N(0, I) prior: a Gaussian model's mean, covariance and factors),
+    computed at the first chunk, in ``x``'s dtype and on its device, and
+    kept for the others: ``K D^3`` of factorizations per chunk would
+    dominate on wide data.
     """
     kept = []
 
-    def marginal(module, x):
+    def components(module, x):
         if not kept:
-            mean, covariance = (
-                t.to(device=x.device, dtype=x.dtype) for t in module.marginal_gaussian()
+            weight, bias, _, means, cholesky = _linear_parameters(module, x)
+            if module.prior_components == 1:
+                means = cholesky = None
+            kept.extend(
+                linear_mixture_data_components(
+                    weight, bias, module.variance.to(x), means, cholesky
+                )
             )
-            kept.append((mean, covariance, GaussianFactors(covariance)))
-        return kept[0]
+        return kept
 
-    return marginal
+    return components
 
 
 def _linear_mixture_scorer():
     """``fn`` for :func:`map_rows`: the exact log p(x_o) of a linear decoder.
 
-    The factors for complete rows are computed at the first chunk and kept
-    for the others.
+    In latent space (:func:`~skvae._likelihood.linear_mixture_log_prob`),
+    with the factors for complete rows computed at the first chunk and kept
+    for the others; a wide model's rows with missing entries go through
+    p(x)'s components in data space (:func:`_by_completeness`).
     """
     factors = []
+    components = _kept_components()
 
     def fn(module, x, mask):
         weight, bias = module.linear_decoder()
         log_weights, means, cholesky = module.prior_mixture()
         if not factors:
             factors.append(linear_mixture_factors(weight, module.variance, cholesky))
-        return linear_mixture_log_prob(
-            x,
-            weight,
-            bias,
-            module.variance,
-            log_weights,
-            means,
-            cholesky,
-            mask,
-            factors[0],
-        )
+        args = weight, bias, module.variance, log_weights, means, cholesky
+
+        def latent(x, mask):
+            return linear_mixture_log_prob(x, *args, mask, factors[0])
+
+        def data(x, mask):
+            return gaussian_mixture_log_prob(
+                x, log_weights, components(module, x), mask
+            )
+
+        return _by_completeness(module, x, mask, latent, data)
 
     return fn

@@ -799,6 +799,91 @@ def _linear_mixture_components(
         yield rows, log_component, v, inner
 
 
+def linear_mixture_data_components(weight, bias, variance, means=None, cholesky=None):
+    r"""The Gaussian components of p(x) for a linear decoder, in data space.
+
+    In the notation of :func:`linear_mixture_log_prob`, one ``(mean,
+    covariance, factors)`` per prior component: :math:`A m_k + c`,
+    :math:`(A L_k)(A L_k)^\top + \Psi` and its :class:`GaussianFactors`;
+    without ``means`` (the N(0, I) prior), the one Gaussian
+    :math:`\mathcal N(c, A A^\top + \Psi)`. They cost ``K D^3`` and hold
+    ``3 K D^2`` values: the D-by-D systems that the latent-space functions
+    avoid, worth paying once for rows with missing entries where the latent
+    space is wide, whose patterns would cost ``K q^3`` each.
+    """
+    if means is None:
+        pairs = [(bias, weight @ weight.T + torch.diag(variance))]
+    else:
+        pairs = []
+        for mean, factor in zip(means, cholesky, strict=True):
+            loading = weight @ factor
+            pairs.append(
+                (weight @ mean + bias, loading @ loading.T + torch.diag(variance))
+            )
+    return [
+        (mean, covariance, GaussianFactors(covariance)) for mean, covariance in pairs
+    ]
+
+
+def gaussian_mixture_log_prob(x, log_weights, components, mask=None):
+    r""":math:`\log \sum_k \pi_k \mathcal N(x_o \mid \mu_{k,o}, \Sigma_{k,oo})` per row.
+
+    ``components`` as :func:`linear_mixture_data_components` gives them,
+    each scored by :func:`full_gaussian_log_prob`; a row with nothing
+    observed gets 0.
+    """
+    log_component = torch.stack(
+        [
+            full_gaussian_log_prob(x, mean, covariance, mask, factors)
+            for mean, covariance, factors in components
+        ]
+    )
+    out = torch.logsumexp(log_component + log_weights.unsqueeze(1), 0)
+    if mask is not None:
+        out[~mask.any(1)] = 0.0  # not the rounding of log sum pi_k
+    return out
+
+
+def linear_mixture_posterior_mean_in_data_space(
+    x, weight, log_weights, means, cholesky, components, mask=None
+):
+    r""":func:`linear_mixture_posterior_mean` through p(x)'s components in data space.
+
+    Component :math:`k`'s posterior mean is :math:`m_k + L_k L_k^\top
+    A^\top \Sigma_k^{-1} r_k`, where :math:`r_k` is the residual from
+    :math:`A m_k + c` with its missing entries at their conditional means
+    under the component (:func:`gaussian_conditional_mean`):
+    :math:`\Sigma_k^{-1} r_k` is then :math:`\Sigma_{k,oo}^{-1} r_o` on
+    the observed entries and 0 on the others. The components are weighted
+    by their responsibilities, :math:`\pi_k \mathcal N_k(x_o)` normalised.
+    This costs what ``K`` conditional means and log-densities cost, where the
+    latent-space formula costs ``K q^3`` per pattern of missing entries. A
+    row with no observed entry gets the prior's mean. ``components`` are
+    :func:`linear_mixture_data_components` of the same model.
+
+    Returns
+    -------
+    Tensor of shape (n_samples, q)
+    """
+    log_component, posterior = [], []
+    for mean, factor, (centre, covariance, factors) in zip(
+        means, cholesky, components, strict=True
+    ):
+        filled = gaussian_conditional_mean(x, centre, covariance, mask, factors)
+        solved = torch.cholesky_solve((filled - centre).T, factors.cholesky)
+        posterior.append(mean + (factor @ (factor.T @ (weight.T @ solved))).T)
+        if len(components) > 1:
+            log_component.append(
+                full_gaussian_log_prob(x, centre, covariance, mask, factors)
+            )
+    if len(components) == 1:
+        return posterior[0]
+    responsibilities = torch.softmax(
+        torch.stack(log_component) + log_weights.unsqueeze(1), 0
+    )
+    return (responsibilities.unsqueeze(2) * torch.stack(posterior)).sum(0)
+
+
 def standard_normal_log_prob(z):
     """Log-density of ``N(0, I)`` summed over the last dimension."""
     return -0.5 * (LOG_2PI + z**2).sum(-1)

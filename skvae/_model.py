@@ -14,7 +14,6 @@ from ._likelihood import (
     gaussian_log_prob_of_squares,
     kl_between_normals,
     kl_to_standard_normal,
-    linear_mixture_posterior_mean,
     mixture_log_prob,
     optimal_variance,
     standard_normal_log_prob,
@@ -503,33 +502,6 @@ class VAEModule(nn.Module):
         """
         log_w, x_mean, _ = self._importance(x, eps, mask)
         return torch.einsum("bk,bkd->bd", torch.softmax(log_w, 1), x_mean)
-
-    def linear_posterior_mean(self, x, mask):
-        """E[z | x_o], exactly, where the decoder is linear (:attr:`has_linear_decoder`).
-
-        :func:`~skvae._likelihood.linear_mixture_posterior_mean`: the mean of
-        the true posterior p(z | x_o), which the encoder's q(z | x) only
-        approximates (and exactly only at a closed-form fit to complete
-        rows). Returns a tensor of shape (batch, n_components); a row with
-        no observed entry gets the prior's mean.
-        """
-        weight, bias = self.linear_decoder()
-        log_weights, means, cholesky = self.prior_mixture()
-        return linear_mixture_posterior_mean(
-            x, weight, bias, self.variance, log_weights, means, cholesky, mask
-        )
-
-    def linear_conditional_mean(self, x, mask):
-        """E[x | x_o], exactly, where the decoder is linear (:attr:`has_linear_decoder`).
-
-        The decoder mean at the posterior mean of z
-        (:meth:`linear_posterior_mean`): the conditional expectation that
-        :meth:`conditional_mean` estimates by importance sampling. Returns a
-        tensor of shape (batch, n_features); only its missing entries are of
-        use.
-        """
-        weight, bias = self.linear_decoder()
-        return self.linear_posterior_mean(x, mask) @ weight.T + bias
 
     def posterior_predictive(self, x, eps, mask, uniform, noise):
         """A draw from p(x | x_o) by sampling importance resampling.

@@ -13,11 +13,14 @@ from skvae._likelihood import (
     full_gaussian_log_prob,
     gaussian_conditional_mean,
     gaussian_log_prob,
+    gaussian_mixture_log_prob,
     kl_between_normals,
     kl_to_standard_normal,
+    linear_mixture_data_components,
     linear_mixture_factors,
     linear_mixture_log_prob,
     linear_mixture_posterior_mean,
+    linear_mixture_posterior_mean_in_data_space,
     log_mean_exp,
     mixture_log_prob,
     optimal_variance,
@@ -323,6 +326,13 @@ def test_linear_mixture_log_prob_is_the_data_space_mixture(q, incomplete_route):
         marginal(r, o) if o.any() else 0.0 for r, o in zip(x, mask, strict=True)
     ]
     assert_allclose(got, expected, rtol=1e-10)
+    # The same mixture through its components in data space.
+    weight, bias, variance, log_weights, means, cholesky = args
+    components = linear_mixture_data_components(weight, bias, variance, means, cholesky)
+    through_data = gaussian_mixture_log_prob(
+        torch.as_tensor(x), log_weights, components, torch.as_tensor(mask)
+    )
+    assert_allclose(through_data.numpy(), expected, rtol=1e-10)
 
 
 def test_gaussian_conditional_mean_is_gaussian_conditioning():
@@ -395,8 +405,43 @@ def test_linear_mixture_posterior_mean_is_the_mixture_posterior(q, incomplete_ro
     ).numpy()
     assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
     assert_allclose(got[0], np.exp(log_weights) @ means, rtol=1e-12)
+    components = linear_mixture_data_components(*args[:3], *args[4:])
+    through_data = linear_mixture_posterior_mean_in_data_space(
+        torch.as_tensor(x), *args[:1], *args[3:], components, torch.as_tensor(mask)
+    ).numpy()
+    assert_allclose(through_data, expected, rtol=1e-9, atol=1e-12)
     complete = linear_mixture_posterior_mean(torch.as_tensor(x[1:2]), *args).numpy()
     assert_allclose(complete[0], got[1], rtol=1e-12)
+
+
+def test_data_space_route_of_the_standard_normal_prior_is_its_gaussian():
+    """Without prior means, one component: N(c, A A^T + Psi), and its posterior."""
+    args, _ = _linear_mixture(4, n_features=7, k=1)
+    weight, bias, variance = args[:3]
+    q = weight.shape[1]
+    ((mean, covariance, factors),) = linear_mixture_data_components(
+        weight, bias, variance
+    )
+    assert torch.equal(mean, bias)
+    assert_allclose(
+        covariance.numpy(), (weight @ weight.T + torch.diag(variance)).numpy()
+    )
+    rng = np.random.default_rng(4)
+    x = torch.as_tensor(bias.numpy() + rng.normal(size=(30, 7)) * 3)
+    mask = torch.as_tensor(rng.random((30, 7)) > 0.4)
+    standard = (
+        torch.zeros(1).double(),
+        torch.zeros(1, q).double(),
+        torch.eye(q).double().unsqueeze(0),
+    )
+    assert_allclose(
+        linear_mixture_posterior_mean_in_data_space(
+            x, weight, *standard, [(mean, covariance, factors)], mask
+        ).numpy(),
+        linear_mixture_posterior_mean(x, *args[:3], *standard, mask).numpy(),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def test_linear_mixture_log_prob_uses_given_factors_for_complete_rows_only(

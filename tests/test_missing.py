@@ -398,43 +398,55 @@ def test_exact_posterior_mean_of_a_float32_module_is_computed_in_float64(ppca):
     assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_wide_latent_spaces_take_the_data_space_posterior_or_the_encoder(
+def test_wide_latent_spaces_take_the_data_space_route_with_the_same_results(
     ppca, monkeypatch
 ):
     # Past ROW_SYSTEMS_MAX_COMPONENTS latent dimensions (here 0, so that
-    # small models show it): a Gaussian's exact posterior mean through its
-    # conditional means in data space; a mixture's, at q^3 per pattern, is
-    # not computed, and the encoder's mean is returned.
+    # small models show it), rows with missing entries of a linear decoder
+    # go through p(x)'s components in data space: posterior means,
+    # log-densities and conditional means as in latent space.
     from test_estimator import linear_posterior_means
 
     from skvae import _inference
+    from skvae._inference import conditional_mean_fn, inference_module
 
     X = remove_at_random(ppca.X_test, 0.3, 7)
+    X[0] = np.nan  # nothing observed: the prior's mean, and log p = 0
     gaussian = GaussianVAE(
         n_components=2, **{**SMALL, "hidden_layer_sizes": (), "max_iter": 5}
     ).fit(ppca.X_train)
-    expected = gaussian.transform(X)
-    monkeypatch.setattr(_inference, "ROW_SYSTEMS_MAX_COMPONENTS", 0)
-    assert_allclose(gaussian.transform(X), expected, rtol=1e-9, atol=1e-12)
-    assert_allclose(
-        gaussian.transform(X),
-        linear_posterior_means(gaussian, X),
-        rtol=1e-9,
-        atol=1e-12,
-    )
     mixture = GaussianVAE(
         n_components=2,
         **{**SMALL, "hidden_layer_sizes": (), "prior_components": 3, "max_iter": 5},
     ).fit(ppca.X_train)
+    assert mixture.module_.has_linear_decoder and not mixture.module_.is_gaussian
     x = torch.as_tensor(np.nan_to_num((X - mixture.mean_) / mixture.scale_))
-    with torch.no_grad():
-        encoded = mixture.module_.encode(
-            x.to(mixture.module_.variance), torch.as_tensor(~np.isnan(X))
-        )[0]
-    seen = ~np.isnan(X).all(1)  # a row with nothing observed: the prior mean
+    mask = torch.as_tensor(~np.isnan(X))
+
+    module = inference_module(mixture.module_, torch.device("cpu"))
+
+    def results():
+        fn, _ = conditional_mean_fn(module, None, torch.device("cpu"))
+        with torch.no_grad():
+            filled = fn(module, x, mask)
+        return (
+            gaussian.transform(X),
+            mixture.transform(X),
+            mixture.score_samples(X),
+            filled.numpy(),
+        )
+
+    expected = results()
+    monkeypatch.setattr(_inference, "ROW_SYSTEMS_MAX_COMPONENTS", 0)
+    for got, want in zip(results(), expected, strict=True):
+        assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     assert_allclose(
-        mixture.transform(X)[seen], encoded.cpu().numpy()[seen], rtol=1e-5, atol=1e-6
+        expected[0], linear_posterior_means(gaussian, X), rtol=1e-9, atol=1e-12
     )
+    # The encoder's mean is another thing: the test can tell them apart.
+    with torch.no_grad():
+        encoded = mixture.module_.encode(x.to(mixture.module_.variance), mask)[0]
+    assert np.abs(encoded.cpu().numpy() - expected[1])[1:].max() > 0.05
 
 
 def test_row_without_observed_entries_gets_the_mixture_prior_mean(ppca):
