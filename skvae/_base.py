@@ -32,7 +32,7 @@ from ._linear_start import (
     probabilistic_pca,
     start_log_likelihood,
 )
-from ._model import VAEModule
+from ._model import ACTIVATIONS, VAEModule
 from ._training import (
     FINAL_FRACTION,
     LEARNING_RATE_DROPS,
@@ -283,9 +283,42 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             observed = count_observed(X)
             check_observed_features(observed)
             self._initialize(X, has_missing=bool((observed < X.shape[0]).any()))
-        elif not hasattr(self, "_optimizer"):  # dropped when pickled
-            self._optimizer = self._make_optimizer(X.shape[0])
+        else:
+            self._check_fitted_network()
+            if not hasattr(self, "_optimizer"):  # dropped when pickled
+                self._optimizer = self._make_optimizer(X.shape[0])
         return self._fit_validated(X, incremental)
+
+    def _check_fitted_network(self):
+        """Raise if a parameter that shapes the network changed since the fit.
+
+        ``warm_start`` and :meth:`partial_fit` continue training the fitted
+        module, which cannot take a new shape; silently training the old one
+        would ignore the new value.
+        """
+        module = self.module_
+        mode = self.decoder_variance
+        fitted = {
+            "hidden_layer_sizes": (
+                tuple(self.hidden_layer_sizes),
+                module.hidden_layer_sizes,
+            ),
+            "activation": (self.activation, module.activation),
+            "decoder_variance": (
+                mode if isinstance(mode, str) else "fixed",
+                module.variance_mode,
+            ),
+        }
+        if self.n_components is not None:
+            fitted["n_components"] = (self.n_components, module.n_components)
+        for name, (now, then) in fitted.items():
+            if now != then:
+                raise ValueError(
+                    f"{name}={now!r} differs from the fitted network's {then!r}: "
+                    "warm_start and partial_fit continue training the fitted "
+                    "network, whose shape cannot change. Call fit with "
+                    "warm_start=False, or use a new estimator, to fit the new one."
+                )
 
     def _fit_validated(self, X, incremental):
         """Train on validated X; the one extension point of fitting.
@@ -486,9 +519,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self.noise_variance_ = variance_in_units(variance, self.scale_)
 
     def _check_hidden_layer_sizes(self):
-        sizes = np.asarray(self.hidden_layer_sizes)
-        if sizes.ndim != 1 or not all(
-            isinstance(s, Integral) and s >= 1 for s in sizes.tolist()
+        try:
+            sizes = list(self.hidden_layer_sizes)
+        except TypeError:  # a 0-d array
+            sizes = [None]
+        if not all(
+            isinstance(s, Integral) and not isinstance(s, (bool, np.bool_)) and s >= 1
+            for s in sizes
         ):
             raise ValueError(
                 "hidden_layer_sizes must be a sequence of positive integers (an empty "
@@ -514,6 +551,18 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         return min(self.batch_size, n_samples)
 
     def _initialize(self, X, has_missing):
+        if (
+            self.init != "random"
+            and self.n_components is not None
+            and self.n_components > X.shape[1]
+        ):
+            raise ValueError(
+                f"n_components={self.n_components} is more than the "
+                f"{X.shape[1]} features of X: with init={self.init!r} training "
+                "starts at a linear model, which has at most one latent "
+                f"dimension per feature. Use n_components <= {X.shape[1]}, or "
+                "init='random'."
+            )
         self.device_ = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         self._init_seed = init_seed = draw_seed(rng)
@@ -1013,17 +1062,44 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self._place_loaded_module(stacklevel=stacklevel)
 
     def _module_from_state(self, state):
-        """Rebuild the torch module from :func:`_module_state`'s output."""
+        """Rebuild the torch module from :func:`_module_state`'s output.
+
+        As it was fitted, whatever the parameters say now (they may have
+        been set since): the hidden layers' sizes are read off the weights,
+        the rest from the module's attributes (the activation from the
+        parameters in files saved before it was stored).
+        """
         flags = state["flags"]
-        module = self._build_module(
-            int(flags["n_features"]),
-            bool(flags.get("mask_input", False)),
-            int(flags.get("prior_components", 1)),
-            n_components=int(flags["n_components"]),
-            linear_path=bool(flags.get("linear_path", False)),
-        )
-        if set(flags) - set(vars(module)) or not all(
-            isinstance(v, (bool, int, float, str)) for v in flags.values()
+        mode = flags.get("variance_mode", "feature")
+        activation = flags.get("activation", self.activation)
+        try:
+            if activation not in ACTIVATIONS:
+                raise ValueError
+            module = VAEModule(
+                n_features=int(flags["n_features"]),
+                # Read off the encoder where a file lacks it: files saved
+                # before numpy integers were stored as ints dropped it.
+                n_components=int(
+                    flags.get(
+                        "n_components",
+                        np.shape(state["weights"]["encoder_head.weight"])[0] // 2,
+                    )
+                ),
+                hidden_layer_sizes=_hidden_layer_sizes(state["weights"]),
+                activation=activation,
+                # A fixed variance is a buffer among the weights.
+                decoder_variance=1.0 if mode == "fixed" else str(mode),
+                min_variance=float(flags.get("min_variance", self.min_variance)),
+                mask_input=bool(flags.get("mask_input", False)),
+                linear_path=bool(flags.get("linear_path", False)),
+                prior_components=int(flags.get("prior_components", 1)),
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            module = None
+        if (
+            module is None
+            or set(flags) - set(vars(module))
+            or not all(isinstance(v, (bool, int, float, str)) for v in flags.values())
         ):
             raise ValueError(f"Invalid module attributes {flags!r:.200}.")
         weights = {
@@ -1063,6 +1139,16 @@ def _module_state(module):
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))
         },
     }
+
+
+def _hidden_layer_sizes(weights):
+    """The hidden layers' widths of a module, from its encoder's weights."""
+    layers = sorted(
+        int(name.split(".")[1])
+        for name in weights
+        if name.startswith("encoder_body.") and name.endswith(".weight")
+    )
+    return tuple(int(weights[f"encoder_body.{i}.weight"].shape[0]) for i in layers)
 
 
 def _start_rows(rows, rng):

@@ -50,6 +50,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     n_components : int or None, default=None
         Dimension of the latent space; None gives one latent dimension per
         feature, as :class:`~sklearn.decomposition.PCA` keeps all components.
+        More than one per feature needs ``init="random"``: the linear start
+        has at most as many.
 
     prior_components : int or "auto", default=1
         Number of Gaussian components of the prior p(z). 1 is the standard
@@ -296,7 +298,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     warm_start : bool, default=False
         Continue training from the fitted weights on the next call to
-        :meth:`fit` instead of starting afresh.
+        :meth:`fit` instead of starting afresh. The network's shape
+        (``n_components``, ``hidden_layer_sizes``, ``activation``, the kind
+        of ``decoder_variance``) cannot change in between: a ValueError
+        says so.
 
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` is stacked onto

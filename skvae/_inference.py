@@ -106,11 +106,12 @@ def map_rows(
     out = None
     for chunk in gen_batches(X.shape[0], rows):
         if mean is None:
-            x = torch.as_tensor(X[chunk], dtype=dtype, device=device)
+            # A copy: X may be read-only (a memory map, a pandas view).
+            x = torch.tensor(X[chunk], dtype=dtype, device=device)
             mask = None
         else:
             x, mask = to_tensor(X[chunk], mean, scale, dtype, device, knots=knots)
-        more = [torch.as_tensor(a[chunk], dtype=dtype, device=device) for a in extra]
+        more = [torch.tensor(a[chunk], dtype=dtype, device=device) for a in extra]
         result = fn(module, x, mask, *more).cpu().numpy()
         if out is None:
             out = np.empty((X.shape[0], *result.shape[1:]), dtype=np.float64)

@@ -261,6 +261,15 @@ def mixture_prior(
         # Chosen on more rows (a structure is kept for warm-started refits)
         # than these: more components than rows cannot be fitted.
         structure = None
+    if structure is None and n_components != "auto":
+        n_rows = codes.values.shape[0]
+        if n_components > n_rows:
+            raise ValueError(
+                f"prior_components={n_components} is more than the {n_rows} "
+                "rows the prior's mixture is fitted on (the training rows, less "
+                "those held out for early stopping). Use fewer components, or "
+                "prior_components='auto'."
+            )
     if structure is not None or n_components != "auto":
         covariance_type, k = structure or ("full", n_components)
         mixture = fit_gaussian_mixture(codes.values, k, covariance_type, random_state)

@@ -19,7 +19,7 @@ from ._likelihood import (
     standard_normal_log_prob,
 )
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "identity": nn.Identity,
     "logistic": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -53,7 +53,7 @@ def _mlp(sizes, activation):
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
         layers += [
             nn.Linear(n_in, n_out, dtype=PARAMETER_DTYPE),
-            _ACTIVATIONS[activation](),
+            ACTIVATIONS[activation](),
         ]
     return nn.Sequential(*layers)
 
@@ -109,9 +109,12 @@ class VAEModule(nn.Module):
         prior_components=1,
     ):
         super().__init__()
-        hidden = tuple(hidden_layer_sizes)
-        self.n_features = n_features
-        self.n_components = n_components
+        hidden = tuple(int(size) for size in hidden_layer_sizes)
+        # Plain Python values: they travel with the weights (pickle, save).
+        self.n_features = int(n_features)
+        self.n_components = int(n_components)
+        self.hidden_layer_sizes = hidden
+        self.activation = str(activation)
         self.variance_mode = (
             decoder_variance if isinstance(decoder_variance, str) else "fixed"
         )

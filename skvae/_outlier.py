@@ -100,6 +100,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     n_components : int or None, default=None
         Dimension of the latent space; None gives one latent dimension per
         feature, as :class:`~sklearn.decomposition.PCA` keeps all components.
+        More than one per feature needs ``init="random"``: the linear start
+        has at most as many.
 
         The default, None, with the default linear decoder makes the model a
         Gaussian with a full covariance matrix (factor analysis with as many
@@ -383,7 +385,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     warm_start : bool, default=False
         Continue training from the fitted weights on the next call to
-        :meth:`fit` instead of starting afresh.
+        :meth:`fit` instead of starting afresh. The network's shape
+        (``n_components``, ``hidden_layer_sizes``, ``activation``, the kind
+        of ``decoder_variance``) cannot change in between: a ValueError
+        says so.
 
     contamination : "auto" or float, default="auto"
         How the threshold ``offset_`` is set.

@@ -62,21 +62,32 @@ def standardization(X):
 
     Each feature is first divided by the power of two just above its largest
     magnitude (exact, so the statistics are exactly equivariant under scaling
-    by powers of two and never overflow). A constant feature, whose spread is
-    zero, is scaled by its magnitude rounded down to a power of two. Missing
-    entries (NaN) are ignored. Works in chunks of rows, as
+    by powers of two and never overflow). A constant feature, whose observed
+    values are all equal, is scaled by its magnitude rounded down to a power
+    of two. Missing entries (NaN) are ignored. Works in chunks of rows, as
     :meth:`~sklearn.preprocessing.StandardScaler.partial_fit` does.
     """
     largest = np.zeros(X.shape[1])
+    lowest = np.full(X.shape[1], np.inf)
+    highest = np.full(X.shape[1], -np.inf)
     for rows in row_chunks(X):
-        chunk = np.abs(X[rows])
-        np.fmax(largest, np.nanmax(chunk, axis=0, initial=0.0), out=largest)
+        chunk = X[rows]
+        np.fmax(largest, np.nanmax(np.abs(chunk), axis=0, initial=0.0), out=largest)
+        np.fmin(lowest, np.nanmin(chunk, axis=0, initial=np.inf), out=lowest)
+        np.fmax(highest, np.nanmax(chunk, axis=0, initial=-np.inf), out=highest)
     exponent = np.frexp(largest)[1]
     scaler = StandardScaler()
     for rows in row_chunks(X):
         scaler.partial_fit(np.ldexp(X[rows], -exponent))
-    # Divided rows lie in (-1, 1), so only a constant feature has scale 1.
-    scale = np.where(scaler.scale_ == 1.0, 0.5, scaler.scale_)
+    # The spread itself, not scaler.scale_: StandardScaler calls a feature
+    # constant when its spread is below what rounding its mean could make,
+    # a bound that grows with the rows' count and the feature's offset
+    # (1e-3 around 1e9 on 20,000 rows), so that a real, small spread
+    # would be scaled as if there were none.
+    spread = np.sqrt(scaler.var_)
+    constant = (lowest >= highest) | (spread == 0.0)
+    # Divided rows lie in (-1, 1): 0.5 is the magnitude rounded down.
+    scale = np.where(constant, 0.5, spread)
     return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
 
 

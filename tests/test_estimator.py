@@ -818,10 +818,62 @@ def test_invalid_parameters(params):
         GaussianVAE(**params).fit(np.ones((5, 2)))
 
 
-@pytest.mark.parametrize("sizes", [(0,), (4, -1), (2.5,), [[3]]])
+@pytest.mark.parametrize("sizes", [(0,), (4, -1), (2.5,), [[3]], (True,), np.array(5)])
 def test_invalid_hidden_layer_sizes(sizes):
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         GaussianVAE(hidden_layer_sizes=sizes).fit(np.ones((5, 2)))
+
+
+@pytest.mark.parametrize("init", ["auto", "linear"])
+def test_more_latent_dimensions_than_features_need_a_random_start(init):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    with pytest.raises(ValueError, match=r"n_components=4 is more than the 3 features"):
+        GaussianVAE(**{**SMALL, "n_components": 4, "init": init}).fit(X)
+    vae = GaussianVAE(**{**SMALL, "n_components": 4, "init": "random", "max_iter": 2})
+    assert vae.fit(X).transform(X).shape == (40, 4)
+
+
+def test_more_prior_components_than_rows_is_a_clear_error():
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(
+        ValueError, match=r"prior_components=50 is more than the 30 rows"
+    ):
+        GaussianVAE(**{**SMALL, "prior_components": 50, "init": "linear"}).fit(X)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hidden_layer_sizes": (4,)},
+        {"activation": "logistic"},
+        {"n_components": 1},
+        {"decoder_variance": "heteroscedastic"},
+    ],
+)
+def test_warm_start_and_partial_fit_refuse_a_new_network_shape(ppca, change):
+    X = ppca.X_train[:100]
+    vae = GaussianVAE(n_components=2, warm_start=True, **{**SMALL, "max_iter": 2})
+    vae.fit(X).set_params(**change)
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=f"{name}=.* differs from the fitted network"):
+        vae.fit(X)
+    with pytest.raises(ValueError, match=f"{name}=.* differs from the fitted network"):
+        vae.partial_fit(X)
+    vae.set_params(warm_start=False).fit(X)  # a new network of the new shape
+
+
+def test_read_only_input_is_accepted_without_warnings(fitted, ppca):
+    # A memory map, or a pandas copy-on-write view: torch warns on tensors
+    # that share the memory of a read-only array.
+    X = ppca.X_test[:20].copy()
+    X.setflags(write=False)
+    Z = fitted.transform(X)
+    Z.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.score_samples(X)
+        fitted.transform(X)
+        fitted.inverse_transform(Z)
 
 
 def test_invalid_device():

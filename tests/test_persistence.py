@@ -148,6 +148,46 @@ def test_feature_names_and_output_config_survive(ppca, tmp_path):
         restored.transform(frame.rename(columns={"a": "z"}))
 
 
+@pytest.mark.parametrize("Estimator", [GaussianVAE, VAEOutlierDetector, VAEImputer])
+def test_numpy_integer_parameters_round_trip(Estimator, ppca, tmp_path):
+    # As GridSearchCV sets them from np.arange.
+    X = ppca.X_train[:100]
+    fitted = Estimator(**{**SMALL, "n_components": np.int64(2)}).fit(X)
+    skvae.save(fitted, tmp_path / "model.safetensors")
+    for restored in (
+        load(tmp_path / "model.safetensors"),
+        pickle.loads(pickle.dumps(fitted)),
+    ):
+        assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+
+
+def test_a_file_that_lost_n_components_still_loads(fitted, saved, ppca):
+    # Files saved with a numpy integer n_components, before it was stored
+    # as an int, lack it among the module's attributes: it is read off the
+    # encoder's weights.
+    metadata, tensors = read(saved)
+    payload = json.loads(metadata["payload"])
+    del payload["attributes"]["module_"]["flags"]["n_components"]
+    write(saved, {**metadata, "payload": json.dumps(payload)}, tensors)
+    assert_same_outputs(load(saved), fitted, ppca.X_test)
+
+
+def test_the_network_is_restored_as_fitted_whatever_the_parameters_now(
+    fitted, ppca, tmp_path
+):
+    X = ppca.X_test
+    expected = fitted.score_samples(X)
+    changed = copy.deepcopy(fitted).set_params(
+        activation="relu", hidden_layer_sizes=(4,)
+    )
+    skvae.save(changed, tmp_path / "model.safetensors")
+    for restored in (
+        load(tmp_path / "model.safetensors"),
+        pickle.loads(pickle.dumps(changed)),
+    ):
+        assert_array_equal(restored.score_samples(X), expected)
+
+
 def test_unfitted_estimator_round_trips(tmp_path):
     skvae.save(GaussianVAE(n_components=3, max_iter=7), tmp_path / "vae.safetensors")
     restored = load(tmp_path / "vae.safetensors")
@@ -305,7 +345,14 @@ def test_unknown_class_is_refused(saved, name):
         ),
         (lambda p: p["params"].update({"n_components": -1}), "n_components"),
         (lambda p: p["params"].update({"evil": 1}), "Invalid parameter"),
-        (lambda p: p["params"].update({"hidden_layer_sizes": [9]}), "do not fit"),
+        (
+            lambda p: p["attributes"]["module_"]["flags"].update({"n_components": 3}),
+            "do not fit",
+        ),
+        (
+            lambda p: p["attributes"]["module_"]["flags"].update({"activation": "x"}),
+            "Invalid module attributes",
+        ),
     ],
 )
 def test_a_crafted_payload_is_refused(saved, edit, message):

@@ -94,8 +94,9 @@ def assert_finite(array, shape):
 )
 def test_every_method_is_finite_on_any_data(X, batch_size, variance):
     n, d = X.shape
+    q = min(2, d)  # a linear start has at most one latent dimension per feature
     vae = GaussianVAE(
-        n_components=2,
+        n_components=q,
         batch_size=batch_size,
         decoder_variance=variance,
         random_state=0,
@@ -103,9 +104,9 @@ def test_every_method_is_finite_on_any_data(X, batch_size, variance):
     ).fit(X)
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
     Z = vae.transform(X)
-    assert_finite(Z, (n, 2))
+    assert_finite(Z, (n, q))
     assert_finite(vae.inverse_transform(Z), (n, d))
-    assert_finite(vae.inverse_transform(np.full((2, 2), 1e300)), (2, d))
+    assert_finite(vae.inverse_transform(np.full((2, q), 1e300)), (2, d))
     scores = vae.score_samples(X)
     assert_finite(scores, (n,))
     assert np.isfinite(vae.score(X)) and isinstance(vae.score(X), float)
@@ -171,6 +172,22 @@ def test_constant_features_are_scaled_by_their_magnitude():
     vae = GaussianVAE(random_state=0, **TINY).fit(X)
     assert_allclose(vae.mean_, X[0], rtol=1e-15)
     assert_array_equal(vae.scale_, [4.0, 2.0 ** np.frexp(3e-20)[1] / 2, 0.5])
+
+
+def test_a_small_spread_around_a_large_offset_is_not_taken_for_a_constant():
+    # StandardScaler calls this feature constant (its spread is below what
+    # rounding a mean of 1e9 over 2,000 rows could make); it is not, and its
+    # scale is its spread, so the density moves with its units.
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(2000, 2))
+    X = np.column_stack([noise[:, 0], 1e9 + 1e-4 * noise[:, 1]])
+    vae = GaussianVAE(random_state=0, **TINY).fit(X)
+    # To the digits that float64 statistics of values near 1e9 keep.
+    assert_allclose(vae.scale_, X.std(0), rtol=1e-3)
+    centred = GaussianVAE(random_state=0, **TINY).fit(X - [0.0, 1e9])
+    assert_allclose(
+        vae.score_samples(X), centred.score_samples(X - [0.0, 1e9]), atol=1e-2
+    )
 
 
 def test_unstandardized_data_too_large_for_float32_is_a_clear_error():
