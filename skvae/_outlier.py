@@ -189,7 +189,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         - ``"random"``: the network's usual random initialization, without a
           linear path.
         - ``"auto"``: both, with early stopping; the randomly started network
-          (with ``n_components`` latent dimensions, or 2 when that is None: a
+          (with ``n_components`` latent dimensions, or 2 (at most one per
+          feature) when that is None: a
           low-dimensional nonlinear model beside the full-dimensional linear
           one) is kept only if it gives the validation rows a higher
           log-likelihood by more than two standard errors of the per-row
@@ -339,10 +340,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         weights included: with ``init="linear"``, the closed-form start is
         kept unless training beats it on the held-out rows by more than two
         standard errors). ``"auto"`` holds rows out when the split leaves at
-        least two. Without it, training stops on the training loss, as
-        ``MLPRegressor`` does by default: on heavy-tailed data a few held-out
-        rows can dominate the mean validation ELBO early in training and stop
-        a randomly initialized network too soon (see :doc:`/benchmarks`).
+        least two; the same rows choose between the linear start and the
+        network (``init="auto"``) and between the features' maps
+        (``standardize="auto"``). Without it, training stops on the training
+        loss, as ``MLPRegressor`` does by default, which is the safer rule for
+        a randomly initialized network alone: on heavy-tailed data a few
+        held-out rows can dominate the mean validation ELBO early in training
+        and stop it too soon (see :doc:`/benchmarks`).
 
     validation_fraction : float, default=0.1
         Proportion of rows held out for early stopping.
@@ -493,7 +497,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     n_iter_ : int
         Number of epochs run since the model was initialised: a :meth:`fit`
         with ``warm_start=True`` and each :meth:`partial_fit` add to it. A
-        :meth:`fit` in closed form (see ``init``) runs none.
+        :meth:`fit` in closed form (see ``init``) runs none. Where training
+        did not beat the linear start, which is then returned, they are the
+        epochs of that discarded training (and ``loss_curve_`` its losses);
+        with ``init="auto"``, the competing network's epochs are not counted.
 
         A fit counts the epochs of its fit on all rows and of each support
         step.

@@ -10,19 +10,24 @@ A fixed variance that is too small or too large breaks the VAE in opposite
 ways, whereas the closed-form variance that :class:`~skvae.GaussianVAE` uses
 by default balances reconstruction and KL by itself.
 
-Three models are fitted to the same digit images, all in standardized units
-(each pixel has variance 1 inside the model):
+Three models are fitted to the same digit images. Variances are in the
+model's internal units: with the default ``standardize="auto"`` each pixel
+is standardized and, on these data, then Gaussianized (``marginal_knots_``
+is set; see :ref:`units`), after which a pixel's variance inside the model
+is at most about 0.84 (0.70 at the median; less for pixels that are
+nearly always blank, and 0 for the three that always are):
 
-- ``decoder_variance=1e-3``: the decoder claims pixel noise of 3% of a pixel's
-  standard deviation (``w`` of about ``3e-5`` in the mean-MSE convention).
+- ``decoder_variance=1e-3``: the decoder claims pixel noise with a standard
+  deviation of about 0.03 internal units, under 4% of the median pixel's
+  (``w`` of about ``3e-5`` in the mean-MSE convention).
   Each nat of KL is then worth almost nothing next to the reconstruction, so
   the codes run far outside the prior: an autoencoder, whose prior draws
   decode to nonsense.
 - ``decoder_variance=10.0``: the noise claimed exceeds every direction of
-  variance in the data (the largest eigenvalue of the pixel correlation
-  matrix is about 7), so encoding anything costs more KL than it saves in
-  reconstruction: the posterior collapses onto the prior and every
-  reconstruction is the mean digit.
+  variance in the data (the largest eigenvalue of the covariance of the
+  pixels inside the model is about 5.4), so encoding anything costs more KL
+  than it saves in reconstruction: the posterior collapses onto the prior
+  and every reconstruction is the mean digit.
 - ``decoder_variance="feature"`` (the default): one variance per pixel, set
   at each step to the mean squared residual.
 """
