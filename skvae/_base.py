@@ -965,9 +965,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         variance does not depend on z, the model is a Gaussian,
         ``N(b, W W^T + diag(sigma^2))``, or, under a mixture prior, a mixture
         of such Gaussians, one per component; log p(x) is then computed
-        exactly instead, without draws (a mixture only where scores are
-        computed in float64, on the CPU and CUDA: on MPS, float32 would lose
-        too many digits).
+        exactly instead, without draws, in float64 (on MPS, which has none,
+        on the CPU: float32 would lose too many digits).
 
         Missing entries (NaN) are marginalised out: a row's score is then the
         log-density of its observed entries, ``log p(x_o)``, which the

@@ -268,8 +268,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         deterministic; more draws tighten the bound and lower its noise, at a
         cost linear in their number. Where the decoder is linear (no hidden
         layers, or a linear start that training did not beat), the density is
-        a Gaussian or a Gaussian mixture, computed exactly without draws (a
-        mixture only where scores are computed in float64: not on MPS).
+        a Gaussian or a Gaussian mixture, computed exactly without draws.
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the
@@ -360,7 +359,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         epoch; None without early stopping.
 
     best_validation_score_ : float or None
-        Best validation ELBO; None without early stopping.
+        Best validation ELBO of the epochs run (of the discarded training
+        where the linear start is kept, see ``n_iter_``); None without early
+        stopping.
 
     n_features_in_ : int
         Number of features seen during :term:`fit`.
@@ -537,7 +538,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         True
         """
         X = self._validated(X)
-        Z = self._map_rows(X, *posterior_mean_fn(self.module_, self.device_))
+        Z = self._map_rows(X, *posterior_mean_fn(self.module_))
         empty = np.isnan(X).all(1)
         if empty.any():
             with torch.no_grad():

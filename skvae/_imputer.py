@@ -36,12 +36,13 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     Where the decoder is linear (no hidden layers, or a linear start that
     training did not beat), E[x_m | x_o] is computed exactly instead, as the
     density is (see ``n_importance_samples``): the decoder mean at the mean of
-    the posterior p(z | x_o), a Gaussian mixture in closed form (in float64,
-    so not on MPS, which keeps the importance sampling). With Gaussianized
+    the posterior p(z | x_o), a Gaussian mixture in closed form (in float64;
+    on MPS, which has none, on the CPU). With Gaussianized
     features (``standardize="marginal"``), it is the conditional mean in the
     model's internal units, mapped back to the units of X.
     With ``sample_posterior=True`` each missing entry is instead a draw from
-    the model's p(x_m | x_o) (sampling importance resampling, then decoder
+    the model's p(x_m | x_o) (for a Gaussian model, the exact conditional
+    Gaussian; otherwise sampling importance resampling, then decoder
     noise), for multiple imputation. Observed entries are returned unchanged.
     NaN marks a missing entry.
 
@@ -278,13 +279,12 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         deterministic; more draws tighten the bound and lower its noise, at a
         cost linear in their number. Where the decoder is linear (no hidden
         layers, or a linear start that training did not beat), the density is
-        a Gaussian or a Gaussian mixture, computed exactly without draws (a
-        mixture only where scores are computed in float64: not on MPS).
+        a Gaussian or a Gaussian mixture, computed exactly without draws.
 
         The imputations of :meth:`transform` are estimated with the same
         draws, so they are deterministic too (unless
-        ``sample_posterior=True``); where the decoder is linear and scores
-        are computed in float64, they are exact, without draws.
+        ``sample_posterior=True``); where the decoder is linear, they are
+        exact, without draws.
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the
@@ -387,7 +387,9 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         epoch; None without early stopping.
 
     best_validation_score_ : float or None
-        Best validation ELBO; None without early stopping.
+        Best validation ELBO of the epochs run (of the discarded training
+        where the linear start is kept, see ``n_iter_``); None without early
+        stopping.
 
     indicator_ : :class:`~sklearn.impute.MissingIndicator` or None
         Indicator of missing values; None if ``add_indicator=False``.
@@ -555,15 +557,13 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         """Conditional means or draws in standardized units, one row of X each."""
         eps = self._importance_draws()
         if not self.sample_posterior:
-            return self._map_rows(
-                X, *conditional_mean_fn(self.module_, eps, self.device_)
-            )
+            return self._map_rows(X, *conditional_mean_fn(self.module_, eps))
         rng = check_random_state(self.random_state)
         uniform = rng.uniform(size=X.shape[0])
         noise = rng.standard_normal(size=X.shape)
         return self._map_rows(
             X,
-            *conditional_draw_fn(self.module_, eps, self.device_),
+            *conditional_draw_fn(self.module_, eps),
             extra=(uniform, noise),
         )
 

@@ -52,13 +52,15 @@ def to_tensor(X, mean, scale, dtype, device, order=None, stream=False, knots=Non
 
 
 def inference_module(module, device):
-    """A copy of ``module`` in float64 (float32 on MPS) for scoring.
+    """A copy of ``module`` on ``device``, in float64 (float32 on MPS), for scoring.
 
     Scoring in float64 makes the densities as precise as scikit-learn's and
     each row's result independent of the batch it is computed in. A copy per
-    call also keeps concurrent calls from different threads apart.
+    call also keeps concurrent calls from different threads apart. The copy
+    moves to ``device`` before it changes dtype: an MPS tensor cannot be
+    made float64 where it is.
     """
-    return copy.deepcopy(module).to(inference_dtype(device))
+    return copy.deepcopy(module).to(device).to(inference_dtype(device))
 
 
 def importance_draws(n_components, n_draws, seed, device, dtype):
@@ -129,15 +131,15 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     ``knots``, where given, Gaussianize the standardized features, and the
     log-Jacobian of that map is included. Only the observed entries x_o of
     each row count; a row with none gets 0, the log-probability of observing
-    nothing. Where the model is a Gaussian (``module.is_gaussian``), log p(x_o)
-    is exact instead, and the draws are not used; so it is where the decoder
-    is linear (``module.has_linear_decoder``: a Gaussian mixture) and scores
-    are computed in float64 (not on MPS, whose float32 would cancel most
-    digits of the latent-space formula where a noise variance is small).
+    nothing. Where the decoder is linear (``module.has_linear_decoder``: a
+    Gaussian, ``module.is_gaussian``, or a Gaussian mixture), log p(x_o) is
+    exact instead, and the draws are not used; it is computed in float64,
+    on the CPU where the device has none (MPS, whose float32 would cancel
+    most digits where a noise variance is small).
     """
     if module.is_gaussian:
         fn, width = _gaussian_scorer(), module.n_features
-    elif module.has_linear_decoder and inference_dtype(device) == torch.float64:
+    elif module.has_linear_decoder:
         fn, width = _linear_mixture_scorer(), _linear_mixture_width(module)
     else:
 
@@ -167,7 +169,7 @@ def log_likelihood(module, X, *, mean, scale, draws, device, knots=None):
     return log_px
 
 
-def posterior_mean_fn(module, device):
+def posterior_mean_fn(module):
     """``(fn, width)`` for :func:`map_rows`: E[z | x_o] of each row.
 
     Exact where the decoder is linear (``module.has_linear_decoder``;
@@ -270,12 +272,11 @@ def _linear_mixture_width(module):
     return max(module.widest_layer, module.n_features, module.prior_components * q)
 
 
-def conditional_mean_fn(module, draws, device):
+def conditional_mean_fn(module, draws):
     """``(fn, width)`` for :func:`map_rows`: E[x | x_o] of each row, in internal units.
 
-    Exact where the decoder is linear (``module.has_linear_decoder``) and
-    scores are computed in float64, as :func:`log_likelihood` is: for a
-    Gaussian model (``module.is_gaussian``) through its covariance
+    Exact where the decoder is linear (``module.has_linear_decoder``), in
+    float64 as :func:`log_likelihood` is: for a Gaussian model (``module.is_gaussian``) through its covariance
     (:func:`~skvae._likelihood.gaussian_conditional_mean`, which is cheaper
     on wide data), for a Gaussian mixture as the decoder mean at the exact
     posterior mean (:func:`_linear_posterior_mean`), since the noise of the
@@ -283,21 +284,22 @@ def conditional_mean_fn(module, draws, device):
     estimated by self-normalised importance sampling over ``draws``
     (``module.conditional_mean``).
     """
-    exact = inference_dtype(device) == torch.float64
-    if exact and module.is_gaussian:
+    if module.is_gaussian:
         components = _kept_components()
 
         def gaussian(module, x, mask):
+            x, mask = _in_float64(x, mask)
             ((mean, covariance, factors),) = components(module, x)
             return gaussian_conditional_mean(x, mean, covariance, mask, factors)
 
         return gaussian, module.n_features
-    if exact and module.has_linear_decoder:
+    if module.has_linear_decoder:
         posterior_mean = _linear_posterior_mean()
 
         def linear(module, x, mask):
-            weight, bias = module.linear_decoder()
-            return posterior_mean(module, x, mask) @ weight.T + bias
+            z = posterior_mean(module, x, mask)
+            weight, bias = (t.to(z) for t in module.linear_decoder())
+            return z @ weight.T + bias
 
         return linear, _linear_mixture_width(module)
 
@@ -307,21 +309,23 @@ def conditional_mean_fn(module, draws, device):
     return sampled, draws.shape[0] * module.widest_layer
 
 
-def conditional_draw_fn(module, draws, device):
+def conditional_draw_fn(module, draws):
     """``(fn, width)`` for :func:`map_rows` with extras ``(uniform, noise)``: p(x | x_o).
 
     A draw for each row's missing entries, in internal units. Exact for a
-    Gaussian model (``module.is_gaussian``) where scores are computed in
-    float64: the conditional Gaussian, drawn with ``noise``
+    Gaussian model (``module.is_gaussian``), in float64 as
+    :func:`log_likelihood` is: the conditional Gaussian, drawn with ``noise``
     (:func:`~skvae._likelihood.gaussian_conditional_mean`); otherwise by
     sampling importance resampling over ``draws``
     (``module.posterior_predictive``, which also takes ``uniform``), which
     is only as good as the encoder's proposal.
     """
-    if inference_dtype(device) == torch.float64 and module.is_gaussian:
+    if module.is_gaussian:
         components = _kept_components()
 
         def gaussian(module, x, mask, uniform, noise):
+            x, mask = _in_float64(x, mask)
+            noise = noise.to(x)
             ((mean, covariance, factors),) = components(module, x)
             return gaussian_conditional_mean(
                 x, mean, covariance, mask, factors, noise=noise
@@ -397,11 +401,12 @@ def _linear_mixture_scorer():
     components = _kept_components()
 
     def fn(module, x, mask):
-        weight, bias = module.linear_decoder()
-        log_weights, means, cholesky = module.prior_mixture()
+        x, mask = _in_float64(x, mask)
+        weight, bias, log_weights, means, cholesky = _linear_parameters(module, x)
+        variance = module.variance.to(x)
         if not factors:
-            factors.append(linear_mixture_factors(weight, module.variance, cholesky))
-        args = weight, bias, module.variance, log_weights, means, cholesky
+            factors.append(linear_mixture_factors(weight, variance, cholesky))
+        args = weight, bias, variance, log_weights, means, cholesky
 
         def latent(x, mask):
             return linear_mixture_log_prob(x, *args, mask, factors[0])

@@ -370,8 +370,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         deterministic; more draws tighten the bound and lower its noise, at a
         cost linear in their number. Where the decoder is linear (no hidden
         layers, or a linear start that training did not beat), the density is
-        a Gaussian or a Gaussian mixture, computed exactly without draws (a
-        mixture only where scores are computed in float64: not on MPS).
+        a Gaussian or a Gaussian mixture, computed exactly without draws.
 
     device : str or torch.device, default="auto"
         Where to train and score: ``"auto"`` picks CUDA, then MPS, then the
@@ -526,7 +525,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         epoch; None without early stopping.
 
     best_validation_score_ : float or None
-        Best validation ELBO; None without early stopping.
+        Best validation ELBO of the epochs run (of the discarded training
+        where the linear start is kept, see ``n_iter_``); None without early
+        stopping.
 
     n_features_in_ : int
         Number of features seen during :term:`fit`.
@@ -694,7 +695,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         if not module.has_linear_decoder or module.prior_components > 1:
             return None
         # In float64 on the CPU, from the float32 weights (exact in float64).
-        module = inference_module(module, torch.device("cpu")).cpu()
+        module = inference_module(module, torch.device("cpu"))
         with torch.no_grad():
             return tuple(t.numpy() for t in module.marginal_gaussian())
 

@@ -139,3 +139,57 @@ def test_posterior_statistics_sum_in_the_devices_dtype(monkeypatch):
     assert kl32.dtype == torch.float32
     assert_allclose(kl32.numpy(), kl.numpy(), rtol=1e-5)
     assert_allclose(variance32.numpy(), variance.numpy(), rtol=1e-5)
+
+
+def test_linear_decoders_on_a_float32_device_are_exact_in_float64_on_the_cpu(
+    monkeypatch,
+):
+    # A mixture prior's scores, posterior means and imputations, and a
+    # Gaussian's conditional draws: exact, from the CPU in float64, as on a
+    # float64 device, not importance-sampled.
+    from skvae import GaussianVAE, VAEImputer
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=3.0, size=(3, 2))
+    Z = centres[rng.integers(3, size=400)] + rng.normal(size=(400, 2))
+    X = Z @ rng.normal(size=(2, 5)) + 0.3 * rng.normal(size=(400, 5))
+    X_missing = X.copy()
+    X_missing[rng.random(X.shape) < 0.2] = np.nan
+    small = dict(max_iter=3, random_state=0, device="cpu")
+    mixture = GaussianVAE(hidden_layer_sizes=(), prior_components=3, **small).fit(X)
+    imputer = VAEImputer(prior_components=3, **small).fit(X_missing)
+    gaussian = VAEImputer(sample_posterior=True, **small).fit(X_missing)
+    assert mixture.module_.has_linear_decoder and not mixture.module_.is_gaussian
+    assert imputer.module_.has_linear_decoder and gaussian.module_.is_gaussian
+
+    def outputs():
+        return (
+            mixture.score_samples(X_missing),
+            mixture.transform(X_missing),
+            imputer.transform(X_missing),
+            gaussian.transform(X_missing),
+        )
+
+    expected = outputs()
+    monkeypatch.setattr(_inference, "inference_dtype", lambda device: torch.float32)
+    for got, want in zip(outputs(), expected, strict=True):
+        # Only the rows were rounded to float32 on their way in.
+        assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_scoring_copy_moves_to_its_device_before_its_dtype(monkeypatch):
+    # An MPS tensor cannot be made float64 where it is: the copy goes to
+    # the CPU first.
+    module, _ = exact_linear_gaussian_vae()
+    calls = []
+    to = torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    copy = _inference.inference_module(module, torch.device("cpu"))
+    assert calls[0] == ((torch.device("cpu"),), {})
+    assert calls[1] == ((torch.float64,), {})
+    assert next(copy.parameters()).dtype == torch.float64

@@ -389,7 +389,7 @@ def test_exact_posterior_mean_of_a_float32_module_is_computed_in_float64(ppca):
     X = remove_at_random(ppca.X_test[:50], 0.3, 6)
     mask = torch.as_tensor(~np.isnan(X))
     x = torch.as_tensor(np.nan_to_num((X - vae.mean_) / vae.scale_))
-    fn, _ = posterior_mean_fn(vae.module_, torch.device("cpu"))
+    fn, _ = posterior_mean_fn(vae.module_)
     module = copy.deepcopy(vae.module_).cpu()
     with torch.no_grad():
         expected = fn(module.double(), x, mask)
@@ -426,7 +426,7 @@ def test_wide_latent_spaces_take_the_data_space_route_with_the_same_results(
     module = inference_module(mixture.module_, torch.device("cpu"))
 
     def results():
-        fn, _ = conditional_mean_fn(module, None, torch.device("cpu"))
+        fn, _ = conditional_mean_fn(module, None)
         with torch.no_grad():
             filled = fn(module, x, mask)
         return (
