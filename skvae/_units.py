@@ -176,6 +176,13 @@ MARGINAL_BROAD_WEIGHT = 0.01
 # Beyond the data, knots at +-2^k standardized units up to this k, so that
 # the piecewise-linear map follows the Cauchy tail.
 MARGINAL_TAIL_OCTAVES = 24
+# Quantiles closer than this fraction of the data's extent are one centre.
+MARGINAL_MERGE = 1e-9
+# Between two centres, a knot this far along: not halfway, where the values
+# of discrete data fall (the midpoint of 3 and 5 is 4, which held-out rows
+# may have), and where rounding would then put such a row on either side
+# of the knot, with either segment's slope, from one fit to the next.
+INTERIOR_FRACTION = (5**0.5 - 1) / 2
 
 
 def _cauchy_cdf(z):
@@ -183,13 +190,39 @@ def _cauchy_cdf(z):
     return np.arctan2(1.0, -z) / np.pi, np.arctan2(1.0, z) / np.pi
 
 
+def _centres(values, levels):
+    """The kernel centres at quantile ``levels`` of ``values``, and their counts.
+
+    A quantile within ``MARGINAL_MERGE`` of the data's extent of a value of
+    the data is that value: np.quantile lands a rounding error (1e-12
+    relative) off the values it interpolates between, so that a repeated
+    value of discrete data became two or three knots 1e-16 apart, whose
+    segments' slopes were ratios of rounding errors (up to 5 where their
+    neighbours were near 1): the log-Jacobian of every row at that value.
+    Rows of the data are then on a knot exactly, in every fit, whatever
+    rounding the standardization made. Centres closer than that still count
+    as one.
+    """
+    ordered = np.sort(values)
+    tolerance = MARGINAL_MERGE * (ordered[-1] - ordered[0])
+    quantiles = np.quantile(ordered, levels)
+    above = np.clip(np.searchsorted(ordered, quantiles), 1, ordered.size - 1)
+    low, high = ordered[above - 1], ordered[above]
+    nearest = np.where(quantiles - low <= high - quantiles, low, high)
+    quantiles = np.where(np.abs(quantiles - nearest) <= tolerance, nearest, quantiles)
+    first = np.concatenate([[True], np.diff(quantiles) > tolerance])
+    starts = np.flatnonzero(first)
+    return quantiles[starts], np.diff(np.append(starts, quantiles.size))
+
+
 def fit_marginal_knots(Z):
     """Knots ``(z, t)`` of G for each column of standardized Z (NaN ignored).
 
     F is a mixture of a Gaussian kernel at each of up to ``MARGINAL_CENTRES``
-    quantiles of the observed values (bandwidth by Silverman's rule) and, with
-    weight ``MARGINAL_BROAD_WEIGHT``, of a standard Cauchy distribution. The
-    knots are the centres, the midpoints between them, and points at
+    quantiles of the observed values (:func:`_centres`; bandwidth by
+    Silverman's rule) and, with weight ``MARGINAL_BROAD_WEIGHT``, of a
+    standard Cauchy distribution. The knots are the centres, a point
+    between each two (``INTERIOR_FRACTION`` along), and points at
     ``+-2^k`` beyond the data; ``t = Phi^-1(F(z))`` there, strictly
     increasing. A constant column gets the identity. Returns a list of arrays
     of shape (n_knots, 2).
@@ -204,7 +237,7 @@ def fit_marginal_knots(Z):
             continue
         n = values.size
         levels = np.linspace(0.0, 1.0, min(MARGINAL_CENTRES, n))
-        centres, counts = np.unique(np.quantile(values, levels), return_counts=True)
+        centres, counts = _centres(values, levels)
         iqr = np.subtract(*np.quantile(values, [0.75, 0.25]))
         scale = min(spread, iqr / 1.349) if iqr > 0 else spread
         bandwidth = 0.9 * scale * n ** (-0.2)
@@ -212,7 +245,7 @@ def fit_marginal_knots(Z):
         points = np.concatenate(
             [
                 centres,
-                (centres[1:] + centres[:-1]) / 2,
+                centres[:-1] + INTERIOR_FRACTION * np.diff(centres),
                 centres[0] - reach - tail[tail > 0] + 1.0,
                 centres[-1] + reach + tail - 1.0,
             ]

@@ -55,6 +55,46 @@ def test_gaussianized_density_integrates_to_one(column):
     assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-4)
 
 
+def test_knots_of_repeated_values_are_not_rounding_errors_apart():
+    # np.quantile lands 1e-12 off repeated values; those copies must not
+    # become knots, whose segment slopes would be ratios of rounding errors.
+    rng = np.random.default_rng(0)
+    column = rng.poisson(30.0, size=(450, 1)).astype(float)
+    Z = (column - column.mean()) / column.std()
+    (knots,) = fit_marginal_knots(Z)
+    values = np.unique(Z)
+    assert np.diff(knots[:, 0]).min() > 0.1 * np.diff(values).min()
+    # Every value of the data is a knot, exactly.
+    assert np.isin(values, knots[:, 0]).all()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_marginal_scores_of_discrete_data_follow_any_scaling():
+    # Rows at values of the data sit on knots; held-out rows at values the
+    # training rows lack (the midpoint of two that they have) must not sit
+    # on a knot either side of which rounding could put them.
+    rng = np.random.default_rng(1)
+    X = rng.poisson([4.0, 12.0, 40.0], size=(300, 3)).astype(float)
+    X = X[(X[:, 0] % 2 == 0)]  # odd values only in the held-out rows
+    held_out = rng.poisson([4.0, 12.0, 40.0], size=(200, 3)).astype(float)
+    params = dict(
+        standardize="marginal",
+        hidden_layer_sizes=(),
+        init="linear",
+        device=DEVICE,
+        random_state=0,
+    )
+    vae = GaussianVAE(**params).fit(X)
+    for c in [3.0, 0.1, 2.54]:
+        scaled = GaussianVAE(**params).fit(c * X)
+        for rows in (X, held_out):
+            assert_allclose(
+                scaled.score_samples(c * rows),
+                vae.score_samples(rows) - 3 * np.log(c),
+                rtol=1e-6,
+            )
+
+
 @pytest.mark.parametrize("broad", [_units.MARGINAL_BROAD_WEIGHT, 1e-30])
 def test_knots_are_the_normal_quantiles_of_the_smoothed_distribution(
     monkeypatch, broad
