@@ -178,11 +178,13 @@ MARGINAL_BROAD_WEIGHT = 0.01
 MARGINAL_TAIL_OCTAVES = 24
 # Quantiles closer than this fraction of the data's extent are one centre.
 MARGINAL_MERGE = 1e-9
-# Between two centres, a knot this far along: not halfway, where the values
-# of discrete data fall (the midpoint of 3 and 5 is 4, which held-out rows
-# may have), and where rounding would then put such a row on either side
-# of the knot, with either segment's slope, from one fit to the next.
-INTERIOR_FRACTION = (5**0.5 - 1) / 2
+# Knots are not at the centres, values of the data, but this fraction of
+# the gap to either neighbour away, and as far beyond the first and last:
+# a row at a value of the data, or at one the training rows lack (4, where
+# they have 3 and 5), is then inside a segment, not on a knot, where any
+# rounding (float32 input, the standardization of scaled data) would put it
+# on either side, with either segment's slope.
+INTERIOR_FRACTION = (3 - 5**0.5) / 2
 
 
 def _cauchy_cdf(z):
@@ -199,9 +201,7 @@ def _centres(values, levels):
     value of discrete data became two or three knots 1e-16 apart, whose
     segments' slopes were ratios of rounding errors (up to 5 where their
     neighbours were near 1): the log-Jacobian of every row at that value.
-    Rows of the data are then on a knot exactly, in every fit, whatever
-    rounding the standardization made. Centres closer than that still count
-    as one.
+    Centres closer than that still count as one.
     """
     ordered = np.sort(values)
     tolerance = MARGINAL_MERGE * (ordered[-1] - ordered[0])
@@ -221,8 +221,9 @@ def fit_marginal_knots(Z):
     F is a mixture of a Gaussian kernel at each of up to ``MARGINAL_CENTRES``
     quantiles of the observed values (:func:`_centres`; bandwidth by
     Silverman's rule) and, with weight ``MARGINAL_BROAD_WEIGHT``, of a
-    standard Cauchy distribution. The knots are the centres, a point
-    between each two (``INTERIOR_FRACTION`` along), and points at
+    standard Cauchy distribution. The knots are two points between each
+    two centres, ``INTERIOR_FRACTION`` of the gap from either, one as far
+    beyond the first and the last centre, and points at
     ``+-2^k`` beyond the data; ``t = Phi^-1(F(z))`` there, strictly
     increasing. A constant column gets the identity. Returns a list of arrays
     of shape (n_knots, 2).
@@ -242,10 +243,13 @@ def fit_marginal_knots(Z):
         scale = min(spread, iqr / 1.349) if iqr > 0 else spread
         bandwidth = 0.9 * scale * n ** (-0.2)
         reach = 6.0 * bandwidth
+        gaps = np.diff(centres)
         points = np.concatenate(
             [
-                centres,
-                centres[:-1] + INTERIOR_FRACTION * np.diff(centres),
+                centres[:-1] + INTERIOR_FRACTION * gaps,
+                centres[1:] - INTERIOR_FRACTION * gaps,
+                [centres[0] - INTERIOR_FRACTION * gaps[0]],
+                [centres[-1] + INTERIOR_FRACTION * gaps[-1]],
                 centres[0] - reach - tail[tail > 0] + 1.0,
                 centres[-1] + reach + tail - 1.0,
             ]
