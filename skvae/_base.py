@@ -309,8 +309,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 module.variance_mode,
             ),
         }
-        if self.n_components is not None:
-            fitted["n_components"] = (self.n_components, module.n_components)
+        n_components = self.n_components
+        if n_components is None and self.init != "auto":
+            # One per feature; init="auto" may have kept a narrower network.
+            n_components = self.n_features_in_
+        if n_components is not None:
+            fitted["n_components"] = (n_components, module.n_components)
+        if self.prior_components != "auto":
+            fitted["prior_components"] = (
+                self.prior_components,
+                module.prior_components,
+            )
         for name, (now, then) in fitted.items():
             if now != then:
                 raise ValueError(

@@ -17,7 +17,9 @@ LOG_2PI = math.log(2.0 * math.pi)
 # missing entries (D q^2 + K q^3 a pattern, in a loop): with entries missing
 # at random from a few dozen features nearly every row has its own pattern,
 # and the loop ran 100-300 times slower. Wider latent spaces stay with the
-# patterns, where a row's systems would cost more than its pattern's share.
+# patterns here, where a row's systems would cost more than its pattern's
+# share; the estimators send those rows through data space instead
+# (skvae._inference._by_completeness), where a pattern costs K q^3.
 ROW_SYSTEMS_MAX_COMPONENTS = 64
 # Largest max(diag(Sigma)) * max(diag(P)), P = Sigma^-1 (a lower bound on the
 # condition number of Sigma), for which rows with missing entries are scored

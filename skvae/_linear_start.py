@@ -266,9 +266,11 @@ def mixture_prior(
         if n_components > n_rows:
             raise ValueError(
                 f"prior_components={n_components} is more than the {n_rows} "
-                "rows the prior's mixture is fitted on (the training rows, less "
-                "those held out for early stopping). Use fewer components, or "
-                "prior_components='auto'."
+                "rows the prior's mixture is fitted on (the rows the linear "
+                f"start is fitted on: at most {START_ROWS:,} of the training "
+                "rows, less any held out for early stopping or "
+                "standardize='auto'). "
+                "Use fewer components, or prior_components='auto'."
             )
     if structure is not None or n_components != "auto":
         covariance_type, k = structure or ("full", n_components)

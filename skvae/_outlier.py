@@ -389,9 +389,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     warm_start : bool, default=False
         Continue training from the fitted weights on the next call to
         :meth:`fit` instead of starting afresh. The network's shape
-        (``n_components``, ``hidden_layer_sizes``, ``activation``, the kind
-        of ``decoder_variance``) cannot change in between: a ValueError
-        says so.
+        (``n_components``, ``prior_components``, ``hidden_layer_sizes``,
+        ``activation``, the kind of ``decoder_variance``) cannot change in
+        between: a ValueError says so.
 
     contamination : "auto" or float, default="auto"
         How the threshold ``offset_`` is set.

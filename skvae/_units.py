@@ -176,7 +176,8 @@ MARGINAL_BROAD_WEIGHT = 0.01
 # Beyond the data, knots at +-2^k standardized units up to this k, so that
 # the piecewise-linear map follows the Cauchy tail.
 MARGINAL_TAIL_OCTAVES = 24
-# Quantiles closer than this fraction of the data's extent are one centre.
+# A quantile this fraction of a gap between two values of the data from one
+# of them is that value (_centres).
 MARGINAL_MERGE = 1e-9
 # Knots are not at the centres, values of the data, but this fraction of
 # the gap to either neighbour away, and as far beyond the first and last:
@@ -195,24 +196,21 @@ def _cauchy_cdf(z):
 def _centres(values, levels):
     """The kernel centres at quantile ``levels`` of ``values``, and their counts.
 
-    A quantile within ``MARGINAL_MERGE`` of the data's extent of a value of
-    the data is that value: np.quantile lands a rounding error (1e-12
-    relative) off the values it interpolates between, so that a repeated
-    value of discrete data became two or three knots 1e-16 apart, whose
-    segments' slopes were ratios of rounding errors (up to 5 where their
-    neighbours were near 1): the log-Jacobian of every row at that value.
-    Centres closer than that still count as one.
+    A quantile within ``MARGINAL_MERGE`` of the gap between the two values
+    of the data it lies between, of one of them, is that value: np.quantile
+    lands a rounding error (a fraction ``n eps`` of that gap) off the values
+    it interpolates between, so that a repeated value of discrete data
+    became two or three knots 1e-16 apart, whose segments' slopes were
+    ratios of rounding errors (up to 5 where their neighbours were near 1):
+    the log-Jacobian of every row at that value. Equal centres count as one.
     """
     ordered = np.sort(values)
-    tolerance = MARGINAL_MERGE * (ordered[-1] - ordered[0])
     quantiles = np.quantile(ordered, levels)
     above = np.clip(np.searchsorted(ordered, quantiles), 1, ordered.size - 1)
     low, high = ordered[above - 1], ordered[above]
     nearest = np.where(quantiles - low <= high - quantiles, low, high)
-    quantiles = np.where(np.abs(quantiles - nearest) <= tolerance, nearest, quantiles)
-    first = np.concatenate([[True], np.diff(quantiles) > tolerance])
-    starts = np.flatnonzero(first)
-    return quantiles[starts], np.diff(np.append(starts, quantiles.size))
+    snapped = np.abs(quantiles - nearest) <= MARGINAL_MERGE * (high - low)
+    return np.unique(np.where(snapped, nearest, quantiles), return_counts=True)
 
 
 def fit_marginal_knots(Z):
@@ -232,13 +230,15 @@ def fit_marginal_knots(Z):
     tail = 2.0 ** np.arange(1, MARGINAL_TAIL_OCTAVES + 1)
     for column in Z.T:
         values = column[~np.isnan(column)]
-        spread = values.std()
-        if spread == 0:
-            knots.append(np.array([[-1.0, -1.0], [1.0, 1.0]]))
-            continue
         n = values.size
         levels = np.linspace(0.0, 1.0, min(MARGINAL_CENTRES, n))
-        centres, counts = _centres(values, levels)
+        # Equal values, whose std may still round above 0 (1e-17 for seven
+        # 0.1s): one centre, and nothing to map.
+        centres, counts = _centres(values, levels) if n > 1 else (values, [1])
+        if centres.size < 2:
+            knots.append(np.array([[-1.0, -1.0], [1.0, 1.0]]))
+            continue
+        spread = values.std()
         iqr = np.subtract(*np.quantile(values, [0.75, 0.25]))
         scale = min(spread, iqr / 1.349) if iqr > 0 else spread
         bandwidth = 0.9 * scale * n ** (-0.2)

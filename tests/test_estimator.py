@@ -848,6 +848,8 @@ def test_more_prior_components_than_rows_is_a_clear_error():
         {"activation": "logistic"},
         {"n_components": 1},
         {"decoder_variance": "heteroscedastic"},
+        {"prior_components": 3},
+        {"n_components": None},  # one per feature, with init="random"
     ],
 )
 def test_warm_start_and_partial_fit_refuse_a_new_network_shape(ppca, change):

@@ -74,6 +74,24 @@ def test_knots_of_repeated_values_are_not_rounding_errors_apart():
     assert distance.min() > 0.01 * gap
 
 
+def test_equal_values_whose_std_rounds_above_zero_get_the_identity():
+    # Seven 0.1s have a std of 1e-17: one centre, not an index error.
+    Z = np.column_stack([np.full(7, 0.1), np.arange(7.0)])
+    assert Z[:, 0].std() > 0
+    (constant, _) = fit_marginal_knots(Z)
+    assert_allclose(constant, [[-1.0, -1.0], [1.0, 1.0]])
+
+
+def test_one_far_value_does_not_merge_the_others():
+    # Quantiles are values of the data only within a rounding error of the
+    # gap they lie in, not of the data's extent, which one sentinel widens.
+    rng = np.random.default_rng(3)
+    column = np.append(rng.normal(size=2000), 1e9)
+    Z = ((column - column.mean()) / column.std())[:, None]
+    T, _ = gaussianize(Z, fit_marginal_knots(Z))
+    assert 0.8 < T[:-1, 0].std() < 1.1
+
+
 def test_float32_rows_score_as_their_float64_values_with_gaussianized_features():
     rng = np.random.default_rng(2)
     X = rng.poisson([3.0, 20.0], size=(400, 2)) + rng.normal(size=(400, 2)) * [0, 1]
@@ -91,9 +109,9 @@ def test_float32_rows_score_as_their_float64_values_with_gaussianized_features()
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_marginal_scores_of_discrete_data_follow_any_scaling():
-    # Rows at values of the data sit on knots; held-out rows at values the
-    # training rows lack (the midpoint of two that they have) must not sit
-    # on a knot either side of which rounding could put them.
+    # Rows at values of the data, and held-out rows at values the training
+    # rows lack (the midpoint of two that they have), must not sit on a knot
+    # either side of which rounding could put them.
     rng = np.random.default_rng(1)
     X = rng.poisson([4.0, 12.0, 40.0], size=(300, 3)).astype(float)
     X = X[(X[:, 0] % 2 == 0)]  # odd values only in the held-out rows
