@@ -46,6 +46,7 @@ from ._training import (
     lower_learning_rate,
     make_optimizer,
     posterior_statistics,
+    with_weight_decay,
 )
 from ._units import (
     check_observed_features,
@@ -403,6 +404,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 clone_state(self.module_.state_dict()),
                 self.module_.variance_head_active,
             )
+        self._optimizer = with_weight_decay(
+            self._optimizer, self.module_, self.alpha / n_train
+        )
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
         if linear_start is not None and not self._history.kept_start:
             self._keep_start_if_not_beaten(*linear_start, X[order[n_train:]])
@@ -741,12 +745,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """
         linear = (self.module_, self._optimizer, self._history, result, self.init_)
         linear_scores = self._log_likelihood(held_out)
-        n_samples, n_features = data.X.shape[0] + held_out.shape[0], held_out.shape[1]
+        n_features = held_out.shape[1]
         n_components = self.n_components
         if n_components is None:
             n_components = min(RANDOM_START_COMPONENTS, n_features)
         self._new_module(
-            (n_samples, n_features),
+            (data.X.shape[0], n_features),
             mask_input=self.module_.mask_input,
             n_components=n_components,
             linear_path=False,

@@ -241,7 +241,9 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     alpha : float, default=0.0
         L2 penalty on the network weights: ``alpha / 2 * ||W||^2`` is added to
-        the summed negative ELBO (a Gaussian prior on the weights).
+        the negative ELBO summed over the rows trained on (``fit``'s, less
+        those held out for early stopping; ``partial_fit``'s chunk), a
+        Gaussian prior on the weights.
 
     early_stopping : bool or "auto", default=False
         Whether to hold out ``validation_fraction`` of the rows and stop when

@@ -178,6 +178,24 @@ def make_optimizer(module, learning_rate, weight_decay):
         return torch.optim.Adam(groups, lr=learning_rate)
 
 
+def with_weight_decay(optimizer, module, weight_decay):
+    """``optimizer`` with its weights' ``weight_decay`` set, Adam's state kept.
+
+    The penalty is per row of the loss it is added to, so it is set for each
+    call's training rows; a new optimizer (with the same moments, step and
+    learning rate) replaces one whose groups cannot hold it.
+    """
+    groups = optimizer.param_groups
+    if len(groups) == 2 and weight_decay:
+        groups[0]["weight_decay"] = weight_decay
+        return optimizer
+    if len(groups) == 1 and not weight_decay:
+        return optimizer
+    new = make_optimizer(module, groups[0]["lr"], weight_decay)
+    new.state.update(optimizer.state)
+    return new
+
+
 def epoch_generator(seed, epoch, device):
     """A generator for one epoch: resumable across partial_fit and pickling."""
     (state,) = np.random.SeedSequence([seed, epoch]).generate_state(1)

@@ -166,6 +166,27 @@ def test_shared_variance_is_probabilistic_pca():
     assert abs(vae.score(X_test) - pca.score(X_test)) < 0.1
 
 
+def test_shared_variance_is_one_variance_in_standardized_units():
+    # Two factors in six features, noise of standard deviation 0.2 on every
+    # other feature and 1 on the rest: "feature" learns a variance for each,
+    # as factor analysis does, "shared" one for all, in the standardized
+    # units it trains in, and fits worse.
+    rng = np.random.default_rng(0)
+    W = np.array([[2.0, 1, 2, 1, 2, 1], [1, 2, -1, 2, -1, -2]])
+    X = rng.normal(size=(1000, 2)) @ W
+    X += rng.normal(size=(1000, 6)) * np.array([0.2, 1.0] * 3)
+    params = {**SMALL, "n_components": 2, "hidden_layer_sizes": (), "max_iter": 100}
+    fits = {
+        mode: GaussianVAE(decoder_variance=mode, **params).fit(X)
+        for mode in ("shared", "feature")
+    }
+    shared = fits["shared"].noise_variance_ / fits["shared"].scale_ ** 2
+    assert_allclose(shared, shared[0], rtol=1e-6)
+    feature = fits["feature"].noise_variance_ / fits["feature"].scale_ ** 2
+    assert feature[1::2].min() > 4 * feature[::2].max()
+    assert fits["feature"].score(X) > fits["shared"].score(X) + 0.5
+
+
 def test_unused_latent_dimensions_collapse_to_the_prior(ppca):
     vae = GaussianVAE(
         n_components=4,
@@ -631,9 +652,13 @@ def test_warm_start_fit_runs_the_stopping_rule_afresh():
         random_state=0,
         device=DEVICE,
     ).fit(X)
-    first = vae.n_iter_
+    first, first_best = vae.n_iter_, vae.best_validation_score_
     vae.fit(X[:100] * 2.0)
     assert vae.n_iter_ - first >= 4
+    # Twice as spread, the new rows score far below the first fit's best:
+    # a stopping rule that kept that best would never find a better one.
+    assert vae.best_validation_score_ < first_best - 1.0
+    assert vae.best_validation_score_ >= max(vae.validation_scores_[first:])
 
 
 def test_n_components_none_is_one_latent_dimension_per_feature(ppca):
@@ -667,10 +692,74 @@ def test_divergence_is_recovered_without_nan(ppca):
 def test_tiny_data_and_batch_larger_than_data(n_samples):
     X = np.arange(n_samples * 3, dtype=float).reshape(n_samples, 3)
     vae = GaussianVAE(batch_size=64, n_components=2, **{**SMALL, "max_iter": 3}).fit(X)
+    assert vae.batch_size_ == n_samples
     assert np.isfinite(vae.score_samples(X)).all()
     assert vae.transform(X).shape == (n_samples, 2)
     default = GaussianVAE(max_iter=3, random_state=0, device=DEVICE).fit(X)
     assert np.isfinite(default.score_samples(X)).all()
+
+
+@pytest.mark.parametrize(
+    "n_samples, expected",
+    # About n/32, a power of two, at least 32 rows and at most 1024.
+    [(5, 5), (100, 32), (1000, 32), (1500, 64), (2800, 64), (3000, 128), (10**6, 1024)],
+)
+def test_auto_batch_size(n_samples, expected):
+    assert _training.auto_batch_size(n_samples) == expected
+
+
+def test_auto_batch_size_counts_the_training_rows():
+    # 3,200 rows give batches of 128 (3200 / 32 = 100 is nearer 128 than 64
+    # in log2); early stopping leaves 2,880 to train on, which give 64.
+    X = np.random.default_rng(0).normal(size=(3200, 2))
+    params = {**SMALL, "n_components": 1, "max_iter": 1}
+    assert GaussianVAE(**params).fit(X).batch_size_ == 128
+    params["early_stopping"] = True
+    assert GaussianVAE(**params).fit(X).batch_size_ == 64
+
+
+def _weight_norm(vae):
+    return sum(
+        float(p.detach().square().sum())
+        for name, p in vae.module_.named_parameters()
+        if name.endswith("weight")
+    )
+
+
+def test_alpha_is_a_gaussian_prior_on_the_weights_of_the_rows_trained_on(ppca):
+    # alpha / 2 ||W||^2 added to the negative ELBO summed over the training
+    # rows is a weight decay of alpha per training row on the mean loss: 180
+    # rows of 200 with early stopping. Biases are not penalized.
+    X = ppca.X_train[:200]
+    params = {**SMALL, "n_components": 2, "max_iter": 20, "early_stopping": True}
+    plain = GaussianVAE(alpha=0.0, **params).fit(X)
+    penalized = GaussianVAE(alpha=900.0, **params).fit(X)
+    assert [g["weight_decay"] for g in plain._optimizer.param_groups] == [0.0]
+    decays = [g["weight_decay"] for g in penalized._optimizer.param_groups]
+    assert decays == [900.0 / 180, 0.0]
+    assert _weight_norm(penalized) < 0.5 * _weight_norm(plain)
+
+
+def test_a_new_alpha_applies_to_warm_started_and_partial_fits(ppca):
+    X = ppca.X_train[:200]
+    params = {**SMALL, "n_components": 2, "max_iter": 3, "early_stopping": False}
+    vae = GaussianVAE(warm_start=True, **params).fit(X)
+    steps = 3 * int(np.ceil(200 / vae.batch_size_))
+    weight = vae.module_.decoder_mean.weight
+
+    def state():
+        return vae._optimizer.state[weight]
+
+    assert float(state()["step"]) == steps
+    vae.set_params(alpha=4.0).fit(X)
+    assert vae._optimizer.param_groups[0]["weight_decay"] == 4.0 / 200
+    # Adam's moments and step carry on: the warm start continues training.
+    assert float(state()["step"]) == 2 * steps
+    vae.partial_fit(X[:50])
+    assert vae._optimizer.param_groups[0]["weight_decay"] == 4.0 / 50
+    vae.set_params(alpha=0.0).fit(X)
+    assert [g["weight_decay"] for g in vae._optimizer.param_groups] == [0.0]
+    assert float(state()["step"]) == 3 * steps + int(np.ceil(50 / vae.batch_size_))
 
 
 def affine_defect(f, A, seed=0):
