@@ -239,3 +239,10 @@ def test_partial_fit_fits_the_indicator_on_the_first_call(ppca):
     imputer = VAEImputer(add_indicator=True, **SMALL).partial_fit(X)
     assert imputer.n_iter_ == 1
     assert imputer.transform(X).shape == (200, 10)
+    # A later chunk with other missing features leaves the indicator alone.
+    chunk = ppca.X_train[200:300].copy()
+    chunk[::3, 0] = np.nan
+    imputer.partial_fit(chunk)
+    assert imputer.n_iter_ == 2
+    assert_array_equal(imputer.indicator_.features_, np.arange(5))
+    assert imputer.transform(chunk).shape == (100, 10)

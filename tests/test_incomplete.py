@@ -138,10 +138,17 @@ def test_em_iterates_on_a_subset_and_fills_every_row():
 def test_budget_limits_iterations_and_falls_back_to_mean_filling(monkeypatch):
     Z = remove_at_random(correlated_gaussian(300, 8, 7), 0.3, 5)
     missing = np.isnan(Z)
-    # One pass over these rows costs about 6,000 operations.
-    assert em_iterations(missing, 100, 1e5) == 16
+    # The cost in operations: D^3 for the factors and min(m, o)^3 per row,
+    # once for the last filling, then per iteration (all 300 rows are fewer
+    # than EM_ROWS, and none is wholly missing).
+    m = missing.sum(1)
+    assert (m < 8).all()
+    one_pass = 8**3 + (np.minimum(m, 8 - m) ** 3).sum()
+    expected = int((1e5 - one_pass) // one_pass)
+    assert 0 < expected < 100
+    assert em_iterations(missing, 100, 1e5) == expected
     log_likelihood = incomplete_gaussian(Z, 1e-6, max_iter=100, tol=0.0, budget=1e5)[3]
-    assert len(log_likelihood) == 17
+    assert len(log_likelihood) == expected + 1  # the start's, then each iteration's
     assert em_iterations(missing, 100, 1e4) == 0
     assert incomplete_gaussian(Z, 1e-6, budget=1e4) is None
     monkeypatch.setattr("skvae._incomplete.EM_BUDGET", 1e4)

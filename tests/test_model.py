@@ -121,6 +121,56 @@ def test_a_random_mixture_prior_has_distinct_components():
     assert torch.isfinite(weights_mean).all() and (variance > 0).all()
 
 
+def _random_mixture_prior(seed=0):
+    """A module whose 3-component prior has full covariances and unequal weights."""
+    torch.manual_seed(seed)
+    module = VAEModule(3, 2, (4,), "tanh", "feature", 1e-3, prior_components=3)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        module.prior_logits.copy_(torch.tensor([0.0, 1.0, -0.5]))
+        module.prior_tril.copy_(torch.randn(3, 2, 2, generator=generator))
+        module.prior_log_diag.copy_(0.5 * torch.randn(3, 2, generator=generator))
+    module = module.double()
+    weights = torch.softmax(module.prior_logits, 0).detach().numpy()
+    means = module.prior_means.detach().numpy()
+    cholesky = module.prior_cholesky().detach().numpy()
+    covariances = cholesky @ cholesky.transpose(0, 2, 1)
+    return module, weights, means, covariances
+
+
+def test_the_mixture_prior_kl_is_log_q_minus_the_mixture_log_density():
+    # No closed form under a mixture: the single-draw estimate at the z of
+    # the reconstruction term, log N(z; m, s^2) - log sum_k pi_k N(z; mu_k, S_k).
+    module, weights, means, covariances = _random_mixture_prior()
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 3, generator=generator, dtype=torch.float64)
+    eps = torch.randn(16, 2, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        _, kl, _, _ = module.training_terms(x, eps)
+        mean, std = (t.numpy() for t in module.encode(x))
+    z = mean + std * eps.numpy()
+    log_q = stats.norm.logpdf(z, mean, std).sum(1)
+    log_prior = np.log(
+        sum(
+            w * stats.multivariate_normal(m, c).pdf(z)
+            for w, m, c in zip(weights, means, covariances, strict=True)
+        )
+    )
+    assert kl.shape == (16, 1)
+    assert_allclose(kl[:, 0].numpy(), log_q - log_prior, rtol=1e-10)
+
+
+def test_the_mixture_prior_moments_are_the_mixture_mean_and_variance():
+    module, weights, means, covariances = _random_mixture_prior(seed=1)
+    mean = weights @ means
+    variances = np.diagonal(covariances, 0, 1, 2)
+    second = weights @ (variances + means**2)
+    with torch.no_grad():
+        got_mean, got_variance = (t.numpy() for t in module.prior_moments())
+    assert_allclose(got_mean, mean, rtol=1e-12)
+    assert_allclose(got_variance, second - mean**2, rtol=1e-12)
+
+
 def test_widest_layer_counts_the_values_of_the_mixture_prior():
     # Scoring chunks rows by draws x this width: a mixture prior expands each
     # draw to components x latent dimensions values, a wider "layer" than

@@ -139,6 +139,19 @@ def test_early_stopping_keeps_the_best_validation_state():
     best = int(np.argmax(history.validation_scores))
     assert history.best_validation_score == history.validation_scores[best]
     assert history.n_iter - 1 - best > config.n_iter_no_change
+    # The weights restored are the best epoch's: a run that ends at that
+    # epoch trains identically up to it.
+    at_best, optimizer, _, _ = setup(n=512)
+    train(
+        at_best,
+        optimizer,
+        TrainingData(X[:400], X_val=X[400:]),
+        dataclasses.replace(config, n_epochs=best + 1),
+        TrainingHistory(),
+    )
+    restored = module.state_dict()
+    for name, value in at_best.state_dict().items():
+        assert torch.equal(restored[name], value), name
 
 
 def test_adaptive_rate_goes_on_at_a_tenth_after_each_plateau():

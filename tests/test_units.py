@@ -208,6 +208,29 @@ def test_marginal_scores_shift_by_minus_d_log_c_when_x_is_scaled():
     )
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("standardize", [True, "marginal"])
+def test_inverse_transform_of_a_linear_decoder_is_its_affine_map(standardize):
+    # The decoder mean A z + c, mapped back to the units of X: standardizing
+    # (and Gaussianizing) the result gives A z + c again.
+    X = skewed(600) * 10 + 50
+    vae = GaussianVAE(
+        standardize=standardize,
+        hidden_layer_sizes=(),
+        n_components=2,
+        max_iter=5,
+        device=DEVICE,
+        random_state=0,
+    ).fit(X)
+    assert vae.module_.has_linear_decoder
+    Z = np.random.default_rng(1).normal(size=(7, 2))
+    A, c = (t.detach().double().cpu().numpy() for t in vae.module_.linear_decoder())
+    internal = (vae.inverse_transform(Z) - vae.mean_) / vae.scale_
+    if standardize == "marginal":
+        internal = gaussianize(internal, vae.marginal_knots_)[0]
+    assert_allclose(internal, Z @ A.T + c, rtol=1e-5, atol=1e-5)
+
+
 def test_auto_gaussianizes_skewed_data_and_not_gaussian_data():
     params = dict(standardize="auto", max_iter=1, device=DEVICE, random_state=0)
     rng = np.random.default_rng(4)
