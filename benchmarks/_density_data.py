@@ -17,8 +17,17 @@ FEW_SEEDS = {"campaign": 2, "magicgamma": 2}  # the two largest data sets
 
 
 @functools.cache
-def prepared(name):
-    """The rows of data set ``name``, cleaned and dequantized, and what was done."""
+def prepared(name, dequantize="sparse"):
+    """The rows of data set ``name``, cleaned and dequantized, and what was done.
+
+    ``dequantize="sparse"`` adds uniform noise on [0, gap) to every column
+    with fewer distinct values than half the rows, gap its smallest gap
+    between distinct values. ``"repeated"`` spreads every column with a
+    repeated value instead, each value v over [v, v') with v' the next
+    distinct value (the largest over as wide a gap as the one below it):
+    no value of any column keeps a point mass, however many distinct values
+    the column has or however uneven its grid.
+    """
     if name in harness.SKLEARN:
         X = harness.SKLEARN[name](return_X_y=True)[0]
     else:
@@ -28,17 +37,24 @@ def prepared(name):
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     dequantized = 0
     for column in X.T:
-        values = np.unique(column)
-        if len(values) < len(X) / 2:
+        values, inverse, counts = np.unique(
+            column, return_inverse=True, return_counts=True
+        )
+        if dequantize == "sparse" and len(values) < len(X) / 2:
             column += rng.uniform(0, np.diff(values).min(), len(X))
+            dequantized += 1
+        elif dequantize == "repeated" and (counts > 1).any():
+            gaps = np.diff(values)
+            widths = np.append(gaps, gaps[-1])[inverse]
+            column += rng.uniform(0, 1, len(X)) * widths
             dequantized += 1
     return X, {"dropped": int(constant.sum()), "dequantized": dequantized}
 
 
-def real_split(name, seed):
+def real_split(name, seed, dequantize="sparse"):
     """A 75/25 split of the prepared rows, capped at MAX_TRAIN and MAX_TEST rows."""
     X_train, X_test = train_test_split(
-        prepared(name)[0], test_size=0.25, random_state=seed
+        prepared(name, dequantize)[0], test_size=0.25, random_state=seed
     )
     rng = np.random.default_rng(seed)
     if len(X_train) > MAX_TRAIN:

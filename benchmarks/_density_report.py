@@ -1,11 +1,14 @@
 """The tables of benchmarks/likelihood.py, from its recorded runs.
 
 Each run is a list ``[data set, model, seed, score, fit seconds, info]``;
-score is None for a run that failed (info["error"] says why).
+score is None for a run that failed (info["error"] says why). A run whose
+score is not finite counts as failed too: no table averages it, and the
+failures are listed under the tables.
 
 Not a script: imported by benchmarks/likelihood.py.
 """
 
+import math
 import statistics
 from collections import defaultdict
 
@@ -25,9 +28,13 @@ def by_seed(results):
     """(data set, model) -> {seed: (score, seconds, info)} of the runs that ended."""
     runs = defaultdict(dict)
     for data, model, seed, score, seconds, info in results:
-        if score is not None:
+        if _ended(score):
             runs[data, model][seed] = score, seconds, info
     return runs
+
+
+def _ended(score):
+    return score is not None and math.isfinite(score)
 
 
 def mean_of(runs, data, model, field=0):
@@ -38,9 +45,9 @@ def mean_of(runs, data, model, field=0):
 def failures(results):
     """Lines naming the runs that failed, and why."""
     return [
-        f"- {data}, {model}, seed {seed}: {info['error']}"
+        f"- {data}, {model}, seed {seed}: {info.get('error', f'score {score}')}"
         for data, model, seed, score, _, info in results
-        if score is None
+        if not _ended(score)
     ]
 
 
@@ -49,8 +56,14 @@ def fmt(value, sign=False):
 
 
 def cell(runs, data, model):
-    scores = [r[0] for r in runs.get((data, model), {}).values()]
-    return f"{np.mean(scores):.2f} ± {np.std(scores):.2f}" if scores else "–"
+    """Mean ± sample standard deviation over seeds; * where a run hit a time cap."""
+    ended = runs.get((data, model), {}).values()
+    scores = [r[0] for r in ended]
+    if not scores:
+        return "–"
+    sd = np.std(scores, ddof=1) if len(scores) > 1 else 0.0
+    capped = any(r[2].get("stopped") == "cap" for r in ended)
+    return f"{np.mean(scores):.2f} ± {sd:.2f}" + ("*" if capped else "")
 
 
 def best_classical(runs, data):
@@ -63,15 +76,16 @@ def best_classical(runs, data):
     return best, means[best]
 
 
-def describe(data):
-    X, notes = prepared(data)
+def describe(data, dequantize="sparse"):
+    X, notes = prepared(data, dequantize)
     return f"{data} ({len(X)}x{X.shape[1]}, {notes['dequantized']})"
 
 
-def results_table(names, models, runs):
+def results_table(names, models, runs, dequantize="sparse"):
     """One row per data set: each model, the best classical peer, margins."""
+    with_flow = peers.FLOW in models
     head = ["data set (n x D, dequantized)", *models]
-    head += ["best classical", "VAE margin", "VAE − flow"]
+    head += ["best classical", "VAE margin", *(["VAE − flow"] if with_flow else [])]
     rows = []
     for d in names:
         best, best_mean = best_classical(runs, d)
@@ -81,8 +95,9 @@ def results_table(names, models, runs):
             cells[models.index(peers.FLOW)] = "skipped"
         margin = None if None in (vae, best_mean) else vae - best_mean
         versus_flow = None if None in (vae, flow) else vae - flow
-        rows.append([describe(d), *cells, best or "–", fmt(margin, True)])
-        rows[-1].append(fmt(versus_flow, True))
+        rows.append([describe(d, dequantize), *cells, best or "–", fmt(margin, True)])
+        if with_flow:
+            rows[-1].append(fmt(versus_flow, True))
     return harness.table(head, rows, "l" + "r" * (len(head) - 1))
 
 
@@ -98,7 +113,7 @@ def summary_table(names, models, runs):
                 margins.append(vae - best)
             if vae is not None and flow is not None:
                 versus_flow.append(vae - flow)
-                large += len(prepared(d)[0]) >= LARGE
+                large += vae >= flow and len(prepared(d)[0]) >= LARGE
         wins = sum(m > 0 for m in margins)
         above = sum(m >= 0 for m in versus_flow)
         rows.append(
@@ -107,10 +122,15 @@ def summary_table(names, models, runs):
                 f"{wins} of {len(margins)}",
                 fmt(np.mean(margins) if margins else None, True),
                 fmt(statistics.median(margins) if margins else None, True),
-                f"{above} of {len(versus_flow)} ({large} of them {LARGE}+ rows)",
             ]
         )
+        if peers.FLOW in models:
+            rows[-1].append(
+                f"{above} of {len(versus_flow)} ({large} of them {LARGE}+ rows)"
+            )
     head = ["model", "beats best classical", "mean margin", "median margin"]
+    if peers.FLOW not in models:
+        return harness.table(head, rows, "lrrr")
     return harness.table([*head, "at or above the flow"], rows, "lrrrr")
 
 
@@ -173,14 +193,23 @@ def real_report(names, models, results, args):
     dropped = [text for text in dropped if not text.endswith("(0)")]
     lines = [
         "Held-out log-likelihood per row (nats, in each data set's dequantized "
-        f"units; mean ± sd over {args.seeds} seeds of a 75/25 split, "
+        f"units; mean ± sample sd over {args.seeds} seeds of a 75/25 split, "
         f"{min(FEW_SEEDS.values())} for {', '.join(FEW_SEEDS)}; at most "
         f"{MAX_TRAIN} training and {MAX_TEST} test rows). Best classical: the "
         f"best of {', '.join(peers.CLASSICAL)}; VAE margin: {DEFAULT} minus it. "
-        f"The flow is skipped on data wider than {peers.FLOW_MAX_FEATURES} columns. "
-        f"Constant columns dropped: {', '.join(dropped) or 'none'}.",
+        f"The flow is skipped on data wider than {peers.FLOW_MAX_FEATURES} columns; "
+        "* marks a cell where a fit stopped at its time cap. "
+        f"Constant columns dropped: {', '.join(dropped) or 'none'}. "
+        + (
+            "Dequantized: every column with fewer distinct values than half "
+            "the rows, by its smallest gap."
+            if args.dequantize == "sparse"
+            else "Dequantized: every column with a repeated value, each value "
+            "over its gap to the next."
+        )
+        + (f" Seeds {args.first_seed} on." if args.first_seed else ""),
         "",
-        *results_table(names, shown, runs),
+        *results_table(names, shown, runs, args.dequantize),
         "",
         *summary_table(names, shown, runs),
         "",
@@ -221,7 +250,7 @@ def synthetic_report(name, models, results, args):
         f"{X_test.shape[1]} features, g(z) = A tanh(Bz + c) + Cz, noise sigma "
         f"{params['noise']}, feature scales {params['scale'].min():.2g} to "
         f"{params['scale'].max():.2g}; {n_train} training and {n_test} test rows; "
-        f"mean ± sd over {args.seeds} model seeds.",
+        f"mean ± sample sd over {args.seeds} model seeds.",
         "",
         f"True held-out log-likelihood per row by quadrature: {truths[0]:.5f} "
         f"({args.grids[0]}^{args.latent} grid), {truths[1]:.5f} "
