@@ -76,6 +76,20 @@ def load(name):
     return data["X"], data["y"]
 
 
+_CALLED = set()
+
+
+def once(key, fn):
+    """Call ``fn()`` the first time ``key`` comes in this process only.
+
+    For warm-ups in parallel workers: a cache on a function of a script
+    (``__main__``) cannot be unpickled there; this module is imported there.
+    """
+    if key not in _CALLED:
+        fn()
+        _CALLED.add(key)
+
+
 # ------------------------------------------------------ command and header
 
 
