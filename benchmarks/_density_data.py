@@ -25,8 +25,9 @@ def prepared(name, dequantize="sparse"):
     between distinct values. ``"repeated"`` spreads every column with a
     repeated value instead, each value v over [v, v') with v' the next
     distinct value (the largest over as wide a gap as the one below it):
-    no value of any column keeps a point mass, however many distinct values
-    the column has or however uneven its grid.
+    no value of any column keeps an exact point mass, however many distinct
+    values the column has or however uneven its grid (a value with a very
+    close neighbour is spread over that narrow gap, and stays a spike).
     """
     if name in harness.SKLEARN:
         X = harness.SKLEARN[name](return_X_y=True)[0]

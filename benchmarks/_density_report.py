@@ -61,9 +61,10 @@ def cell(runs, data, model):
     scores = [r[0] for r in ended]
     if not scores:
         return "–"
-    sd = np.std(scores, ddof=1) if len(scores) > 1 else 0.0
-    capped = any(r[2].get("stopped") == "cap" for r in ended)
-    return f"{np.mean(scores):.2f} ± {sd:.2f}" + ("*" if capped else "")
+    capped = "*" if any(r[2].get("stopped") == "cap" for r in ended) else ""
+    if len(scores) == 1:  # no spread to show
+        return f"{scores[0]:.2f}{capped}"
+    return f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1):.2f}{capped}"
 
 
 def best_classical(runs, data):
@@ -198,7 +199,7 @@ def real_report(names, models, results, args):
         f"{MAX_TRAIN} training and {MAX_TEST} test rows). Best classical: the "
         f"best of {', '.join(peers.CLASSICAL)}; VAE margin: {DEFAULT} minus it. "
         f"The flow is skipped on data wider than {peers.FLOW_MAX_FEATURES} columns; "
-        "* marks a cell where a fit stopped at its time cap. "
+        "* marks a cell where a fit stopped at its cap (of time or epochs). "
         f"Constant columns dropped: {', '.join(dropped) or 'none'}. "
         + (
             "Dequantized: every column with fewer distinct values than half "

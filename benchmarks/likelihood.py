@@ -6,14 +6,15 @@ Columns constant over a data set are dropped; every column with fewer distinct
 values than half the rows is dequantized before the split, by adding uniform
 noise on [0, gap) where gap is its smallest gap between distinct values (seeded
 per data set, the same for every seed), so that no model wins by putting
-spikes on repeated values. Each seed splits the rows 75/25, keeps at most
+spikes on repeated values there (columns with more distinct values keep
+their point masses). Each seed splits the rows 75/25, keeps at most
 8,000 training and 4,000 test rows, and scores the held-out log-likelihood
 per row, in nats and in the data's own (dequantized) units. Three seeds by
 default, two for campaign and magicgamma. ``--dequantize repeated`` spreads
 every repeated value of every column over its gap to the next value
 instead, and ``--first-seed`` starts the seeds elsewhere: together, a check
-on splits that no default was chosen on, with no point mass left in any
-column (``--docs-section`` then names where ``--write-docs`` puts it).
+on splits that no default was chosen on, with no exact point mass left in
+any column (``--docs-section`` then names where ``--write-docs`` puts it).
 
 Models: the peers of ``_density_peers.py`` (a full Gaussian; GaussianMixture
 with its covariance type and components by BIC; KernelDensity and FactorAnalysis tuned by 3-fold CV;

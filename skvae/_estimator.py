@@ -230,9 +230,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     alpha : float, default=0.0
         L2 penalty on the network weights: ``alpha / 2 * ||W||^2`` is added to
-        the negative ELBO summed over the rows trained on (``fit``'s, less
-        those held out for early stopping; ``partial_fit``'s chunk), a
-        Gaussian prior on the weights.
+        the negative ELBO summed over the rows each call trains on (less
+        those held out for early stopping), a Gaussian prior on the weights.
+        ``partial_fit`` applies it per chunk, so many small chunks are
+        penalized more than one ``fit`` on their rows.
 
     early_stopping : bool or "auto", default="auto"
         Whether to hold out ``validation_fraction`` of the rows and stop when
