@@ -23,11 +23,12 @@ def prepared(name, dequantize="sparse"):
     ``dequantize="sparse"`` adds uniform noise on [0, gap) to every column
     with fewer distinct values than half the rows, gap its smallest gap
     between distinct values. ``"repeated"`` spreads every column with a
-    repeated value instead, each value v over [v, v') with v' the next
-    distinct value (the largest over as wide a gap as the one below it):
-    no value of any column keeps an exact point mass, however many distinct
-    values the column has or however uneven its grid (a value with a very
-    close neighbour is spread over that narrow gap, and stays a spike).
+    repeated value instead, each value v over [v, v + w), w the gap to the
+    next distinct value (the largest value: the gap below it), but at least
+    its share of the rows times the column's standard deviation: no value
+    of any column keeps a point mass, nor a spike narrower than its share
+    of the column's spread, however many distinct values the column has,
+    however uneven its grid or close its values.
     """
     if name in harness.SKLEARN:
         X = harness.SKLEARN[name](return_X_y=True)[0]
@@ -45,9 +46,9 @@ def prepared(name, dequantize="sparse"):
             column += rng.uniform(0, np.diff(values).min(), len(X))
             dequantized += 1
         elif dequantize == "repeated" and (counts > 1).any():
-            gaps = np.diff(values)
-            widths = np.append(gaps, gaps[-1])[inverse]
-            column += rng.uniform(0, 1, len(X)) * widths
+            gaps = np.append(np.diff(values), np.diff(values)[-1])
+            widths = np.maximum(gaps, counts / len(X) * column.std())
+            column += rng.uniform(0, 1, len(X)) * widths[inverse]
             dequantized += 1
     return X, {"dropped": int(constant.sum()), "dequantized": dequantized}
 

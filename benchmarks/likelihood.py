@@ -13,8 +13,8 @@ per row, in nats and in the data's own (dequantized) units. Three seeds by
 default, two for campaign and magicgamma. ``--dequantize repeated`` spreads
 every repeated value of every column over its gap to the next value
 instead, and ``--first-seed`` starts the seeds elsewhere: together, a check
-on splits that no default was chosen on, with no exact point mass left in
-any column (``--docs-section`` then names where ``--write-docs`` puts it).
+on splits that no default was chosen on, with no point mass (nor a spike
+narrower than its share of the column's spread) left in any column (``--docs-section`` then names where ``--write-docs`` puts it).
 
 Models: the peers of ``_density_peers.py`` (a full Gaussian; GaussianMixture
 with its covariance type and components by BIC; KernelDensity and FactorAnalysis tuned by 3-fold CV;
