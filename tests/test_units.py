@@ -9,6 +9,15 @@ from scipy import stats
 from skvae import GaussianVAE, _units
 from skvae._units import degaussianize, fit_marginal_knots, gaussianize
 
+# The closed-form start on Gaussianized features, a linear decoder.
+LINEAR_MARGINAL = dict(
+    standardize="marginal",
+    hidden_layer_sizes=(),
+    init="linear",
+    device=DEVICE,
+    random_state=0,
+)
+
 
 def skewed(n_samples=1500, seed=0):
     """A lognormal, a two-valued dequantized and a zero-inflated column."""
@@ -95,13 +104,7 @@ def test_one_far_value_does_not_merge_the_others():
 def test_float32_rows_score_as_their_float64_values_with_gaussianized_features():
     rng = np.random.default_rng(2)
     X = rng.poisson([3.0, 20.0], size=(400, 2)) + rng.normal(size=(400, 2)) * [0, 1]
-    vae = GaussianVAE(
-        standardize="marginal",
-        hidden_layer_sizes=(),
-        init="linear",
-        device=DEVICE,
-        random_state=0,
-    ).fit(X)
+    vae = GaussianVAE(**LINEAR_MARGINAL).fit(X)
     assert_allclose(
         vae.score_samples(X.astype(np.float32)), vae.score_samples(X), atol=1e-4
     )
@@ -116,16 +119,9 @@ def test_marginal_scores_of_discrete_data_follow_any_scaling():
     X = rng.poisson([4.0, 12.0, 40.0], size=(300, 3)).astype(float)
     X = X[(X[:, 0] % 2 == 0)]  # odd values only in the held-out rows
     held_out = rng.poisson([4.0, 12.0, 40.0], size=(200, 3)).astype(float)
-    params = dict(
-        standardize="marginal",
-        hidden_layer_sizes=(),
-        init="linear",
-        device=DEVICE,
-        random_state=0,
-    )
-    vae = GaussianVAE(**params).fit(X)
+    vae = GaussianVAE(**LINEAR_MARGINAL).fit(X)
     for c in [3.0, 0.1, 2.54]:
-        scaled = GaussianVAE(**params).fit(c * X)
+        scaled = GaussianVAE(**LINEAR_MARGINAL).fit(c * X)
         for rows in (X, held_out):
             assert_allclose(
                 scaled.score_samples(c * rows),
