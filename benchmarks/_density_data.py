@@ -46,7 +46,8 @@ def prepared(name, dequantize="sparse"):
             column += rng.uniform(0, np.diff(values).min(), len(X))
             dequantized += 1
         elif dequantize == "repeated" and (counts > 1).any():
-            gaps = np.append(np.diff(values), np.diff(values)[-1])
+            gaps = np.diff(values)
+            gaps = np.append(gaps, gaps[-1])
             widths = np.maximum(gaps, counts / len(X) * column.std())
             column += rng.uniform(0, 1, len(X)) * widths[inverse]
             dequantized += 1

@@ -206,7 +206,8 @@ def real_report(names, models, results, args):
             "the rows, by its smallest gap."
             if args.dequantize == "sparse"
             else "Dequantized: every column with a repeated value, each value "
-            "over its gap to the next."
+            "over its gap to the next, or its share of the rows times the "
+            "column's sd where that is wider."
         )
         + (f" Seeds {args.first_seed} on." if args.first_seed else ""),
         "",

@@ -11,13 +11,16 @@ their point masses). Each seed splits the rows 75/25, keeps at most
 8,000 training and 4,000 test rows, and scores the held-out log-likelihood
 per row, in nats and in the data's own (dequantized) units. Three seeds by
 default, two for campaign and magicgamma. ``--dequantize repeated`` spreads
-every repeated value of every column over its gap to the next value
-instead, and ``--first-seed`` starts the seeds elsewhere: together, a check
+every repeated value of every column over its gap to the next value, or
+its share of the rows times the column's standard deviation where that is
+wider, and ``--first-seed`` starts the seeds elsewhere: together, a check
 on splits that no default was chosen on, with no point mass (nor a spike
-narrower than its share of the column's spread) left in any column (``--docs-section`` then names where ``--write-docs`` puts it).
+narrower than its share of the column's spread) left in any column
+(``--docs-section`` then names where ``--write-docs`` puts it).
 
 Models: the peers of ``_density_peers.py`` (a full Gaussian; GaussianMixture
-with its covariance type and components by BIC; KernelDensity and FactorAnalysis tuned by 3-fold CV;
+with its covariance type and components by BIC; KernelDensity and
+FactorAnalysis tuned by 3-fold CV;
 zuko's neural spline flow with a held-out stopping rule, skipped on data
 wider than 100 columns), each fitted on standardized data and scored with the
 log-Jacobian; ``GaussianVAE()``, fitted on the raw data, plus named settings
