@@ -731,12 +731,23 @@ def test_alpha_is_a_gaussian_prior_on_the_weights_of_the_rows_trained_on(ppca):
     # rows is a weight decay of alpha per training row on the mean loss: 180
     # rows of 200 with early stopping. Biases are not penalized.
     X = ppca.X_train[:200]
-    params = {**SMALL, "n_components": 2, "max_iter": 20, "early_stopping": True}
+    params = {**SMALL, "n_components": 2, "max_iter": 20}
+
+    def decays(vae):
+        return [group["weight_decay"] for group in vae._optimizer.param_groups]
+
+    held_out = GaussianVAE(**{**params, "alpha": 900.0, "early_stopping": True})
+    held_out.fit(X)
+    assert decays(held_out) == [900.0 / 180, 0.0]
+    # The shrinkage, without early stopping: it restores the epoch with the
+    # best validation ELBO, which leaves the prior out and can be the start
+    # (one seed in eight on the CPU, and seed 0's draws on CUDA).
+    params["early_stopping"] = False
     plain = GaussianVAE(alpha=0.0, **params).fit(X)
     penalized = GaussianVAE(alpha=900.0, **params).fit(X)
-    assert [g["weight_decay"] for g in plain._optimizer.param_groups] == [0.0]
-    decays = [g["weight_decay"] for g in penalized._optimizer.param_groups]
-    assert decays == [900.0 / 180, 0.0]
+    assert decays(plain) == [0.0]
+    assert decays(penalized) == [900.0 / 200, 0.0]
+    # 0.32-0.41 over seeds 0-7 on the CPU.
     assert _weight_norm(penalized) < 0.5 * _weight_norm(plain)
 
 

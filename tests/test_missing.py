@@ -449,7 +449,8 @@ def test_wide_latent_spaces_take_the_data_space_route_with_the_same_results(
     )
     # The encoder's mean is another thing: the test can tell them apart.
     with torch.no_grad():
-        encoded = mixture.module_.encode(x.to(mixture.module_.variance), mask)[0]
+        variance = mixture.module_.variance  # the module's device and dtype
+        encoded = mixture.module_.encode(x.to(variance), mask.to(variance.device))[0]
     assert np.abs(encoded.cpu().numpy() - expected[1])[1:].max() > 0.05
 
 
