@@ -335,7 +335,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         the negative ELBO summed over the rows each call trains on (less
         those held out for early stopping), a Gaussian prior on the weights.
         ``partial_fit`` applies it per chunk, so many small chunks are
-        penalized more than one ``fit`` on their rows.
+        penalized more than one ``fit`` on their rows. It acts on training
+        only: a closed-form start that training does not beat (see
+        ``init``), and a model fitted in closed form, are the same whatever
+        ``alpha``.
 
     early_stopping : bool or "auto", default=False
         Whether to hold out ``validation_fraction`` of the rows and stop when

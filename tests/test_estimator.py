@@ -112,6 +112,19 @@ def test_closed_form_fit_is_the_shrunk_gaussian(ppca, shrinkage):
     assert_allclose(vae.score_samples(ppca.X_test), expected, rtol=1e-6)
 
 
+def test_alpha_leaves_a_fit_in_closed_form_alone(ppca):
+    # A Gaussian fitted in closed form trains no weight for the prior to act
+    # on: the same model whatever alpha, as the docstring says.
+    X = ppca.X_train[:200]
+    params = dict(hidden_layer_sizes=(), init="linear", random_state=0, device=DEVICE)
+    plain = GaussianVAE(**params).fit(X)
+    penalized = GaussianVAE(alpha=1e3, **params).fit(X)
+    assert penalized.n_iter_ == 0
+    assert_allclose(
+        penalized.score_samples(ppca.X_test), plain.score_samples(ppca.X_test)
+    )
+
+
 def test_default_floor_follows_a_feature_fixed_by_others():
     # A third feature that is a linear combination of two others, rounded to
     # two decimals as the others: the smallest eigenvalue of the standardized
