@@ -71,7 +71,14 @@ def importance_draws(n_components, n_draws, seed, device, dtype):
     draws, which matters because every row shares them, so their error does
     not average out over rows. Measured on held-out rows of real data, the
     spread of the mean score over scramblings fell by up to 3x at 64 draws.
+    Past the Sobol' engine's 21,201 dimensions, seeded pseudo-random draws.
     """
+    if n_components > torch.quasirandom.SobolEngine.MAXDIM:  # 21201
+        generator = torch.Generator().manual_seed(seed)
+        eps = torch.randn(
+            n_draws, n_components, generator=generator, dtype=torch.float64
+        )
+        return eps.to(device=device, dtype=dtype)
     engine = torch.quasirandom.SobolEngine(n_components, scramble=True, seed=seed)
     uniform = engine.draw(n_draws, dtype=torch.float64)
     # SobolEngine computes its first point, shift / 2**MAXBIT, in torch's

@@ -429,8 +429,11 @@ class VAEModule(nn.Module):
         mean_head, std_head = self.encoder_head.weight[:q], self.encoder_head.weight[q:]
         std_head.zero_()
         target = tensor(start.posterior_std) - STD_FLOOR
-        # softplus^-1(y) = log(expm1(y)), for the std of the posterior.
-        self.encoder_head.bias[q:] = torch.log(torch.expm1(target.clamp(min=1e-6)))
+        # softplus^-1(y) = log(expm1(y)) = y + log(-expm1(-y)), for the std
+        # of the posterior; the second form does not overflow past y = 88 in
+        # float32 (unstandardized data of a large scale).
+        target = target.clamp(min=1e-6)
+        self.encoder_head.bias[q:] = target + torch.log(-torch.expm1(-target))
         if self.linear_path:
             encoder_weight = self.encoder_linear.weight
             encoder_bias = self.encoder_linear.bias

@@ -652,5 +652,6 @@ def _run_recovering(module, optimizer, X, config, beta, generator, epoch, mask):
     raise ValueError(
         f"Training diverged: the loss stayed non-finite in epoch {epoch + 1} even "
         f"after lowering the learning rate {MAX_RECOVERIES} times. Lower "
-        "learning_rate_init, raise min_variance, or check X for extreme values."
+        "learning_rate_init, raise min_variance, keep standardize on, or check X "
+        "for extreme values."
     )

@@ -300,3 +300,35 @@ def test_a_linear_start_with_hidden_layers_has_a_linear_decoder():
     with torch.no_grad():
         module.decoder_mean.weight[0, 0] = 1e-3
     assert not module.has_linear_decoder
+
+
+def test_linear_start_sets_any_posterior_std_in_float32():
+    # The encoder's std is softplus(bias) + STD_FLOOR: the start inverts
+    # softplus, which as log(expm1(y)) overflows in float32 past y = 88 (a
+    # start on unstandardized data of scale 1e6 reached 257).
+    q = 5
+    posterior_std = np.array([2e-4, 0.5, 3.0, 100.0, 257.0])
+    start = LinearStart(
+        decoder_weight=np.ones((N_FEATURES, q)),
+        decoder_bias=np.zeros(N_FEATURES),
+        encoder_weight=np.zeros((q, N_FEATURES)),
+        encoder_bias=np.zeros(q),
+        posterior_std=posterior_std,
+        noise_variance=np.ones(N_FEATURES),
+    )
+    module = VAEModule(N_FEATURES, q, (5,), "tanh", "feature", 1e-6, linear_path=True)
+    module.initialize_linear(start)
+    with torch.no_grad():
+        _, std = module.encode(torch.zeros(1, N_FEATURES))
+    assert_allclose(std[0].numpy(), posterior_std, rtol=1e-5)
+
+
+def test_importance_draws_past_the_sobol_engines_dimensions():
+    # SobolEngine stops at 21,201 dimensions: beyond, seeded pseudo-random
+    # draws, the same for the same seed, standard normal.
+    q = torch.quasirandom.SobolEngine.MAXDIM + 1
+    eps = importance_draws(q, 64, 3, "cpu", torch.float64)
+    assert eps.shape == (64, q)
+    assert_array_equal(eps, importance_draws(q, 64, 3, "cpu", torch.float64))
+    assert not torch.equal(eps, importance_draws(q, 64, 4, "cpu", torch.float64))
+    assert abs(float(eps.mean())) < 0.01 and abs(float(eps.std()) - 1) < 0.01
