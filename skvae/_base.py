@@ -7,6 +7,7 @@ training loop in ``_training.py``.
 """
 
 import dataclasses
+import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
@@ -545,15 +546,35 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 f"one gives a linear VAE), got {self.hidden_layer_sizes!r}."
             )
 
+    def _can_hold_out(self, n_samples, n_held_out):
+        """Whether a split that holds out rows leaves some to train on.
+
+        ``train_test_split`` holds out ``ceil(n_samples * validation_fraction)``
+        rows and fails if none are left.
+        """
+        return n_held_out >= 1 and (
+            n_samples - math.ceil(n_samples * self.validation_fraction) >= 1
+        )
+
     def _uses_early_stopping(self, n_samples):
         n_held_out = round(n_samples * self.validation_fraction)
+        can_hold_out = self._can_hold_out(n_samples, n_held_out)
         if self.early_stopping == "auto":
-            return n_held_out >= MIN_AUTO_VALIDATION_ROWS
-        if self.early_stopping and n_held_out < 1:
+            return n_held_out >= MIN_AUTO_VALIDATION_ROWS and can_hold_out
+        if self.early_stopping and not can_hold_out:
+            split = (
+                f"n_samples={n_samples} with "
+                f"validation_fraction={self.validation_fraction}"
+            )
+            if n_held_out < 1:
+                problem = f"needs at least one validation row, but {split} gives none"
+            else:
+                problem = (
+                    f"needs at least one training row, but {split} holds out "
+                    f"{math.ceil(n_samples * self.validation_fraction)}"
+                )
             raise ValueError(
-                f"early_stopping=True needs at least one validation row, but "
-                f"n_samples={n_samples} with validation_fraction="
-                f"{self.validation_fraction} gives none. Pass more rows, raise "
+                f"early_stopping=True {problem}. Pass more rows, change "
                 "validation_fraction or set early_stopping=False."
             )
         return bool(self.early_stopping)
@@ -658,7 +679,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         train, held_out = np.arange(X.shape[0]), None
         n_held_out = round(X.shape[0] * self.validation_fraction)
         stopping = self._uses_early_stopping(X.shape[0])
-        if (stopping or len(candidates) > 1) and n_held_out >= 1:
+        if (stopping or len(candidates) > 1) and self._can_hold_out(
+            X.shape[0], n_held_out
+        ):
             train, held_out = train_test_split(
                 train, test_size=self.validation_fraction, random_state=self._split_seed
             )

@@ -640,9 +640,34 @@ def test_early_stopping_restores_the_best_weights(ppca):
     assert_array_equal(vae.transform(ppca.X_test), at_best.transform(ppca.X_test))
 
 
-def test_early_stopping_needs_a_validation_row():
-    with pytest.raises(ValueError, match="at least one validation row"):
-        GaussianVAE(**{**SMALL, "early_stopping": True}).fit(np.ones((3, 2)))
+def test_early_stopping_needs_a_validation_row_and_a_training_row():
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    with pytest.raises(
+        ValueError, match="at least one validation row, but n_samples=3"
+    ):
+        GaussianVAE(**{**SMALL, "early_stopping": True}).fit(X[:3])
+    # 0.9 of 5 rows holds out ceil(4.5) = 5: none left to train on.
+    params = {**SMALL, "validation_fraction": 0.9}
+    with pytest.raises(
+        ValueError, match="at least one training row, but n_samples=5 .* holds out 5"
+    ):
+        GaussianVAE(**{**params, "early_stopping": True}).fit(X)
+    # Where no validation rows are asked for, none are held out, whatever
+    # the fraction: for early stopping, nor to choose the start or the map.
+    for early_stopping in ("auto", False):
+        params = {
+            **params,
+            "early_stopping": early_stopping,
+            "init": "auto",
+            "standardize": "auto",
+            "hidden_layer_sizes": (4,),
+            "max_iter": 3,
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            vae = GaussianVAE(**params).fit(X)
+        assert vae.validation_scores_ is None
+        assert np.isfinite(vae.score_samples(X)).all()
 
 
 def test_convergence_warning_when_max_iter_is_reached(ppca):
