@@ -289,6 +289,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self._check_fitted_network()
             if not hasattr(self, "_optimizer"):  # dropped when pickled
                 self._optimizer = self._make_optimizer(X.shape[0])
+            self._follow_device()
         return self._fit_validated(X, incremental)
 
     def _check_fitted_network(self):
@@ -322,6 +323,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 self.prior_components,
                 module.prior_components,
             )
+        # The features' map fitted: "auto" accepts either of its two.
+        then = (
+            "marginal"
+            if getattr(self, "marginal_knots_", None) is not None
+            else not getattr(self, "_unscaled", False)
+        )
+        now = self.standardize
+        if now == "auto" and then is not False:
+            now = then
+        fitted["standardize"] = (now, then)
         for name, (now, then) in fitted.items():
             if now != then:
                 raise ValueError(
@@ -330,6 +341,20 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                     "network, whose shape cannot change. Call fit with "
                     "warm_start=False, or use a new estimator, to fit the new one."
                 )
+
+    def _follow_device(self):
+        """Move a fitted model, and Adam's state, to ``device`` if it changed.
+
+        ``warm_start`` and :meth:`partial_fit` then train on the device asked
+        for; an unavailable one raises, as in a first fit.
+        """
+        device = resolve_device(self.device)
+        if device == self.device_:
+            return
+        self.module_.to(device)
+        self.device_ = device
+        # Loading its own state casts Adam's moments to the parameters' device.
+        self._optimizer.load_state_dict(self._optimizer.state_dict())
 
     def _fit_validated(self, X, incremental):
         """Train on validated X; the one extension point of fitting.
@@ -603,7 +628,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._train_seed, self._score_seed, self._split_seed = (
             draw_seed(rng) for _ in range(3)
         )
-        if self.standardize is False:
+        self._unscaled = self.standardize is False
+        if self._unscaled:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
         else:

@@ -294,8 +294,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Continue training from the fitted weights on the next call to
         :meth:`fit` instead of starting afresh. The network's shape
         (``n_components``, ``prior_components``, ``hidden_layer_sizes``,
-        ``activation``, the kind of ``decoder_variance``) cannot change in
-        between: a ValueError says so.
+        ``activation``, the kind of ``decoder_variance``) and the features'
+        map (``standardize``) cannot change in between: a ValueError says
+        so. A new ``device`` is followed: the model and the optimiser's
+        state move to it.
 
     Attributes
     ----------

@@ -310,8 +310,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         Continue training from the fitted weights on the next call to
         :meth:`fit` instead of starting afresh. The network's shape
         (``n_components``, ``prior_components``, ``hidden_layer_sizes``,
-        ``activation``, the kind of ``decoder_variance``) cannot change in
-        between: a ValueError says so.
+        ``activation``, the kind of ``decoder_variance``) and the features'
+        map (``standardize``) cannot change in between: a ValueError says
+        so. A new ``device`` is followed: the model and the optimiser's
+        state move to it.
 
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` is stacked onto

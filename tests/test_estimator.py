@@ -988,6 +988,8 @@ def test_more_prior_components_than_rows_is_a_clear_error():
         {"decoder_variance": "heteroscedastic"},
         {"prior_components": 3},
         {"n_components": None},  # one per feature, with init="random"
+        {"standardize": False},  # the features' map fitted: mean_ and scale_
+        {"standardize": "marginal"},
     ],
 )
 def test_warm_start_and_partial_fit_refuse_a_new_network_shape(ppca, change):
@@ -1000,6 +1002,48 @@ def test_warm_start_and_partial_fit_refuse_a_new_network_shape(ppca, change):
     with pytest.raises(ValueError, match=f"{name}=.* differs from the fitted network"):
         vae.partial_fit(X)
     vae.set_params(warm_start=False).fit(X)  # a new network of the new shape
+
+
+def test_warm_start_takes_standardize_auto_as_the_map_it_fitted(ppca):
+    X = ppca.X_train[:100]
+    vae = GaussianVAE(n_components=2, warm_start=True, **{**SMALL, "max_iter": 2})
+    vae.fit(X).set_params(standardize="auto").fit(X)
+    assert vae.n_iter_ == 4
+    unscaled = GaussianVAE(**{**SMALL, "standardize": False, "warm_start": True})
+    unscaled.fit(X / 10).set_params(standardize="auto")
+    with pytest.raises(ValueError, match="standardize='auto' differs .* False"):
+        unscaled.fit(X / 10)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_warm_start_with_an_unavailable_device_raises(ppca):
+    vae = GaussianVAE(n_components=2, warm_start=True, **{**SMALL, "max_iter": 2})
+    vae.fit(ppca.X_train[:100]).set_params(device="cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        vae.fit(ppca.X_train[:100])
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        vae.partial_fit(ppca.X_train[:100])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_warm_start_and_partial_fit_move_to_a_new_device(ppca):
+    # Fitted on the CPU, trained on with device="cuda": the module and
+    # Adam's moments move, and training goes on from the fitted weights.
+    X = ppca.X_train[:100]
+    vae = GaussianVAE(
+        n_components=2, warm_start=True, **{**SMALL, "max_iter": 2, "device": "cpu"}
+    ).fit(X)
+    weight = vae.module_.decoder_mean.weight
+    steps = float(vae._optimizer.state[weight]["step"])
+    vae.set_params(device="cuda").partial_fit(X)
+    assert vae.device_.type == "cuda"
+    assert all(p.device.type == "cuda" for p in vae.module_.parameters())
+    state = vae._optimizer.state[vae.module_.decoder_mean.weight]
+    assert state["exp_avg"].device.type == "cuda"
+    assert float(state["step"]) > steps
+    vae.set_params(device="cpu").fit(X)
+    assert vae.module_.decoder_mean.weight.device.type == "cpu"
+    assert np.isfinite(vae.score_samples(X)).all()
 
 
 def test_read_only_input_is_accepted_without_warnings(fitted, ppca):
