@@ -91,7 +91,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             Interval(Integral, 1, None, closed="left"),
             StrOptions({"auto"}),
         ],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
         "init": [StrOptions({"auto", "linear", "random"})],
         "shrinkage": [Interval(Real, 0, 1, closed="both"), StrOptions({"auto"})],
@@ -303,7 +306,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         mode = self.decoder_variance
         fitted = {
             "hidden_layer_sizes": (
-                tuple(self.hidden_layer_sizes),
+                self._hidden_layer_sizes(),
                 module.hidden_layer_sizes,
             ),
             "activation": (self.activation, module.activation),
@@ -557,9 +560,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             variance = self.module_.variance.cpu().double().numpy()
             self.noise_variance_ = variance_in_units(variance, self.scale_)
 
+    def _hidden_layer_sizes(self):
+        """``hidden_layer_sizes`` as a tuple: one int is one hidden layer."""
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, Integral) and not isinstance(sizes, (bool, np.bool_)):
+            return (sizes,)
+        return tuple(sizes)
+
     def _check_hidden_layer_sizes(self):
         try:
-            sizes = list(self.hidden_layer_sizes)
+            sizes = self._hidden_layer_sizes()
         except TypeError:  # a 0-d array
             sizes = [None]
         if not all(
@@ -943,7 +953,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         return VAEModule(
             n_features=n_features,
             n_components=n_features if n_components is None else n_components,
-            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+            hidden_layer_sizes=self._hidden_layer_sizes(),
             activation=self.activation,
             decoder_variance=self.decoder_variance,
             min_variance=self.min_variance,

@@ -1,5 +1,7 @@
 """GaussianVAE: the scikit-learn face of the Gaussian variational autoencoder."""
 
+from numbers import Integral
+
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
@@ -77,10 +79,11 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 
-    hidden_layer_sizes : array-like of int, default=(64, 64)
-        Hidden layer widths of the encoder; the decoder mirrors them. An empty
-        tuple gives a linear encoder and decoder (a linear VAE, whose maximum
-        likelihood solution is probabilistic PCA or factor analysis).
+    hidden_layer_sizes : array-like of int or int, default=(64, 64)
+        Hidden layer widths of the encoder; the decoder mirrors them. One int
+        is one hidden layer, as in :class:`~sklearn.neural_network.MLPRegressor`.
+        An empty tuple gives a linear encoder and decoder (a linear VAE, whose
+        maximum likelihood solution is probabilistic PCA or factor analysis).
 
     activation : {"identity", "logistic", "tanh", "relu"}, default="tanh"
         Activation of the hidden layers.
@@ -630,7 +633,14 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         False
         """
         check_is_fitted(self)
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if not isinstance(n_samples, Integral) or isinstance(
+            n_samples, (bool, np.bool_)
+        ):
+            raise TypeError(
+                f"n_samples must be an integer, got {n_samples!r} of type "
+                f"{type(n_samples).__name__}."
+            )
+        if n_samples < 1:
             raise ValueError(
                 f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
                 "requires at least one sample."

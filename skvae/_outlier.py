@@ -143,10 +143,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         A mixture the decoder noise cannot follow (a component narrower than
         ``min_variance`` allows) is widened to what it can.
 
-    hidden_layer_sizes : array-like of int, default=()
-        Hidden layer widths of the encoder; the decoder mirrors them. An empty
-        tuple gives a linear encoder and decoder (a linear VAE, whose maximum
-        likelihood solution is probabilistic PCA or factor analysis).
+    hidden_layer_sizes : array-like of int or int, default=()
+        Hidden layer widths of the encoder; the decoder mirrors them. One int
+        is one hidden layer, as in :class:`~sklearn.neural_network.MLPRegressor`.
+        An empty tuple gives a linear encoder and decoder (a linear VAE, whose
+        maximum likelihood solution is probabilistic PCA or factor analysis).
 
         The default, no hidden layer, makes the density a Gaussian, fitted
         in closed form (see ``init``) and robustly (see ``support_fraction``

@@ -256,6 +256,8 @@ def save(estimator, path):
     metadata["sha256"] = _checksum(metadata, encoder.tensors)
     data = safetensors.numpy.save(encoder.tensors, metadata=metadata)
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory; give a file's path.")
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as f:

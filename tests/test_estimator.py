@@ -956,10 +956,31 @@ def test_invalid_parameters(params):
         GaussianVAE(**params).fit(np.ones((5, 2)))
 
 
-@pytest.mark.parametrize("sizes", [(0,), (4, -1), (2.5,), [[3]], (True,), np.array(5)])
+@pytest.mark.parametrize(
+    "sizes", [(0,), (4, -1), (2.5,), [[3]], (True,), np.array(5), 0, True, 8.0]
+)
 def test_invalid_hidden_layer_sizes(sizes):
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         GaussianVAE(hidden_layer_sizes=sizes).fit(np.ones((5, 2)))
+
+
+def test_one_int_is_one_hidden_layer(ppca):
+    # As in MLPRegressor; the parameter itself is stored untouched.
+    params = {**SMALL, "n_components": 2, "max_iter": 2, "warm_start": True}
+    vae = GaussianVAE(**{**params, "hidden_layer_sizes": 8}).fit(ppca.X_train[:100])
+    assert vae.hidden_layer_sizes == 8 and vae.module_.hidden_layer_sizes == (8,)
+    vae.fit(ppca.X_train[:100])  # the same shape for a warm start
+    as_tuple = GaussianVAE(**{**params, "hidden_layer_sizes": (8,)})
+    assert_array_equal(
+        vae.set_params(warm_start=False).fit(ppca.X_train[:100]).transform(ppca.X_test),
+        as_tuple.fit(ppca.X_train[:100]).transform(ppca.X_test),
+    )
+
+
+@pytest.mark.parametrize("n_samples", [2.0, True, "3", np.float64(1)])
+def test_sample_needs_an_integer(fitted, n_samples):
+    with pytest.raises(TypeError, match="n_samples must be an integer"):
+        fitted.sample(n_samples)
 
 
 @pytest.mark.parametrize("init", ["auto", "linear"])

@@ -409,3 +409,9 @@ def test_skops_round_trip(ppca, estimator, method, tmp_path):
 def test_save_and_load_are_exported():
     assert skvae.load is persistence.load and "load" in skvae.__all__
     assert skvae.save is persistence.save and "save" in skvae.__all__
+
+
+def test_save_to_a_directory_names_it(fitted, tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        skvae.save(fitted, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
