@@ -1,6 +1,7 @@
 """VAEOutlierDetector: rows the fitted density finds unlikely are outliers."""
 
 import math
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -107,7 +108,12 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         Gaussian with a full covariance matrix (factor analysis with as many
         factors as features), which ranked anomalies best on the benchmark
         data sets; see ``hidden_layer_sizes`` and
-        :doc:`/guide/outlier_detection`.
+        :doc:`/guide/outlier_detection`. With as many latent dimensions as
+        support rows (see ``support_fraction``) or more, such as on data with
+        more features than rows, the fit warns: new rows of the training
+        distribution then score below the training rows and are flagged
+        (all of them on 30 rows of 200 features); pass a much smaller
+        ``n_components``.
 
     prior_components : int or "auto", default=1
         Number of Gaussian components of the prior p(z). 1 is the standard
@@ -746,6 +752,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
                 MAX_SUPPORT_STEPS if trimmed else 0,
             )
             converged = converged if last is None else last
+            self._warn_if_fewer_rows_than_dimensions(int(support.sum()))
         self.support_ = support
         scores = self._outlier_scores(X)
         if self.contamination == "auto":
@@ -754,6 +761,28 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         else:
             self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return converged
+
+    def _warn_if_fewer_rows_than_dimensions(self, n_support):
+        """Warn where the model has as many latent dimensions as support rows.
+
+        Its covariance then fits those rows too closely: rows it was not
+        fitted to score far below them, so that new rows of the same
+        distribution are flagged (all of them on 30 rows of 200 features).
+        """
+        n_components = self.module_.n_components
+        if n_components < n_support:
+            return
+        warnings.warn(
+            f"VAEOutlierDetector fitted {n_components} latent dimensions to "
+            f"{n_support} support rows: rows it was not fitted to will score "
+            "far below the training rows, and new rows of the same "
+            "distribution may all be flagged. Pass n_components well below "
+            f"{n_support}, a larger shrinkage, or more rows.",
+            UserWarning,
+            # The caller of fit, past this method, _fit_validated, _fit and
+            # its two torch mode decorators, fit and _fit_context.
+            stacklevel=8,
+        )
 
     def score_samples(self, X):
         """Log-likelihood of each row, in the units of X; the lower, the more abnormal.

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -506,3 +508,22 @@ def test_networks_score_incomplete_rows_by_their_observed_entries():
     detector = make_detector(max_iter=3).fit(X)
     assert detector._marginal_gaussian() is None
     assert_allclose(detector.score_samples(X), detector._log_likelihood(X))
+
+
+def test_as_many_latent_dimensions_as_support_rows_warns():
+    # 30 rows of 200 features: the default's full covariance, fitted to the
+    # 23 support rows, flags every new row of the same distribution. Fewer
+    # latent dimensions than support rows do not warn.
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(200, 200)) / np.sqrt(200)
+    X, X_new = rng.normal(size=(30, 200)) @ A, rng.normal(size=(500, 200)) @ A
+    with pytest.warns(UserWarning, match="200 latent dimensions to 23 support") as r:
+        detector = VAEOutlierDetector(random_state=0, device=DEVICE).fit(X)
+    assert r[0].filename == __file__  # points at the caller of fit
+    assert (detector.predict(X_new) == -1).mean() > 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        narrow = VAEOutlierDetector(n_components=5, random_state=0, device=DEVICE)
+        narrow.fit(X)
+        VAEOutlierDetector(random_state=0, device=DEVICE).fit(X[:, :20])
+    assert (narrow.predict(X_new) == -1).mean() < 0.2
