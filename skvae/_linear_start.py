@@ -139,7 +139,8 @@ def shrunk_covariance(Z, shrinkage, covariance=None):
     if shrinkage == "auto":
         spread = np.sqrt(np.diag(covariance))
         spread = np.where(spread > 0, spread, 1.0)
-        shrinkage = ledoit_wolf_shrinkage(Z / spread) if Z.shape[1] > 1 else 0.0
+        # One row has no correlations to shrink (and would make sklearn warn).
+        shrinkage = ledoit_wolf_shrinkage(Z / spread) if min(Z.shape) > 1 else 0.0
     if not shrinkage:
         return covariance
     return (1 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))

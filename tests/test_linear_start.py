@@ -4,6 +4,7 @@ import copy
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -133,6 +134,11 @@ def test_auto_shrinkage_is_ledoit_wolf_on_the_correlations():
     spread = Z.std(0)
     expected = ledoit_wolf(Z / spread)[0] * np.outer(spread, spread)
     assert_allclose(shrunk_covariance(Z, "auto"), expected, rtol=1e-10)
+    # One row: no correlations to shrink, and no warning from scikit-learn
+    # ("Only one sample available") about a reshape the user cannot make.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_array_equal(shrunk_covariance(Z[:1], "auto"), np.zeros((8, 8)))
 
 
 @pytest.mark.parametrize("n_components", [2, 5])
