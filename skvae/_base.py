@@ -282,6 +282,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             dtype=[np.float64, np.float32],
             ensure_all_finite="allow-nan",
         )
+        X = self._mark_missing(X)
         if not self.standardize:
             check_unstandardized_range(X)
         if reset:
@@ -971,13 +972,18 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
     def _validated(self, X):
         check_is_fitted(self)
-        return validate_data(
+        X = validate_data(
             self,
             X,
             reset=False,
             dtype=[np.float64, np.float32],
             ensure_all_finite="allow-nan",
         )
+        return self._mark_missing(X)
+
+    def _mark_missing(self, X):
+        """Validated X with its missing entries as NaN, which is how they come."""
+        return X
 
     def _importance_draws(self):
         """The quasi-random draws of z shared by every row scored."""

@@ -1,5 +1,7 @@
 """VAEImputer: fill missing entries with a Gaussian VAE trained on incomplete data."""
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 from sklearn.impute import MissingIndicator
@@ -44,7 +46,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     the model's p(x_m | x_o) (for a Gaussian model, the exact conditional
     Gaussian; otherwise sampling importance resampling, then decoder
     noise), for multiple imputation. Observed entries are returned unchanged.
-    NaN marks a missing entry.
+    NaN marks a missing entry, or the value of ``missing_values``.
 
     Parameters
     ----------
@@ -316,6 +318,12 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         so. A new ``device`` is followed: the model and the optimiser's
         state move to it.
 
+    missing_values : float or None, default=np.nan
+        The placeholder of a missing entry, as in
+        :class:`~sklearn.impute.SimpleImputer`: every entry equal to it is
+        missing (NaN and None: every NaN). With another value, NaN in X is
+        an error.
+
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` is stacked onto
         the output: one column per feature with missing values at fit time,
@@ -460,6 +468,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     _parameter_constraints: dict = {
         **BaseGaussianVAE._parameter_constraints,
+        "missing_values": [Real, None],
         "add_indicator": ["boolean"],
         "sample_posterior": ["boolean"],
     }
@@ -492,6 +501,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         random_state=None,
         verbose=0,
         warm_start=False,
+        missing_values=np.nan,
         add_indicator=False,
         sample_posterior=False,
     ):
@@ -522,8 +532,21 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             verbose=verbose,
             warm_start=warm_start,
         )
+        self.missing_values = missing_values
         self.add_indicator = add_indicator
         self.sample_posterior = sample_posterior
+
+    def _mark_missing(self, X):
+        """X with its ``missing_values`` placeholders replaced by NaN."""
+        if self.missing_values is None or np.isnan(self.missing_values):
+            return X
+        if np.isnan(X).any():
+            raise ValueError(
+                f"Input X contains NaN, but missing_values={self.missing_values!r} "
+                "marks the missing entries. Pass missing_values=np.nan if NaN "
+                "marks them, or remove the NaN."
+            )
+        return np.where(X == self.missing_values, np.nan, X)
 
     def _fit_validated(self, X, incremental):
         converged = super()._fit_validated(X, incremental)
@@ -540,7 +563,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Data; NaN marks a missing entry.
+            Data; NaN (or ``missing_values``) marks a missing entry.
 
         Returns
         -------

@@ -98,6 +98,8 @@ def _entries(cls, section):
 def _documented_default(type_line):
     _, sep, default = type_line.rpartition("default=")
     assert sep, f"no default in {type_line!r}"
+    if default == "np.nan":  # as scikit-learn's imputers write it
+        return np.nan
     return ast.literal_eval(default)
 
 
@@ -112,7 +114,12 @@ def test_signature_constraints_and_parameters_section_agree(cls):
     assert list(documented) == names, "documented in the order of the signature"
     for name in names:
         default = signature.parameters[name].default
-        assert _documented_default(documented[name][0]) == default, name
+        documented_default = _documented_default(documented[name][0])
+        if isinstance(default, float) and np.isnan(default):
+            assert isinstance(documented_default, float), name
+            assert np.isnan(documented_default), name
+        else:
+            assert documented_default == default, name
 
 
 def test_shared_defaults_and_types_are_the_same():

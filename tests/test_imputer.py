@@ -222,6 +222,22 @@ def test_sample_posterior_draws_from_the_conditional(fitted, ppca):
     assert_allclose(other.mean(0), mean, atol=0.1)
 
 
+@pytest.mark.parametrize("placeholder", [-1.0, 0, None])
+def test_missing_values_marks_the_missing_entries(ppca, placeholder):
+    # As SimpleImputer's: the entries equal to it are missing, and the fit,
+    # the imputations, the indicator and the scores are those of NaN there.
+    X = remove_at_random(ppca.X_train[:300], 0.2, 4)
+    params = {**SMALL, **LINEAR, "add_indicator": True}
+    expected = VAEImputer(**params).fit(X)
+    marked = X if placeholder is None else np.where(np.isnan(X), placeholder, X)
+    imputer = VAEImputer(missing_values=placeholder, **params).fit(marked)
+    assert_array_equal(imputer.transform(marked), expected.transform(X))
+    assert_array_equal(imputer.score_samples(marked), expected.score_samples(X))
+    if placeholder is not None:
+        with pytest.raises(ValueError, match=r"contains NaN, but missing_values="):
+            imputer.transform(X)
+
+
 def test_feature_never_observed_is_an_error(ppca):
     X = ppca.X_train[:100].copy()
     X[:, 2] = np.nan
