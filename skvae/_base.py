@@ -328,13 +328,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 module.prior_components,
             )
         # The features' map fitted: "auto" accepts either of its two.
+        unscaled = getattr(self, "_unscaled", None)
+        if unscaled is None:  # fitted before it was stored: mean_ 0, scale_ 1
+            unscaled = not np.any(self.mean_) and bool(np.all(self.scale_ == 1))
         then = (
             "marginal"
             if getattr(self, "marginal_knots_", None) is not None
-            else not getattr(self, "_unscaled", False)
+            else not unscaled
         )
         now = self.standardize
-        if now == "auto" and then is not False:
+        if isinstance(now, str) and now == "auto" and then is not False:
             now = then
         fitted["standardize"] = (now, then)
         for name, (now, then) in fitted.items():
@@ -350,15 +353,44 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """Move a fitted model, and Adam's state, to ``device`` if it changed.
 
         ``warm_start`` and :meth:`partial_fit` then train on the device asked
-        for; an unavailable one raises, as in a first fit.
+        for. Where it is not available, training goes on where the model is
+        with a warning, as a model loaded on such a machine is placed on the
+        CPU (:meth:`_place_loaded_module`).
         """
-        device = resolve_device(self.device)
+        try:
+            device = resolve_device(self.device)
+        except ValueError as exc:
+            warnings.warn(
+                f"{exc} Training goes on on {self.device_}, where the model is.",
+                UserWarning,
+                # The caller of fit, past this method, _fit and its two torch
+                # mode decorators, fit and _fit_context.
+                stacklevel=7,
+            )
+            return
         if device == self.device_:
             return
         self.module_.to(device)
         self.device_ = device
-        # Loading its own state casts Adam's moments to the parameters' device.
-        self._optimizer.load_state_dict(self._optimizer.state_dict())
+        old = self._optimizer
+        groups = old.param_groups
+        # A new optimiser for the device (fused where it has the kernels),
+        # loaded with the old one's state and hyper-parameters but its own
+        # implementation flags: torch then casts the moments to the device,
+        # and the step as fused or plain Adam wants it.
+        self._optimizer = make_optimizer(
+            self.module_,
+            groups[0]["lr"],
+            groups[0]["weight_decay"] if len(groups) == 2 else 0.0,
+        )
+        state = old.state_dict()
+        for saved, fresh in zip(
+            state["param_groups"], self._optimizer.param_groups, strict=True
+        ):
+            for flag in ("fused", "foreach", "capturable", "differentiable"):
+                if flag in fresh:
+                    saved[flag] = fresh[flag]
+        self._optimizer.load_state_dict(state)
 
     def _fit_validated(self, X, incremental):
         """Train on validated X; the one extension point of fitting.
@@ -578,8 +610,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             for s in sizes
         ):
             raise ValueError(
-                "hidden_layer_sizes must be a sequence of positive integers (an empty "
-                f"one gives a linear VAE), got {self.hidden_layer_sizes!r}."
+                "hidden_layer_sizes must be a positive integer or a sequence of them "
+                f"(an empty one gives a linear VAE), got {self.hidden_layer_sizes!r}."
             )
 
     def _can_hold_out(self, n_samples, n_held_out):
@@ -639,7 +671,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._train_seed, self._score_seed, self._split_seed = (
             draw_seed(rng) for _ in range(3)
         )
-        self._unscaled = self.standardize is False
+        self._unscaled = not self.standardize  # False or np.False_
         if self._unscaled:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])

@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skvae import GaussianVAE, _base, _training
 from skvae._device import resolve_device
-from skvae._training import fit_module
+from skvae._training import fit_module, make_optimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -971,9 +971,10 @@ def test_one_int_is_one_hidden_layer(ppca):
     assert vae.hidden_layer_sizes == 8 and vae.module_.hidden_layer_sizes == (8,)
     vae.fit(ppca.X_train[:100])  # the same shape for a warm start
     as_tuple = GaussianVAE(**{**params, "hidden_layer_sizes": (8,)})
-    assert_array_equal(
+    assert_allclose(
         vae.set_params(warm_start=False).fit(ppca.X_train[:100]).transform(ppca.X_test),
         as_tuple.fit(ppca.X_train[:100]).transform(ppca.X_test),
+        rtol=1e-5,
     )
 
 
@@ -1034,16 +1035,66 @@ def test_warm_start_takes_standardize_auto_as_the_map_it_fitted(ppca):
     unscaled.fit(X / 10).set_params(standardize="auto")
     with pytest.raises(ValueError, match="standardize='auto' differs .* False"):
         unscaled.fit(X / 10)
+    # Fitted before the map was stored: read off mean_ = 0 and scale_ = 1.
+    del unscaled._unscaled
+    unscaled.set_params(standardize=False).fit(X / 10)
+    # numpy's False is False: the features are left as they are.
+    numpy_false = GaussianVAE(**{**SMALL, "standardize": np.False_, "warm_start": True})
+    numpy_false.fit(X / 10).fit(X / 10)
+    assert not numpy_false.mean_.any() and (numpy_false.scale_ == 1).all()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_warm_start_with_an_unavailable_device_raises(ppca):
+def test_warm_start_with_an_unavailable_device_warns_and_trains_on(ppca):
+    # As a model loaded on a machine without its device: on where it is.
+    X = ppca.X_train[:100]
     vae = GaussianVAE(n_components=2, warm_start=True, **{**SMALL, "max_iter": 2})
-    vae.fit(ppca.X_train[:100]).set_params(device="cuda")
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        vae.fit(ppca.X_train[:100])
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        vae.partial_fit(ppca.X_train[:100])
+    vae.fit(X).set_params(device="cuda")
+    with pytest.warns(UserWarning, match="CUDA is not available.*goes on on cpu") as r:
+        vae.fit(X)
+    assert r[0].filename == __file__  # points at the caller of fit
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        vae.partial_fit(X)
+    assert vae.n_iter_ == 5 and vae.device_.type == "cpu"
+
+
+def test_a_device_move_keeps_adams_state_and_takes_the_new_flags(ppca):
+    # torch.device("cpu", 0) != torch.device("cpu"): the move to device="cpu"
+    # runs on any machine. The optimiser is rebuilt for the device (here
+    # fused, where it was plain) with the old moments, step and settings.
+    X = ppca.X_train[:100]
+    params = {**SMALL, "max_iter": 2, "alpha": 1.0, "warm_start": True}
+    vae = GaussianVAE(n_components=2, **params).fit(X)
+    named = list(vae.module_.named_parameters())
+    weights = [p for n, p in named if n.endswith("weight")]
+    biases = [p for n, p in named if not n.endswith("weight")]
+    plain = torch.optim.Adam(
+        [
+            {"params": weights, "weight_decay": 0.5},
+            {"params": biases, "weight_decay": 0.0},
+        ],
+        lr=3e-4,
+    )
+    plain.load_state_dict(vae._optimizer.state_dict())  # its groups' too:
+    for group, weight_decay in zip(plain.param_groups, (0.5, 0.0), strict=True):
+        group.update(lr=3e-4, weight_decay=weight_decay, fused=None)
+    vae._optimizer, vae.device_ = plain, torch.device("cpu", 0)
+    before = copy.deepcopy(plain.state_dict())
+    vae._follow_device()
+    assert vae.device_ == torch.device("cpu")
+    after = vae._optimizer.state_dict()
+    for index, state in before["state"].items():
+        for key, value in state.items():
+            assert_array_equal(after["state"][index][key].cpu(), value), key
+    fresh = make_optimizer(vae.module_, 1e-3, 0.5).param_groups[0]
+    for group, old in zip(after["param_groups"], before["param_groups"], strict=True):
+        assert group["lr"] == 3e-4 and group["weight_decay"] == old["weight_decay"]
+        assert group.get("fused") == fresh.get("fused")
+    vae.partial_fit(X)  # trains on with the moved state
+    weight = vae.module_.decoder_mean.weight
+    assert float(vae._optimizer.state[weight]["step"]) == float(
+        before["state"][0]["step"]
+    ) + np.ceil(100 / vae.batch_size_)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
