@@ -536,9 +536,23 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         self.add_indicator = add_indicator
         self.sample_posterior = sample_posterior
 
+    def _set_state(self, state, stacklevel):
+        # Pickled before missing_values existed: NaN, as then.
+        state = {"missing_values": np.nan, **state}
+        super()._set_state(state, stacklevel + 1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._placeholder_is_nan()
+        return tags
+
+    def _placeholder_is_nan(self):
+        value = self.missing_values  # tags may be asked for before validation
+        return value is None or (isinstance(value, Real) and bool(np.isnan(value)))
+
     def _mark_missing(self, X):
         """X with its ``missing_values`` placeholders replaced by NaN."""
-        if self.missing_values is None or np.isnan(self.missing_values):
+        if self._placeholder_is_nan():
             return X
         if np.isnan(X).any():
             raise ValueError(

@@ -236,6 +236,17 @@ def test_missing_values_marks_the_missing_entries(ppca, placeholder):
     if placeholder is not None:
         with pytest.raises(ValueError, match=r"contains NaN, but missing_values="):
             imputer.transform(X)
+    assert imputer.__sklearn_tags__().input_tags.allow_nan is (placeholder is None)
+
+
+def test_an_imputer_pickled_before_missing_values_loads_with_nan(fitted, ppca):
+    state = fitted.__getstate__()
+    del state["missing_values"]
+    old = VAEImputer.__new__(VAEImputer)
+    old.__setstate__(state)
+    assert np.isnan(old.missing_values)
+    X = remove_at_random(ppca.X_test[:20], 0.2, 1)
+    assert_array_equal(old.transform(X), fitted.transform(X))
 
 
 def test_feature_never_observed_is_an_error(ppca):
