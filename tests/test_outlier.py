@@ -526,4 +526,7 @@ def test_as_many_latent_dimensions_as_support_rows_warns():
         narrow = VAEOutlierDetector(n_components=5, random_state=0, device=DEVICE)
         narrow.fit(X)
         VAEOutlierDetector(random_state=0, device=DEVICE).fit(X[:, :20])
+        diagonal = VAEOutlierDetector(shrinkage=1.0, random_state=0, device=DEVICE)
+        diagonal.fit(X)
     assert (narrow.predict(X_new) == -1).mean() < 0.2
+    assert (diagonal.predict(X_new) == -1).mean() < 0.2
