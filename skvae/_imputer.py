@@ -316,7 +316,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         ``activation``, the kind of ``decoder_variance``) and the features'
         map (``standardize``) cannot change in between: a ValueError says
         so. A new ``device`` is followed: the model and the optimiser's
-        state move to it.
+        state move to it (where it is not available, a warning says so and
+        training goes on where the model is).
 
     missing_values : float or None, default=np.nan
         The placeholder of a missing entry, as in
