@@ -68,9 +68,9 @@ def fit_quietly(model, X):
         return model.fit(X)
 
 
-def auto_fit(X, device):
+def auto_fit(X, device, **params):
     """A one-epoch fit with ``batch_size="auto"``; its ``batch_size_`` is the rule's."""
-    return fit_quietly(vae("auto", 1, device), X)
+    return fit_quietly(vae("auto", 1, device, **params), X)
 
 
 def timed(fn):

@@ -1,5 +1,9 @@
 """Section ``memory`` of speed.py: peak resident memory of one epoch of fit.
 
+As a user's default fit runs: the closed-form start and the competing
+randomly started network (``init="auto"`` with early stopping), the
+held-out rows scored to compare them.
+
 Each fit runs in a fresh process (this file run as a script, which is how
 speed.py starts it), so that earlier sections leave no trace in the peak.
 
@@ -49,7 +53,8 @@ def child(n, d, device, batch):
     # The baseline is the process after imports and X, as a user's would be.
     baseline = peak_rss()
     if batch is None:
-        model = auto_fit(X, device)
+        # The default's start and competing network, as a user's fit has.
+        model = auto_fit(X, device, init="auto", early_stopping="auto")
         batch = model.batch_size_
         n_params = sum(p.numel() for p in model.module_.parameters())
     else:
@@ -74,7 +79,9 @@ def run(args, log):
         "### Peak memory of fit",
         "",
         "Peak resident memory (`VmHWM`, else `ru_maxrss`) of one epoch of `fit` in a fresh "
-        "process, minus the process's peak after imports and after building X "
+        "process, the default's closed-form start and its competing randomly "
+        'started network included (`init="auto"`, `early_stopping="auto"`), '
+        "minus the process's peak after imports and after building X "
         f"(float32), in MB, the median and the largest of {args.repeats} processes; "
         "the target is at most about 2x (float32 X + model), for the median. "
         "The raw loop's standardized copy of X is shown for reference (median).",
