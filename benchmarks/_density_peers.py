@@ -77,6 +77,8 @@ def mixture_by_bic(Z, seed):
                 best, best_bic = model, bics[-1]
             if len(bics) > BIC_RISES and all(np.diff(bics[-BIC_RISES - 1 :]) > 0):
                 break
+    if best is None:  # every BIC NaN or infinite: a failed run, said so
+        raise ValueError(f"No finite BIC among {tried} GaussianMixture fits.")
     info = {"n_components": best.n_components, "covariance_type": best.covariance_type}
     return best.score_samples, {**info, "tried": tried}
 
