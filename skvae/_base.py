@@ -47,6 +47,7 @@ from ._training import (
     lower_learning_rate,
     make_optimizer,
     posterior_statistics,
+    rebuilt_optimizer,
     with_weight_decay,
 )
 from ._units import (
@@ -372,25 +373,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             return
         self.module_.to(device)
         self.device_ = device
-        old = self._optimizer
-        groups = old.param_groups
-        # A new optimiser for the device (fused where it has the kernels),
-        # loaded with the old one's state and hyper-parameters but its own
-        # implementation flags: torch then casts the moments to the device,
-        # and the step as fused or plain Adam wants it.
-        self._optimizer = make_optimizer(
+        groups = self._optimizer.param_groups
+        self._optimizer = rebuilt_optimizer(
+            self._optimizer,
             self.module_,
-            groups[0]["lr"],
             groups[0]["weight_decay"] if len(groups) == 2 else 0.0,
         )
-        state = old.state_dict()
-        for saved, fresh in zip(
-            state["param_groups"], self._optimizer.param_groups, strict=True
-        ):
-            for flag in ("fused", "foreach", "capturable", "differentiable"):
-                if flag in fresh:
-                    saved[flag] = fresh[flag]
-        self._optimizer.load_state_dict(state)
 
     def _fit_validated(self, X, incremental):
         """Train on validated X; the one extension point of fitting.
@@ -614,19 +602,20 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 f"(an empty one gives a linear VAE), got {self.hidden_layer_sizes!r}."
             )
 
-    def _can_hold_out(self, n_samples, n_held_out):
-        """Whether a split that holds out rows leaves some to train on.
+    def _can_hold_out(self, n_samples):
+        """Whether ``validation_fraction`` of the rows rounds to one or more
+        and the split leaves some to train on.
 
         ``train_test_split`` holds out ``ceil(n_samples * validation_fraction)``
         rows and fails if none are left.
         """
-        return n_held_out >= 1 and (
+        return round(n_samples * self.validation_fraction) >= 1 and (
             n_samples - math.ceil(n_samples * self.validation_fraction) >= 1
         )
 
     def _uses_early_stopping(self, n_samples):
         n_held_out = round(n_samples * self.validation_fraction)
-        can_hold_out = self._can_hold_out(n_samples, n_held_out)
+        can_hold_out = self._can_hold_out(n_samples)
         if self.early_stopping == "auto":
             return n_held_out >= MIN_AUTO_VALIDATION_ROWS and can_hold_out
         if self.early_stopping and not can_hold_out:
@@ -746,11 +735,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         # The rows early stopping holds out, also held out here: the start
         # competes with the trained weights on them.
         train, held_out = np.arange(X.shape[0]), None
-        n_held_out = round(X.shape[0] * self.validation_fraction)
         stopping = self._uses_early_stopping(X.shape[0])
-        if (stopping or len(candidates) > 1) and self._can_hold_out(
-            X.shape[0], n_held_out
-        ):
+        if (stopping or len(candidates) > 1) and self._can_hold_out(X.shape[0]):
             train, held_out = train_test_split(
                 train, test_size=self.validation_fraction, random_state=self._split_seed
             )

@@ -191,8 +191,23 @@ def with_weight_decay(optimizer, module, weight_decay):
         return optimizer
     if len(groups) == 1 and not weight_decay:
         return optimizer
-    new = make_optimizer(module, groups[0]["lr"], weight_decay)
-    new.state.update(optimizer.state)
+    return rebuilt_optimizer(optimizer, module, weight_decay)
+
+
+def rebuilt_optimizer(optimizer, module, weight_decay):
+    """A new :func:`make_optimizer` for ``module``, with ``optimizer``'s state.
+
+    The new one has the groups ``weight_decay`` asks for and the flags of
+    the module's device now (fused where it has the kernels); it takes the
+    old one's learning rate, moments and step. :func:`make_optimizer`
+    orders the parameters the same whatever its groups, so the old state's
+    indices name the same parameters, and loading it casts the moments to
+    the parameters' device and the step as fused or plain Adam wants it.
+    """
+    new = make_optimizer(module, optimizer.param_groups[0]["lr"], weight_decay)
+    state = new.state_dict()
+    state["state"] = optimizer.state_dict()["state"]
+    new.load_state_dict(state)
     return new
 
 
