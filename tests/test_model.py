@@ -48,24 +48,31 @@ def test_elbo_is_below_the_marginal_for_a_wrong_posterior():
     assert_allclose(iwae, true, atol=0.02)
 
 
-def test_training_terms_use_the_closed_form_variance():
+@pytest.mark.parametrize("mode", ["feature", "shared"])
+def test_training_terms_use_the_closed_form_variance(mode):
     torch.manual_seed(0)
-    module = VAEModule(3, 2, (5,), "tanh", "feature", 1e-4).to(DEVICE)
+    module = VAEModule(3, 2, (5,), "tanh", mode, 1e-4).to(DEVICE)
     generator = torch.Generator().manual_seed(2)
-    x = torch.randn(32, 3, generator=generator).to(DEVICE)
+    # Features on different scales, so that one variance per feature and
+    # one shared by all of them differ.
+    scales = torch.tensor([0.1, 1.0, 10.0])
+    x = (torch.randn(32, 3, generator=generator) * scales).to(DEVICE)
     eps = torch.randn(32, 2, generator=generator).to(DEVICE)
     log_px, kl, squared, variance = module.training_terms(x, eps)
     mean, std = module.encode(x)
     x_mean, _ = module.decode(mean + std * eps)
-    expected = gaussian_log_prob(x, x_mean, ((x - x_mean) ** 2).mean(0).detach())
+    optimum = ((x - x_mean) ** 2).mean(0).detach()
+    if mode == "shared":
+        optimum = optimum.mean().expand(3)
+    expected = gaussian_log_prob(x, x_mean, optimum)
     assert_allclose(
         log_px.detach().cpu().numpy(), expected.detach().cpu().numpy(), rtol=1e-5
     )
     assert kl.shape == (32, 2) and (kl >= 0).all()
     assert_allclose(squared.cpu().numpy(), ((x - x_mean) ** 2).detach().cpu().numpy())
     assert_allclose(
-        variance.cpu().numpy(),
-        ((x - x_mean) ** 2).mean(0).detach().cpu().numpy(),
+        np.broadcast_to(variance.cpu().numpy(), (3,)),
+        optimum.cpu().numpy(),
         rtol=1e-6,
     )
 
