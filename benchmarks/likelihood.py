@@ -197,7 +197,26 @@ def run_one(data, model, seed, args):
     except Exception as error:  # recorded, so that one failure ends no benchmark
         score, seconds, info = None, None, {"error": f"{type(error).__name__}: {error}"}
     info["n_train"] = len(X_train)
+    if not data.startswith("synthetic"):
+        info["dequantize"] = args.dequantize
     return [data, model, seed, score, seconds, info]
+
+
+def other_dequantize_modes(runs, mode):
+    """The ``--dequantize`` modes other than ``mode`` recorded in ``runs``.
+
+    The key of a recorded run (data set, model, seed) does not hold the
+    mode, so a runs file of one mode must not be resumed or tabulated with
+    the other. Records from before the mode was kept are of ``"sparse"``.
+    """
+    if runs is None or not runs.exists():
+        return set()
+    modes = set()
+    for line in runs.read_text().splitlines():
+        data, *_, info = json.loads(line)
+        if not data.startswith("synthetic"):
+            modes.add(info.get("dequantize", "sparse"))
+    return modes - {mode}
 
 
 # ------------------------------------------------------------------ main
@@ -275,6 +294,15 @@ def main(argv=None):
         if set(args.data or ()) - set(known):
             parser.error(f"unknown data sets; known: {known}")
         names = [d for d in known if d in (args.data or known)]
+
+    other = (
+        set() if args.synthetic else other_dequantize_modes(args.runs, args.dequantize)
+    )
+    if other:
+        parser.error(
+            f"{args.runs} holds runs with --dequantize {', '.join(sorted(other))}, "
+            f"not {args.dequantize}; give each mode its own --runs file"
+        )
 
     def wanted(data, model):
         wide = (
