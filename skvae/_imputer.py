@@ -538,8 +538,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         self.sample_posterior = sample_posterior
 
     def _set_state(self, state, stacklevel):
-        # Pickled before missing_values existed: NaN, as then.
-        state = {"missing_values": np.nan, **state}
+        # Pickled before missing_values existed: NaN, as then. A file of
+        # skvae.save has set the parameters already and holds attributes only.
+        if "missing_values" not in vars(self):
+            state = {"missing_values": np.nan, **state}
         super()._set_state(state, stacklevel + 1)
 
     def __sklearn_tags__(self):

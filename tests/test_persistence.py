@@ -418,3 +418,60 @@ def test_save_to_a_directory_names_it(fitted, tmp_path):
     with pytest.raises(IsADirectoryError, match=message):
         skvae.save(fitted, tmp_path)
     assert list(tmp_path.parent.glob(f".{tmp_path.name}.*")) == []
+
+
+# A value other than the default for every parameter the three estimators share.
+NOT_DEFAULT = dict(
+    activation="logistic",
+    alpha=0.01,
+    batch_size=32,
+    beta=0.5,
+    decoder_variance="shared",
+    device=DEVICE,
+    early_stopping=True,
+    hidden_layer_sizes=(7, 5),
+    init="random",
+    kl_warmup=3,
+    learning_rate="constant",
+    learning_rate_init=0.002,
+    max_iter=4,
+    min_variance=1e-6,
+    n_components=3,
+    n_importance_samples=17,
+    n_iter_no_change=4,
+    prior_components=2,
+    random_state=11,
+    shrinkage=0.1,
+    standardize=False,
+    tol=1e-3,
+    validation_fraction=0.2,
+    verbose=1,
+    warm_start=True,
+)
+OWN_NOT_DEFAULT = {
+    GaussianVAE: {},
+    VAEImputer: dict(missing_values=-1.0, add_indicator=True, sample_posterior=True),
+    VAEOutlierDetector: dict(contamination=0.05, support_fraction=0.9),
+}
+
+
+@pytest.mark.parametrize("cls", [GaussianVAE, VAEImputer, VAEOutlierDetector])
+@pytest.mark.parametrize("fit", [False, True], ids=["unfitted", "fitted"])
+def test_every_parameter_round_trips(cls, fit, ppca, tmp_path):
+    params = {**NOT_DEFAULT, **OWN_NOT_DEFAULT[cls]}
+    defaults = cls().get_params()
+    assert not [name for name in defaults if name not in params]
+    assert not [name for name, value in params.items() if defaults[name] == value]
+    estimator = cls(**params)
+    if fit:
+        X = ppca.X_train[:100].copy()
+        if cls is VAEImputer:
+            X[::4, 2] = -1.0  # missing_values' placeholder
+        estimator.fit(X)
+    skvae.save(estimator, tmp_path / "model.safetensors")
+    restored = load(tmp_path / "model.safetensors")
+    assert restored.get_params() == estimator.get_params()
+    if fit and cls is VAEImputer:
+        # The placeholders are imputed, not taken for data.
+        assert not (restored.transform(X) == -1.0).any()
+        assert_array_equal(restored.transform(X), estimator.transform(X))
