@@ -32,6 +32,34 @@ MAX_SUPPORT_STEPS = 10
 # (nearly) constant on the support rows then cannot make every other value
 # look impossible. Chosen by leaving one data set out (docs/guide).
 RESOLUTION_FRACTION = 1 / 16
+# partial_fit sets offset_ on a uniform sample of at most this many of all the
+# rows it has been given (reservoir_sample), scored by the current model, so
+# that a small last chunk does not set the threshold alone.
+THRESHOLD_ROWS = 1000
+
+
+def reservoir_sample(sample, n_seen, X, size, rng):
+    """A uniform sample of at most ``size`` rows, updated with the rows of X.
+
+    Vitter's algorithm R: ``sample`` is a uniform sample of the ``n_seen``
+    rows given before (None for none); row t of the stream (from 1), past
+    the first ``size``, replaces a random row of the sample with probability
+    ``size / t``, so that every row seen is in the result with the same
+    probability, whatever the chunks.
+    """
+    sample = X[:0] if sample is None else sample
+    fill = min(size - len(sample), len(X))
+    sample = np.concatenate([sample, X[:fill]])
+    rows = np.arange(fill, len(X))
+    if rows.size:
+        slots = rng.integers(0, n_seen + rows + 1)  # uniform on [0, t - 1]
+        kept = slots < size
+        rows, slots = rows[kept], slots[kept]
+        # A slot drawn twice holds the later of its rows.
+        _, last = np.unique(slots[::-1], return_index=True)
+        last = len(slots) - 1 - last
+        sample[slots[last]] = X[rows[last]]
+    return sample
 
 
 def c_step(X, n_support, score_samples, fit, n_steps):
@@ -460,7 +488,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     ----------
     offset_ : float
         Threshold on :meth:`score_samples`: ``decision_function`` is
-        ``score_samples - offset_``, negative for outliers.
+        ``score_samples - offset_``, negative for outliers. :meth:`fit` sets
+        it on the scores of all its rows; each :meth:`partial_fit`, on the
+        scores under the updated model of a uniform sample of at most 1,000
+        of all the rows given since the last :meth:`fit` (kept with the
+        model), so that a small chunk does not set it alone.
 
     support_ : ndarray of shape (n_samples,) of bool
         The training rows of the last fit (or of the last chunk given to
@@ -755,7 +787,16 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             converged = converged if last is None else last
             self._warn_if_fewer_rows_than_dimensions(int(support.sum()))
         self.support_ = support
-        scores = self._outlier_scores(X)
+        # After fit, all rows set the threshold; after partial_fit, a sample
+        # of all the rows given since the last fit (THRESHOLD_ROWS).
+        previous = getattr(self, "_threshold_rows", None) if incremental else None
+        n_seen = self._threshold_seen if previous is not None else 0
+        rng = np.random.default_rng([self._score_seed, n_seen])
+        self._threshold_rows = reservoir_sample(
+            previous, n_seen, X, THRESHOLD_ROWS, rng
+        )
+        self._threshold_seen = n_seen + X.shape[0]
+        scores = self._outlier_scores(self._threshold_rows if incremental else X)
         if self.contamination == "auto":
             lower, upper = np.percentile(scores, [25.0, 75.0])
             self.offset_ = float(lower - TUKEY_FENCE * (upper - lower))

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from skvae import VAEOutlierDetector
-from skvae._outlier import c_step
+from skvae._outlier import THRESHOLD_ROWS, c_step, reservoir_sample
 
 # A small trained network: init="random" (the detector's default before it
 # was fitted in closed form), for the tests of training with support steps.
@@ -305,6 +305,64 @@ def test_partial_fit_trains_each_later_chunk_on_its_most_likely_rows():
     expected[np.argsort(-before)[:150]] = True
     np.testing.assert_array_equal(detector.support_, expected)
     assert detector.n_iter_ == 2
+
+
+@pytest.mark.parametrize("contamination", ["auto", 0.1])
+def test_partial_fit_sets_the_threshold_on_all_rows_given(contamination):
+    # A one-row last chunk set offset_ on its own score: 84 % of the rows
+    # were flagged. With fewer rows than the sample holds, the threshold is
+    # that of all the rows given, scored by the final model.
+    X = correlated_gaussian(n_samples=300)
+    detector = VAEOutlierDetector(contamination=contamination, random_state=0)
+    detector.partial_fit(X[:299]).partial_fit(X[299:])
+    scores = detector.score_samples(X)
+    if contamination == "auto":
+        lower, upper = np.percentile(scores, [25.0, 75.0])
+        expected = lower - 4.0 * (upper - lower)
+    else:
+        expected = np.percentile(scores, 10.0)
+    assert_allclose(detector.offset_, expected, rtol=1e-12)
+    flagged = (detector.predict(X) == -1).mean()
+    assert flagged <= 0.02 if contamination == "auto" else flagged == 0.1
+
+
+def test_fit_after_partial_fit_sets_the_threshold_on_its_own_rows():
+    X = correlated_gaussian(n_samples=300)
+    detector = VAEOutlierDetector(contamination=0.1, random_state=0)
+    detector.partial_fit(X[:200]).fit(X[200:])
+    expected = np.percentile(detector.score_samples(X[200:]), 10.0)
+    assert_allclose(detector.offset_, expected, rtol=1e-12)
+    # And a partial_fit after that fit goes on from its rows.
+    detector.partial_fit(X[:1])
+    expected = np.percentile(detector.score_samples(X[[*range(200, 300), 0]]), 10.0)
+    assert_allclose(detector.offset_, expected, rtol=1e-12)
+
+
+def test_partial_fit_threshold_past_the_sample_size():
+    X = correlated_gaussian(n_samples=3 * THRESHOLD_ROWS + 1, seed=5)
+    detector = VAEOutlierDetector(contamination=0.1, random_state=0)
+    for chunk in (X[:1000], X[1000:2000], X[2000:3000], X[3000:]):
+        detector.partial_fit(chunk)
+    assert detector._threshold_rows.shape == (THRESHOLD_ROWS, 3)
+    flagged = (detector.predict(X) == -1).mean()
+    assert 0.08 < flagged < 0.12
+
+
+def test_reservoir_sample_is_uniform_whatever_the_chunks():
+    # Each of 50 rows, given in chunks of 7, 1, 30 and 12, is in a sample
+    # of 10 with probability 1/5.
+    X = np.arange(50.0)[:, None]
+    counts = np.zeros(50)
+    for seed in range(3000):
+        rng = np.random.default_rng(seed)
+        sample, seen = None, 0
+        for chunk in np.split(X, [7, 8, 38]):
+            sample = reservoir_sample(sample, seen, chunk, 10, rng)
+            seen += len(chunk)
+        assert len(np.unique(sample)) == 10
+        counts[sample[:, 0].astype(int)] += 1
+    # Binomial(3000, 0.2): sd 21.9; 4.5 sd over 50 rows.
+    assert np.abs(counts - 600).max() < 100
 
 
 @pytest.mark.parametrize("support_fraction", [0.0, 1.5, -0.2, "auto", None])
