@@ -42,12 +42,13 @@ from ._training import (
     TrainingData,
     TrainingHistory,
     auto_batch_size,
-    clone_state,
     fit_module,
     lower_learning_rate,
     make_optimizer,
+    module_snapshot,
     posterior_statistics,
     rebuilt_optimizer,
+    restore_snapshot,
     with_weight_decay,
 )
 from ._units import (
@@ -450,16 +451,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             and self.init_ == "linear"
             and self.module_.has_linear_decoder
         ):
-            linear_start = (
-                clone_state(self.module_.state_dict()),
-                self.module_.variance_head_active,
-            )
+            linear_start = module_snapshot(self.module_)
         self._optimizer = with_weight_decay(
             self._optimizer, self.module_, self.alpha / n_train
         )
         result = fit_module(self.module_, self._optimizer, data, config, self._history)
         if linear_start is not None and not self._history.kept_start:
-            self._keep_start_if_not_beaten(*linear_start, X[order[n_train:]])
+            self._keep_start_if_not_beaten(linear_start, X[order[n_train:]])
         if getattr(self, "_random_start_pending", False) and validation is not None:
             result = self._compare_random_start(
                 X[order[n_train:]], data, config, result
@@ -778,7 +776,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             self._start_to_refit = (start, internal)
         return start if self.init_ == "linear" else None
 
-    def _keep_start_if_not_beaten(self, start_state, head_active, held_out):
+    def _keep_start_if_not_beaten(self, start, held_out):
         """Return to the linear start unless training clearly beat it on ``held_out``.
 
         Both are scored by :meth:`_log_likelihood`: the start exactly (its
@@ -788,17 +786,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         than ``SIGNIFICANCE`` standard errors of the per-row gain; otherwise
         ``kept_start`` is set, as when the start wins within training.
         """
-        module = self.module_
-        trained_state = clone_state(module.state_dict())
-        trained_head = module.variance_head_active
+        trained_model = module_snapshot(self.module_)
         trained = self._log_likelihood(held_out)
-        # The variance head's use is a flag, not a weight: set it as it was.
-        module.load_state_dict(start_state)
-        module.variance_head_active = head_active
-        start = self._log_likelihood(held_out)
-        if clearly_better(trained - start):
-            module.load_state_dict(trained_state)
-            module.variance_head_active = trained_head
+        restore_snapshot(self.module_, start)
+        if clearly_better(trained - self._log_likelihood(held_out)):
+            restore_snapshot(self.module_, trained_model)
         else:
             self._history.kept_start = True
 
@@ -840,12 +832,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             # Epochs past n_iter_no_change only for a network the start does
             # not clearly lead: its best weights so far, on the held-out rows.
             best = self._history.best_state
-            current = clone_state(self.module_.state_dict())
-            self.module_.load_state_dict(current if best is None else best)
+            current = module_snapshot(self.module_)
+            restore_snapshot(self.module_, current if best is None else best)
             try:
                 gain = linear_scores - self._log_likelihood(held_out)
             finally:
-                self.module_.load_state_dict(current)
+                restore_snapshot(self.module_, current)
             return not clearly_better(gain)
 
         first = dataclasses.replace(

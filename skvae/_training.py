@@ -145,7 +145,7 @@ class TrainingHistory:
     best_loss: float = math.inf
     best_validation_score: float = -math.inf
     no_improvement_count: int = 0
-    best_state: dict = None
+    best_state: tuple = None  # module_snapshot of the best weights
     # Whether early stopping kept the weights the last fit started from.
     kept_start: bool = False
 
@@ -429,6 +429,23 @@ def clone_state(state):
     return state
 
 
+def module_snapshot(module):
+    """A copy of the module's weights and of its variance head's switch.
+
+    ``state_dict`` leaves the switch out (it is a flag, not a weight): weights
+    saved before a heteroscedastic head switched on must be restored with it
+    off, or they are scored with a head that was never trained.
+    """
+    return clone_state(module.state_dict()), module.variance_head_active
+
+
+def restore_snapshot(module, snapshot):
+    """Set the module's weights and variance head as :func:`module_snapshot` saved them."""
+    state, head_active = snapshot
+    module.load_state_dict(state)
+    module.variance_head_active = head_active
+
+
 def _snapshot(module, optimizer):
     return clone_state(module.state_dict()), clone_state(optimizer.state_dict())
 
@@ -494,7 +511,7 @@ def train(module, optimizer, data, config, history):
         initial = best_rows = stage_start = rows
         if rows.mean().item() > history.best_validation_score:
             history.best_validation_score = rows.mean().item()
-            history.best_state = initial_state = clone_state(module.state_dict())
+            history.best_state = initial_state = module_snapshot(module)
     for _ in range(config.n_epochs):
         epoch = history.n_iter
         if (
@@ -528,7 +545,7 @@ def train(module, optimizer, data, config, history):
             improved = score > history.best_validation_score + config.tol
             if score > history.best_validation_score or not counting:
                 history.best_validation_score = score
-                history.best_state = clone_state(module.state_dict())
+                history.best_state = module_snapshot(module)
                 best_rows = rows
         else:
             improved = loss < history.best_loss - config.tol
@@ -574,7 +591,7 @@ def train(module, optimizer, data, config, history):
             history.best_state = initial_state
             history.kept_start = True
         if history.best_state is not None:
-            module.load_state_dict(history.best_state)
+            restore_snapshot(module, history.best_state)
     return converged
 
 
@@ -612,7 +629,7 @@ def lower_learning_rate(module, optimizer, history, verbose):
     the current ones. The plateau count starts afresh.
     """
     if history.best_state is not None:
-        module.load_state_dict(history.best_state)
+        restore_snapshot(module, history.best_state)
     for group in optimizer.param_groups:
         group["lr"] /= LEARNING_RATE_FACTOR
     history.no_improvement_count = 0

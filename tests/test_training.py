@@ -1,13 +1,16 @@
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from conftest import DEVICE
+from sklearn.exceptions import ConvergenceWarning
 
-from skvae import _training
+from skvae import GaussianVAE, _training
 from skvae._model import VAEModule
 from skvae._training import (
+    HETEROSCEDASTIC_WARMUP,
     MAX_RECOVERIES,
     TrainingConfig,
     TrainingData,
@@ -185,7 +188,7 @@ def test_adaptive_rate_restores_the_best_weights_at_a_plateau(monkeypatch):
         lower_learning_rate(module, optimizer, history, verbose)
         state = module.state_dict()
         restored.append(
-            all(torch.equal(state[k], v) for k, v in history.best_state.items())
+            all(torch.equal(state[k], v) for k, v in history.best_state[0].items())
         )
 
     monkeypatch.setattr(_training, "lower_learning_rate", lower)
@@ -434,3 +437,31 @@ def test_validation_elbo_does_not_depend_on_its_chunks(monkeypatch):
     assert max(sizes) == 7 and sum(sizes) == 50
     assert torch.isfinite(whole).all()
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_restored_weights_come_with_the_variance_head_they_were_scored_with():
+    # The heteroscedastic head switches on after 20 epochs. Weights from
+    # before it did were restored with the switch left on: a head that was
+    # never trained set the variances, and the model scored -8.44 nats/row
+    # on rows whose validation ELBO was -2.23.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3)) @ rng.normal(size=(3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        vae = GaussianVAE(
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            decoder_variance="heteroscedastic",
+            init="linear",
+            early_stopping=True,
+            max_iter=60,
+            prior_components=1,
+            random_state=0,
+            device=DEVICE,
+        ).fit(X)
+    # The log-likelihood is at least the ELBO, up to the rows' spread.
+    assert vae.score(X) > vae.best_validation_score_ - 0.5
+    scores = np.asarray(vae.validation_scores_)
+    if scores[HETEROSCEDASTIC_WARMUP:].max() <= scores[HETEROSCEDASTIC_WARMUP - 1]:
+        # The last warm-up epoch was best (seed 0 on the CPU): the head is off.
+        assert not vae.module_.variance_head_active
