@@ -175,7 +175,13 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         floor in the units of X is ``min_variance * scale_ ** 2``, a fraction
         of each feature's variance with ``standardize=True`` (see ``scale_``)
         and ``min_variance`` itself with ``standardize=False``. The Gaussian
-        likelihood is unbounded as a variance goes to zero.
+        likelihood is unbounded as a variance goes to zero. The linear start
+        (see ``init``) also keeps its noise variance at least 4e-8 times the
+        largest eigenvalue of the covariance in internal units, so that the
+        encoder can represent its narrowest posterior: a closed-form
+        Gaussian's covariance has a condition number of at most 2.5e7, as
+        :class:`~sklearn.mixture.GaussianMixture`'s ``reg_covar`` bounds
+        its covariances from below.
 
     beta : float, default=1.0
         Weight of the KL term. 1 gives the true ELBO; other values give the
@@ -193,7 +199,13 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
         - ``True``: standardize, by the mean and standard deviation of the
           feature's observed entries (see ``mean_`` and ``scale_``).
-        - ``False``: no change; the network works in the units of X.
+        - ``False``: no change; the network works in the units of X. The
+          linear start's noise variance, which all features share, is then
+          at least 4e-8 times the largest eigenvalue of X's covariance (so
+          that the encoder can represent the narrowest posterior), and a
+          heteroscedastic decoder's variances are at most ``exp(20)``: a
+          warning names the features whose variance is past either bound,
+          as on features whose scales are far apart.
         - ``"marginal"``: standardize, then Gaussianize each feature through
           a smooth increasing map that makes its distribution close to a
           standard normal (a kernel estimate of its distribution function

@@ -111,6 +111,12 @@ class LinearStart:
         return 1 if self.prior_weights is None else len(self.prior_weights)
 
 
+# The start's noise variance is at least this fraction of the covariance's
+# largest eigenvalue (_noise_floor): its narrowest posterior is then twice
+# the encoder's floor on standard deviations, STD_FLOOR.
+START_NOISE_FLOOR = (2 * STD_FLOOR) ** 2
+
+
 def _noise_floor(noise, min_variance, largest_eigenvalue):
     """The decoder noise, at least ``min_variance`` and within the encoder's reach.
 
@@ -119,7 +125,7 @@ def _noise_floor(noise, min_variance, largest_eigenvalue):
     and a proposal much wider than the posterior ruins the importance
     weights, so the noise keeps the narrowest posterior at twice the floor.
     """
-    return max(noise, min_variance, (2 * STD_FLOOR) ** 2 * largest_eigenvalue)
+    return max(noise, min_variance, START_NOISE_FLOOR * largest_eigenvalue)
 
 
 def shrunk_covariance(Z, shrinkage, covariance=None):

@@ -289,3 +289,52 @@ def test_persistent_divergence_names_the_cause_and_the_remedy(ppca, monkeypatch)
             vae.fit(ppca.X_train[:50])
     # The failed epochs were rolled back: no NaN is left in the weights.
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
+
+
+def _mixed_scales(n_samples=500):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_samples, 3)) @ rng.normal(size=(3, 3))
+    return X * [1e-3, 1.0, 1e4] + [5.0, -3.0, 1e5]
+
+
+def _gaussian_log_density(X):
+    """Mean log-density of the rows of X under their own Gaussian, by hand
+    (the scales are past scipy's singularity check)."""
+    covariance = np.cov(X, rowvar=False, bias=True)
+    centred = X - X.mean(0)
+    squared = np.einsum("ij,ij->i", centred, np.linalg.solve(covariance, centred.T).T)
+    return np.mean(-0.5 * (squared + np.linalg.slogdet(2 * np.pi * covariance)[1]))
+
+
+def test_unstandardized_features_under_the_start_noise_floor_warn():
+    # The linear start's noise, shared by all features, is at least 4e-8
+    # times the largest eigenvalue: with standardize=False it swamps the
+    # features of scale 1e-3 and 1 beside one of scale 1e4.
+    X = _mixed_scales()
+    params = dict(
+        hidden_layer_sizes=(),
+        init="linear",
+        shrinkage=0.0,
+        prior_components=1,
+        random_state=0,
+        device=DEVICE,
+    )
+    with pytest.warns(UserWarning, match=r"feature\(s\) \[0, 1\] is below") as record:
+        unscaled = GaussianVAE(standardize=False, **params).fit(X)
+    assert record[0].filename == __file__
+    assert unscaled.score(X) < _gaussian_log_density(X) - 5
+    # Standardized, the same closed-form fit is the maximum-likelihood
+    # Gaussian, and nothing warns.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        scaled = GaussianVAE(standardize=True, **params).fit(X)
+        GaussianVAE(standardize=False, **params).fit(X[:, 1:2])
+    assert_allclose(scaled.score(X), _gaussian_log_density(X), rtol=1e-9)
+
+
+def test_unstandardized_variances_past_the_heteroscedastic_bound_warn():
+    X = np.random.default_rng(0).normal(size=(100, 2)) * [1.0, 1e5]
+    with pytest.warns(UserWarning, match=r"feature\(s\) \[1\] is above 4\.85e\+08"):
+        GaussianVAE(
+            standardize=False, decoder_variance="heteroscedastic", init="random", **TINY
+        ).fit(X)
