@@ -77,6 +77,20 @@ def conditional_means(mean, covariance, X):
     return out
 
 
+def gaussian_log_density(X, rows=slice(None), shrinkage=0.0):
+    """log N(x; mean, S) of every row of X, S the covariance of X[rows] with
+    its correlations shrunk by ``shrinkage``; by hand, in the units of X, for
+    features whose scales are past what scipy's singularity check accepts."""
+    mean = X[rows].mean(0)
+    covariance = np.cov(X[rows], rowvar=False, bias=True)
+    covariance = (1 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
+    centred = X - mean
+    mahalanobis = np.einsum(
+        "ij,ij->i", centred, np.linalg.solve(covariance, centred.T).T
+    )
+    return -0.5 * (mahalanobis + np.linalg.slogdet(2 * np.pi * covariance)[1])
+
+
 def remove_at_random(X, fraction, seed):
     """A copy of X with about ``fraction`` of its entries set to NaN (MCAR)."""
     X = X.copy()

@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEVICE, RANDOM_START, two_factor_manifold
+from conftest import DEVICE, RANDOM_START, gaussian_log_density, two_factor_manifold
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
@@ -372,21 +372,6 @@ def test_bad_support_fraction_is_a_clear_error(support_fraction):
         make_detector(support_fraction=support_fraction).fit(X)
 
 
-def _gaussian_log_density(X, rows, shrinkage):
-    """log N(x; mean, S) of every row of X, S the covariance of X[rows] with
-    its correlations shrunk by ``shrinkage``; by hand, in the units of X."""
-    mean = X[rows].mean(0)
-    covariance = np.cov(X[rows], rowvar=False, bias=True)
-    covariance = (1 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
-    # The features' scales differ by 1e4, past what scipy's singularity
-    # check accepts: the density by hand.
-    centred = X - mean
-    mahalanobis = np.einsum(
-        "ij,ij->i", centred, np.linalg.solve(covariance, centred.T).T
-    )
-    return -0.5 * (mahalanobis + np.linalg.slogdet(2 * np.pi * covariance)[1])
-
-
 def test_default_detector_is_fitted_in_closed_form():
     # No hidden layer, one latent dimension per feature, init="linear": the
     # model is a Gaussian, fitted in closed form, no epoch run. Each support
@@ -403,14 +388,14 @@ def test_default_detector_is_fitted_in_closed_form():
     shrinkage = detector.shrinkage  # the default, a number
     support = np.ones(len(X), dtype=bool)
     for _ in range(10):  # until the support repeats, at most ten steps
-        scores = _gaussian_log_density(X, support, shrinkage)
+        scores = gaussian_log_density(X, support, shrinkage)
         most_likely = np.zeros(len(X), dtype=bool)
         most_likely[np.argsort(-scores, kind="stable")[:300]] = True
         if np.array_equal(most_likely, support):
             break
         support = most_likely
     np.testing.assert_array_equal(detector.support_, support)
-    expected = _gaussian_log_density(X, support, shrinkage)
+    expected = gaussian_log_density(X, support, shrinkage)
     np.testing.assert_allclose(detector.score_samples(X), expected, atol=1e-6)
     assert set(np.argsort(expected)[:8]) == set(range(8))
 
@@ -444,7 +429,7 @@ def test_default_model_is_the_maximum_likelihood_gaussian():
         support_fraction=1.0, shrinkage=0.0, random_state=0, device=DEVICE
     ).fit(X)
     assert detector.module_.n_components == X.shape[1]
-    expected = _gaussian_log_density(X, slice(None), 0.0)
+    expected = gaussian_log_density(X, slice(None), 0.0)
     np.testing.assert_allclose(detector.score_samples(X), expected, atol=1e-6)
     # The scores are exact: importance draws play no part.
     fewer = VAEOutlierDetector(

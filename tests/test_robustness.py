@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICE
+from conftest import DEVICE, gaussian_log_density
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skvae import GaussianVAE, _training
@@ -297,15 +297,6 @@ def _mixed_scales(n_samples=500):
     return X * [1e-3, 1.0, 1e4] + [5.0, -3.0, 1e5]
 
 
-def _gaussian_log_density(X):
-    """Mean log-density of the rows of X under their own Gaussian, by hand
-    (the scales are past scipy's singularity check)."""
-    covariance = np.cov(X, rowvar=False, bias=True)
-    centred = X - X.mean(0)
-    squared = np.einsum("ij,ij->i", centred, np.linalg.solve(covariance, centred.T).T)
-    return np.mean(-0.5 * (squared + np.linalg.slogdet(2 * np.pi * covariance)[1]))
-
-
 def test_unstandardized_features_under_the_start_noise_floor_warn():
     # The linear start's noise, shared by all features, is at least 4e-8
     # times the largest eigenvalue: with standardize=False it swamps the
@@ -322,14 +313,14 @@ def test_unstandardized_features_under_the_start_noise_floor_warn():
     with pytest.warns(UserWarning, match=r"feature\(s\) \[0, 1\] is below") as record:
         unscaled = GaussianVAE(standardize=False, **params).fit(X)
     assert record[0].filename == __file__
-    assert unscaled.score(X) < _gaussian_log_density(X) - 5
+    assert unscaled.score(X) < gaussian_log_density(X).mean() - 5
     # Standardized, the same closed-form fit is the maximum-likelihood
     # Gaussian, and nothing warns.
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         scaled = GaussianVAE(standardize=True, **params).fit(X)
         GaussianVAE(standardize=False, **params).fit(X[:, 1:2])
-    assert_allclose(scaled.score(X), _gaussian_log_density(X), rtol=1e-9)
+    assert_allclose(scaled.score(X), gaussian_log_density(X).mean(), rtol=1e-9)
 
 
 def test_unstandardized_variances_past_the_heteroscedastic_bound_warn():
