@@ -348,7 +348,10 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     noise_variance_ : ndarray of shape (n_features,) or None
         Decoder variance in the units of X; None for a heteroscedastic decoder,
-        whose variance depends on z.
+        whose variance depends on z. With Gaussianized features
+        (``marginal_knots_``) the decoder's noise is Gaussian in internal
+        units, not in those of X: this is then its variance times
+        ``scale_ ** 2``, the noise's scale near the middle of each feature.
 
     kl_per_component_ : ndarray of shape (n_components,)
         Mean KL divergence of each latent dimension over the training rows, in
@@ -582,7 +585,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Returns
         -------
         X_original : ndarray of shape (n_samples, n_features)
-            The mean of p(x|z) for each code.
+            The mean of p(x|z) for each code; with Gaussianized features
+            (``marginal_knots_``), the decoder mean in internal units mapped
+            back to the units of X, which is the median of p(x|z) there.
 
         Examples
         --------

@@ -41,7 +41,9 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     the posterior p(z | x_o), a Gaussian mixture in closed form (in float64;
     on MPS, which has none, on the CPU). With Gaussianized
     features (``standardize="marginal"``), it is the conditional mean in the
-    model's internal units, mapped back to the units of X.
+    model's internal units, mapped back to the units of X: there, the map
+    being increasing, the conditional median, which on skewed features lies
+    below the mean (the default ``standardize=True`` gives the mean).
     With ``sample_posterior=True`` each missing entry is instead a draw from
     the model's p(x_m | x_o) (for a Gaussian model, the exact conditional
     Gaussian; otherwise sampling importance resampling, then decoder
@@ -382,7 +384,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
 
     noise_variance_ : ndarray of shape (n_features,) or None
         Decoder variance in the units of X; None for a heteroscedastic decoder,
-        whose variance depends on z.
+        whose variance depends on z. With Gaussianized features
+        (``marginal_knots_``) the decoder's noise is Gaussian in internal
+        units, not in those of X: this is then its variance times
+        ``scale_ ** 2``, the noise's scale near the middle of each feature.
 
     kl_per_component_ : ndarray of shape (n_components,)
         Mean KL divergence of each latent dimension over the training rows, in
@@ -599,9 +604,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         X_imputed : ndarray of shape (n_samples, n_features) or \
                 (n_samples, n_features + n_indicator_features)
             X with each missing entry replaced by its conditional expectation
-            given the observed entries of its row (or a draw, with
-            ``sample_posterior=True``), followed by the missing indicator
-            with ``add_indicator=True``.
+            given the observed entries of its row (its conditional median
+            with Gaussianized features; see the class description), or a
+            draw (with ``sample_posterior=True``), followed by the missing
+            indicator with ``add_indicator=True``.
         """
         X = self._validated(X)
         missing = np.isnan(X)

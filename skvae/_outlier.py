@@ -541,7 +541,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
     noise_variance_ : ndarray of shape (n_features,) or None
         Decoder variance in the units of X; None for a heteroscedastic decoder,
-        whose variance depends on z.
+        whose variance depends on z. With Gaussianized features
+        (``marginal_knots_``) the decoder's noise is Gaussian in internal
+        units, not in those of X: this is then its variance times
+        ``scale_ ** 2``, the noise's scale near the middle of each feature.
 
     kl_per_component_ : ndarray of shape (n_components,)
         Mean KL divergence of each latent dimension over the training rows, in
