@@ -17,6 +17,7 @@ in few dimensions (the largest mixtures of the BIC search and the held-out
 growth of the prior); with a few components, or many dimensions, there is
 too little to batch, and GaussianMixture is faster."""
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -115,6 +116,22 @@ def fit_mixtures(
     return fitted
 
 
+@contextlib.contextmanager
+def _fewer_distinct_rows_allowed():
+    """Silence KMeans' warning that the rows have fewer distinct values than
+    clusters (discrete data, such as binary features).
+
+    The prior's search tries mixture sizes by itself and BIC or the held-out
+    rows turn down those with duplicate components; the warning, a dozen of
+    them per fit on binary data, told the user of nothing they could change.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "Number of distinct clusters", ConvergenceWarning
+        )
+        yield
+
+
 def fit_gaussian_mixture(X, n_components, covariance_type, random_state):
     """``GaussianMixture(n_components, covariance_type=covariance_type,
     random_state=random_state).fit(X)``, by the batched EM where that is faster.
@@ -139,10 +156,12 @@ def fit_gaussian_mixture(X, n_components, covariance_type, random_state):
         or n_components < SINGLE_COMPONENTS_PER_DIMENSION * n_features
         or not isinstance(random_state, numbers.Integral)
     ):
-        return mixture.fit(X)
+        with _fewer_distinct_rows_allowed():
+            return mixture.fit(X)
     (fitted,) = fit_mixtures(X, n_components, "full", [random_state])
     if fitted is None:
-        return mixture.fit(X)
+        with _fewer_distinct_rows_allowed():
+            return mixture.fit(X)
     if not fitted.converged_:
         warnings.warn(  # GaussianMixture's warning
             "Best performing initialization did not converge. Try different "
@@ -227,14 +246,15 @@ class _Batch:
 
     def fit(self, seeds, tol, max_iter):
         X, k = self.X, self.k
-        labels = np.stack(
-            [
-                KMeans(k, n_init=1, random_state=check_random_state(seed))
-                .fit(self.raw)
-                .labels_
-                for seed in seeds
-            ]
-        )
+        with _fewer_distinct_rows_allowed():
+            labels = np.stack(
+                [
+                    KMeans(k, n_init=1, random_state=check_random_state(seed))
+                    .fit(self.raw)
+                    .labels_
+                    for seed in seeds
+                ]
+            )
         resp = torch.zeros(len(seeds), X.shape[0], k, dtype=X.dtype)
         resp.scatter_(2, torch.as_tensor(labels)[..., None], 1.0)
         params, ok = self.m_step(resp)

@@ -1,12 +1,16 @@
 """Batched EM (skvae._mixture) against scikit-learn's GaussianMixture and scipy."""
 
+import warnings
+
 import numpy as np
 import pytest
+from conftest import DEVICE
 from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import skvae._mixture as mixture_module
+from skvae import GaussianVAE
 from skvae._mixture import FittedMixture, fit_gaussian_mixture, fit_mixtures
 
 
@@ -253,3 +257,13 @@ def test_a_batched_single_mixture_warns_where_it_did_not_converge(monkeypatch):
         mixture = fit_gaussian_mixture(X, 8, "full", 0)
     assert isinstance(stopped, FittedMixture) and not mixture.converged_
     assert mixture.n_iter_ == 2
+
+
+def test_discrete_data_leaks_no_kmeans_warning():
+    # Binary features have 16 distinct rows; the prior's search tries larger
+    # mixtures, whose KMeans starts warned a dozen times per fit.
+    X = (np.random.default_rng(0).normal(size=(300, 4)) > 0.3).astype(float)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "Number of distinct clusters")
+        warnings.filterwarnings("ignore", "Stochastic optimiser")
+        GaussianVAE(max_iter=5, random_state=0, device=DEVICE).fit(X)
