@@ -342,7 +342,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     add_indicator : bool, default=False
         If True, a :class:`~sklearn.impute.MissingIndicator` is stacked onto
         the output: one column per feature with missing values at fit time,
-        as in :class:`~sklearn.impute.SimpleImputer`.
+        as in :class:`~sklearn.impute.SimpleImputer`. With
+        :meth:`partial_fit`, the features with missing values in the first
+        chunk, so that the output keeps its width from chunk to chunk: make
+        that chunk representative, as for ``mean_`` and ``scale_``.
 
     sample_posterior : bool, default=False
         Whether to draw each imputation from the model's predictive
