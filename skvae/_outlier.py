@@ -804,6 +804,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             )
             converged = converged if last is None else last
             self._warn_if_fewer_rows_than_dimensions(int(support.sum()))
+        # The caller of fit, past the warning's method, this one, _fit and
+        # its two torch mode decorators, fit and _fit_context.
+        self._warn_if_incomplete_rows_do_not_compare(X, "fit", stacklevel=8)
         self.support_ = support
         # After fit, all rows set the threshold; after partial_fit, a sample
         # of all the rows given since the last fit (THRESHOLD_ROWS).
@@ -821,6 +824,29 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         else:
             self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return converged
+
+    def _warn_if_incomplete_rows_do_not_compare(self, X, method, stacklevel):
+        """Warn where rows with missing entries are ranked by log p(x_o).
+
+        Only a Gaussian model (:meth:`_marginal_gaussian`) scores them on the
+        scale of complete rows (:meth:`score_samples`); under any other, their
+        scores, their labels and, in ``fit``, the support steps and
+        ``offset_`` move with the units of the entries they lack.
+        """
+        incomplete = int(np.isnan(X).any(1).sum())
+        if not incomplete or self._marginal_gaussian() is not None:
+            return
+        warnings.warn(
+            f"{method} got {incomplete} row(s) with missing entries. This "
+            "model is not a Gaussian (it has hidden layers or a mixture "
+            "prior), so it scores them by the log-density of their observed "
+            "entries, which does not compare with complete rows' scores nor "
+            "with offset_, and moves with the units of the missing features. "
+            "Impute them first (e.g. with skvae.VAEImputer), or use the "
+            "default linear model, which ranks them on the scale of complete rows.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
     def _warn_if_fewer_rows_than_dimensions(self, n_support):
         """Warn where the model has as many latent dimensions as support rows.
@@ -866,7 +892,10 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         scores as low as a complete row as far out on all. A row with nothing
         observed scores as a complete row at the median distance. For other
         models, a row with missing entries scores log p(x_o) (0 with nothing
-        observed), and rows with different missing entries do not compare.
+        observed), and rows with different missing entries do not compare:
+        ``fit``, ``score_samples``, ``decision_function`` and ``predict``
+        then warn (impute such rows first, e.g. with
+        :class:`~skvae.VAEImputer`).
 
         Parameters
         ----------
@@ -893,7 +922,15 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         >>> bool(scores[1] < scores[0]), detector.predict(rows).tolist()
         (True, [1, -1])
         """
-        return self._outlier_scores(self._validated(X))
+        return self._scores(X, "score_samples", stacklevel=4)
+
+    def _scores(self, X, method, stacklevel):
+        """:meth:`score_samples`, warning as
+        :meth:`_warn_if_incomplete_rows_do_not_compare` does at ``stacklevel``
+        (counted from that method)."""
+        X = self._validated(X)
+        self._warn_if_incomplete_rows_do_not_compare(X, method, stacklevel)
+        return self._outlier_scores(X)
 
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X, in the units of X.
@@ -941,7 +978,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             ``score_samples(X) - offset_``; the lower, the more abnormal.
         """
         check_is_fitted(self)
-        return self.score_samples(X) - self.offset_
+        return self._scores(X, "decision_function", stacklevel=4) - self.offset_
 
     def predict(self, X):
         """Label each row as an inlier (+1) or an outlier (-1).
@@ -956,4 +993,6 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         labels : ndarray of shape (n_samples,)
             -1 where :meth:`decision_function` is negative, +1 elsewhere.
         """
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        check_is_fitted(self)
+        scores = self._scores(X, "predict", stacklevel=4)
+        return np.where(scores < self.offset_, -1, 1)

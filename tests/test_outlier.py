@@ -548,9 +548,32 @@ def test_complete_rows_score_their_log_likelihood(standardize):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_networks_score_incomplete_rows_by_their_observed_entries():
     X = _clean_incomplete_gaussian(300, 0.2, 3)
-    detector = make_detector(max_iter=3).fit(X)
+    with pytest.warns(UserWarning, match="fit got .* with missing entries") as record:
+        detector = make_detector(max_iter=3).fit(X)
+    assert record[0].filename == __file__
     assert detector._marginal_gaussian() is None
-    assert_allclose(detector.score_samples(X), detector._log_likelihood(X))
+    with pytest.warns(UserWarning, match="not a Gaussian"):
+        assert_allclose(detector.score_samples(X), detector._log_likelihood(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_networks_warn_that_incomplete_rows_do_not_compare():
+    # Under a network, an incomplete row's log p(x_o) and its label move with
+    # the units of the entries it lacks; each method that ranks rows says so,
+    # at its caller. The Gaussian default ranks them on the scale of
+    # complete rows and does not warn, nor do complete rows.
+    X = correlated_gaussian(n_samples=200)
+    rows = X[:20].copy()
+    rows[:, 1] = np.nan
+    detector = make_detector(max_iter=3).fit(X)
+    for method in ("score_samples", "decision_function", "predict"):
+        with pytest.warns(UserWarning, match=f"^{method} got 20 row") as record:
+            getattr(detector, method)(rows)
+        assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        detector.predict(X)
+        VAEOutlierDetector(random_state=0, device=DEVICE).fit(X).predict(rows)
 
 
 def test_as_many_latent_dimensions_as_support_rows_warns():
