@@ -301,16 +301,24 @@ def _device_batches(X, batches, device):
 
 
 @torch.no_grad()
-def set_epoch_variance(module, mean_squared):
+def set_epoch_variance(module, mean_squared, mask=None):
     """Store the epoch's closed-form variance (used for validation and scoring).
 
     A feature with no observed entry (NaN) keeps its variance: there is no
-    data to update it.
+    data to update it. A shared variance pools the squared residuals of all
+    observed entries, as :func:`~skvae._likelihood.optimal_variance` does in
+    each step: with ``mask`` (the observed entries), each feature's mean
+    weighs by its number of observed entries.
     """
     if not module.closed_form_variance:
         return
     if module.variance_mode == "shared":
-        mean_squared = mean_squared.nanmean().expand_as(mean_squared)
+        if mask is None:
+            pooled = mean_squared.nanmean()
+        else:
+            counts = mask.sum(0).to(mean_squared)
+            pooled = (mean_squared.nan_to_num() * counts).sum() / counts.sum()
+        mean_squared = pooled.expand_as(mean_squared)
     variance = mean_squared.clamp(min=module.min_variance)
     module.variance.copy_(torch.where(variance.isnan(), module.variance, variance))
 
@@ -409,7 +417,7 @@ def fit_module(module, optimizer, data, config, history):
         data.mask,
     )
     if not history.kept_start:  # a start keeps its own, closed-form variance
-        set_epoch_variance(module, mean_squared)
+        set_epoch_variance(module, mean_squared, data.mask)
     return FitResult(
         converged=converged,
         kl_per_component=kl.cpu().numpy(),
@@ -532,7 +540,7 @@ def train(module, optimizer, data, config, history):
             epoch,
             mask,
         )
-        set_epoch_variance(module, mean_squared)
+        set_epoch_variance(module, mean_squared, mask)
         history.n_iter += 1
         history.loss_curve.append(loss)
         message = f"Epoch {history.n_iter}, loss = {loss:.6f}"
