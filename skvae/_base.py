@@ -400,6 +400,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         last call's, so the best loss of that call is no reference.
         """
         n_samples = X.shape[0]
+        history = self._history
+        # The epochs (and validation scores) of earlier calls, kept in the
+        # units of their own rows by _store_fit.
+        before = (history, len(history.loss_curve), len(history.validation_scores))
         # The start :meth:`_choose_start` left for a kept start, used (and
         # dropped, with its codes and mixtures) by this call only.
         to_refit = getattr(self, "_start_to_refit", None)
@@ -484,7 +488,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 float(np.mean(self._log_jacobian_rows(X[rows]))) if len(rows) else 0.0
                 for rows in (order[:n_train], order[n_train:])
             )
-        self._store_fit(result, config.batch_size, log_det, val_log_det)
+        # A randomly started network that won has a history of its own.
+        earlier = before[1:] if self._history is before[0] else (0, 0)
+        self._store_fit(result, config.batch_size, log_det, val_log_det, earlier)
         return result.converged or incremental
 
     def _training_tensor(self, X, order=None):
@@ -547,24 +553,38 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         tensor, mask = self._training_tensor(X)
         kl = self._start_on_all_rows(X, tensor, mask)
         result = FitResult(True, kl, None, None)
-        self._store_fit(result, self._batch_size(X.shape[0]), 0.0, 0.0)
+        history = self._history  # no epoch run: the curves are as they were
+        earlier = (len(history.loss_curve), len(history.validation_scores))
+        self._store_fit(result, self._batch_size(X.shape[0]), 0.0, 0.0, earlier)
         return True
 
-    def _store_fit(self, result, batch_size, log_det, val_log_det):
+    def _store_fit(self, result, batch_size, log_det, val_log_det, earlier):
         """Set the fitted attributes, in the units of X, from a training result.
 
         ``log_det`` and ``val_log_det`` are the mean log-Jacobians of the map
-        to internal units over the training and validation rows.
+        to internal units over the training and validation rows of this call.
+        ``earlier`` counts the epochs (and validation scores) of the history
+        that earlier calls ran: they keep the values those calls stored, in
+        the units of their own rows, which a later chunk's Jacobian (other
+        missing entries, other rows through a Gaussianizing map) would move.
         """
         history = self._history
         self.batch_size_ = batch_size
         self.kl_per_component_ = result.kl_per_component
         self.n_iter_ = history.n_iter
-        self.loss_curve_ = [loss + log_det for loss in history.loss_curve]
+        self.loss_curve_ = _in_units(
+            getattr(self, "loss_curve_", None),
+            history.loss_curve,
+            earlier[0],
+            log_det,
+        )
         if history.validation_scores:
-            self.validation_scores_ = [
-                s - val_log_det for s in history.validation_scores
-            ]
+            self.validation_scores_ = _in_units(
+                getattr(self, "validation_scores_", None),
+                history.validation_scores,
+                earlier[1],
+                -val_log_det,
+            )
             self.best_validation_score_ = history.best_validation_score - val_log_det
             self.best_loss_ = None
         else:
@@ -1253,6 +1273,16 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             )
             self.device_ = torch.device("cpu")
         self.module_.to(self.device_)
+
+
+def _in_units(stored, internal, n_earlier, shift):
+    """A curve in the units of X: the ``n_earlier`` values ``stored`` by
+    earlier calls, then the rest of ``internal`` shifted by this call's
+    ``shift``; all of it shifted where ``stored`` does not hold those values
+    (a new history, or none stored)."""
+    if stored is None or len(stored) != n_earlier:
+        stored, n_earlier = [], 0
+    return [*stored[:n_earlier], *(value + shift for value in internal[n_earlier:])]
 
 
 def _module_state(module):

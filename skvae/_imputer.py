@@ -413,7 +413,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     loss_curve_ : list of float
         Training objective after each epoch, one entry per epoch of
         ``n_iter_``: the negative ELBO of the observed entries, per row, in
-        the units of X.
+        the units of X (of the rows that epoch trained on: a later
+        :meth:`partial_fit` chunk does not move it).
 
     best_loss_ : float or None
         Lowest training loss (as in ``loss_curve_``) since the stopping rule

@@ -573,7 +573,8 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     loss_curve_ : list of float
         Training objective after each epoch, one entry per epoch of
         ``n_iter_``: the negative ELBO of the observed entries, per row, in
-        the units of X.
+        the units of X (of the rows that epoch trained on: a later
+        :meth:`partial_fit` chunk does not move it).
 
         A fit's entries are those over all rows, then those over each support
         step's rows.

@@ -577,6 +577,35 @@ def test_loss_curve_is_the_negative_elbo_in_user_units(ppca):
     )
 
 
+@pytest.mark.parametrize("change", ["missing entries", "gaussianized"])
+def test_loss_curve_keeps_each_calls_units(ppca, change):
+    # An epoch's loss is stored in the units of its own rows. The Jacobian of
+    # a later chunk (other missing entries, other rows through the
+    # Gaussianizing map) used to shift every earlier epoch: the first one's
+    # loss moved from 9.32 to 6.01 after a second chunk.
+    X = ppca.X_train[:600].copy()
+    params = {**SMALL, "n_components": 2}
+    if change == "missing entries":
+        X[300:][np.random.default_rng(0).random((300, X.shape[1])) < 0.5] = np.nan
+        X[300:][np.isnan(X[300:]).all(1), 0] = 1.0
+    else:
+        X = np.exp(X)  # skewed: "marginal" maps the chunks differently
+        params["standardize"] = "marginal"
+    vae = GaussianVAE(**params).partial_fit(X[:300])
+    first = list(vae.loss_curve_)
+    vae.partial_fit(X[300:])
+    assert vae.loss_curve_[:1] == first
+    assert len(vae.loss_curve_) == 2 and np.isfinite(vae.loss_curve_).all()
+    # A warm-started fit keeps the earlier epochs too.
+    warm = GaussianVAE(**{**params, "warm_start": True, "max_iter": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warm.fit(X[:300])
+        before = list(warm.loss_curve_)
+        warm.fit(X[300:])
+    assert warm.loss_curve_[: len(before)] == before
+
+
 def test_set_output_pandas(fitted, ppca):
     pd = pytest.importorskip("pandas")
     out = clone(fitted).set_output(transform="pandas").fit(ppca.X_train[:100])
