@@ -17,6 +17,7 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -60,6 +61,7 @@ from ._units import (
     gaussianize,
     log_jacobian,
     log_jacobian_rows,
+    row_chunks,
     standardization,
     unstandardize,
     variance_in_units,
@@ -671,13 +673,19 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         whose variance is below the first or above the second is modelled
         badly: 8.4 nats/row lost on three features of scales 1e-3, 1 and 1e4.
         """
-        variances = np.nanvar(X, axis=0)
+        scaler = StandardScaler()  # in chunks: no copy of X; NaN ignored
+        for rows in row_chunks(X):
+            scaler.partial_fit(X[rows])
+        variances = np.nan_to_num(scaler.var_)
         largest = float(variances.max())
         problems = []
-        narrow = np.flatnonzero(variances < START_NOISE_FLOOR * largest)
+        # A constant feature is left out: standardizing would not help it.
+        narrow = np.flatnonzero(
+            (variances > 0) & (variances < START_NOISE_FLOOR * largest)
+        )
         if self.init != "random" and narrow.size:
             problems.append(
-                f"the variance of feature(s) {narrow[:5].tolist()} is below "
+                f"the variance of feature(s) {_listed(narrow)} is below "
                 f"{START_NOISE_FLOOR:.0e} times that of feature "
                 f"{int(np.argmax(variances))} ({largest:.3g}), under the floor of "
                 "the linear start's noise variance, which all features share"
@@ -686,7 +694,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         wide = np.flatnonzero(variances > bound)
         if self.decoder_variance == "heteroscedastic" and wide.size:
             problems.append(
-                f"the variance of feature(s) {wide[:5].tolist()} is above "
+                f"the variance of feature(s) {_listed(wide)} is above "
                 f"{bound:.3g}, the largest the heteroscedastic decoder can give"
             )
         if problems:
@@ -1273,6 +1281,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             )
             self.device_ = torch.device("cpu")
         self.module_.to(self.device_)
+
+
+def _listed(indices, shown=5):
+    """Feature indices for a message: the first ``shown``, and how many more."""
+    more = len(indices) - shown
+    return str(indices[:shown].tolist()) + (f" and {more} more" if more > 0 else "")
 
 
 def _in_units(stored, internal, n_earlier, shift):

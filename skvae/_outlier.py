@@ -32,9 +32,9 @@ MAX_SUPPORT_STEPS = 10
 # (nearly) constant on the support rows then cannot make every other value
 # look impossible. Chosen by leaving one data set out (docs/guide).
 RESOLUTION_FRACTION = 1 / 16
-# partial_fit sets offset_ on a uniform sample of at most this many of all the
-# rows it has been given (reservoir_sample), scored by the current model, so
-# that a small last chunk does not set the threshold alone.
+# partial_fit sets offset_ on a uniform sample of at most this many of the
+# rows it has been given since the last fit (reservoir_sample), scored by the
+# current model, so that a small last chunk does not set the threshold alone.
 THRESHOLD_ROWS = 1000
 
 
@@ -504,10 +504,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
     offset_ : float
         Threshold on :meth:`score_samples`: ``decision_function`` is
         ``score_samples - offset_``, negative for outliers. :meth:`fit` sets
-        it on the scores of all its rows; each :meth:`partial_fit`, on the
-        scores under the updated model of a uniform sample of at most 1,000
-        of all the rows given since the last :meth:`fit` (kept with the
-        model), so that a small chunk does not set it alone.
+        it on the scores of all its rows, and keeps none of them. Each
+        :meth:`partial_fit` sets it on the scores, under the updated model,
+        of a uniform sample of at most 1,000 of the rows given to
+        :meth:`partial_fit` since the last :meth:`fit` (the sample is kept
+        with the model, and scoring it costs each call up to 1,000 rows'
+        scores), averaged with the last :meth:`fit`'s threshold, if any,
+        weighted by their numbers of rows: a small chunk moves it little.
 
     support_ : ndarray of shape (n_samples,) of bool
         The training rows of the last fit (or of the last chunk given to
@@ -806,26 +809,57 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             )
             converged = converged if last is None else last
             self._warn_if_fewer_rows_than_dimensions(int(support.sum()))
-        # The caller of fit, past the warning's method, this one, _fit and
-        # its two torch mode decorators, fit and _fit_context.
-        self._warn_if_incomplete_rows_do_not_compare(X, "fit", stacklevel=8)
+        # The caller of (partial_)fit, past the warning's method, this one,
+        # _fit and its two torch mode decorators, (partial_)fit and
+        # _fit_context.
+        method = "partial_fit" if incremental else "fit"
+        self._warn_if_incomplete_rows_do_not_compare(X, method, stacklevel=8)
+        self._set_threshold(X, incremental)  # reads the last call's support_
         self.support_ = support
-        # After fit, all rows set the threshold; after partial_fit, a sample
-        # of all the rows given since the last fit (THRESHOLD_ROWS).
-        previous = getattr(self, "_threshold_rows", None) if incremental else None
-        n_seen = self._threshold_seen if previous is not None else 0
-        rng = np.random.default_rng([self._score_seed, n_seen])
-        self._threshold_rows = reservoir_sample(
-            previous, n_seen, X, THRESHOLD_ROWS, rng
-        )
-        self._threshold_seen = n_seen + X.shape[0]
-        scores = self._outlier_scores(self._threshold_rows if incremental else X)
+        return converged
+
+    def _threshold(self, scores):
+        """``offset_`` for these training scores, as ``contamination`` says."""
         if self.contamination == "auto":
             lower, upper = np.percentile(scores, [25.0, 75.0])
-            self.offset_ = float(lower - TUKEY_FENCE * (upper - lower))
-        else:
-            self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
-        return converged
+            return float(lower - TUKEY_FENCE * (upper - lower))
+        return float(np.percentile(scores, 100.0 * self.contamination))
+
+    def _set_threshold(self, X, incremental):
+        """Set ``offset_`` on the training rows of X, and of earlier chunks.
+
+        ``fit`` sets it on the scores of all its rows, and keeps none of
+        them. Each ``partial_fit`` scores, with the updated model, a uniform
+        sample of at most ``THRESHOLD_ROWS`` of the rows given to
+        ``partial_fit`` since the last ``fit`` (:func:`reservoir_sample`);
+        after a ``fit``, that threshold is averaged with the fit's, weighted
+        by their numbers of rows (the threshold is linear in the quantiles
+        of the scores it is set on), so that a small chunk moves it little.
+        """
+        if not incremental:
+            self.offset_ = self._threshold(self._outlier_scores(X))
+            self._fit_offset, self._fit_rows = self.offset_, X.shape[0]
+            self._threshold_rows, self._threshold_seen = None, 0
+            return
+        if not hasattr(self, "_threshold_seen"):
+            # The first partial_fit, or a model fitted before these were kept,
+            # whose last fit (or chunk) set offset_ on len(support_) rows.
+            fitted = hasattr(self, "offset_")
+            self._fit_offset = self.offset_ if fitted else None
+            self._fit_rows = len(self.support_) if fitted else 0
+            self._threshold_rows, self._threshold_seen = None, 0
+        n_seen = self._threshold_seen
+        rng = np.random.default_rng([self._score_seed, n_seen])
+        self._threshold_rows = reservoir_sample(
+            self._threshold_rows, n_seen, X, THRESHOLD_ROWS, rng
+        )
+        self._threshold_seen = n_seen = n_seen + X.shape[0]
+        offset = self._threshold(self._outlier_scores(self._threshold_rows))
+        if self._fit_rows:
+            offset = (self._fit_rows * self._fit_offset + n_seen * offset) / (
+                self._fit_rows + n_seen
+            )
+        self.offset_ = float(offset)
 
     def _warn_if_incomplete_rows_do_not_compare(self, X, method, stacklevel):
         """Warn where rows with missing entries are ranked by log p(x_o).
@@ -895,9 +929,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         observed scores as a complete row at the median distance. For other
         models, a row with missing entries scores log p(x_o) (0 with nothing
         observed), and rows with different missing entries do not compare:
-        ``fit``, ``score_samples``, ``decision_function`` and ``predict``
-        then warn (impute such rows first, e.g. with
-        :class:`~skvae.VAEImputer`).
+        ``fit``, ``partial_fit``, ``fit_predict``, ``score_samples``,
+        ``decision_function`` and ``predict`` then warn (impute such rows
+        first, e.g. with :class:`~skvae.VAEImputer`).
 
         Parameters
         ----------
@@ -981,6 +1015,42 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         """
         check_is_fitted(self)
         return self._scores(X, "decision_function", stacklevel=4) - self.offset_
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit on X and label its rows as inliers (+1) or outliers (-1).
+
+        ``fit(X).predict(X)``, with one warning (where the model is not a
+        Gaussian and rows have missing entries; see :meth:`score_samples`),
+        not one from each.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; NaN marks a missing entry.
+        y : Ignored
+            Not used, present for API consistency by convention.
+        **kwargs : dict
+            Passed to :meth:`fit`.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            -1 for the rows below ``offset_``, +1 for the others.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEOutlierDetector
+        >>> X = np.random.default_rng(0).normal(size=(200, 3))
+        >>> X[0] = 8.0
+        >>> VAEOutlierDetector().fit_predict(X)[:3].tolist()
+        [-1, 1, 1]
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "fit got .* missing entries", UserWarning)
+            self.fit(X, y, **kwargs)
+        scores = self._scores(X, "fit_predict", stacklevel=4)
+        return np.where(scores < self.offset_, -1, 1)
 
     def predict(self, X):
         """Label each row as an inlier (+1) or an outlier (-1).

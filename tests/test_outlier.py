@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from conftest import DEVICE, RANDOM_START, gaussian_log_density, two_factor_manifold
 from numpy.testing import assert_allclose, assert_array_equal
+from scipy.stats import chisquare
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
@@ -326,16 +327,33 @@ def test_partial_fit_sets_the_threshold_on_all_rows_given(contamination):
     assert flagged <= 0.02 if contamination == "auto" else flagged == 0.1
 
 
-def test_fit_after_partial_fit_sets_the_threshold_on_its_own_rows():
+def test_fit_sets_the_threshold_on_its_own_rows_and_keeps_none():
     X = correlated_gaussian(n_samples=300)
     detector = VAEOutlierDetector(contamination=0.1, random_state=0)
     detector.partial_fit(X[:200]).fit(X[200:])
-    expected = np.percentile(detector.score_samples(X[200:]), 10.0)
-    assert_allclose(detector.offset_, expected, rtol=1e-12)
-    # And a partial_fit after that fit goes on from its rows.
+    fitted = np.percentile(detector.score_samples(X[200:]), 10.0)
+    assert_allclose(detector.offset_, fitted, rtol=1e-12)
+    assert detector._threshold_rows is None
+    # A partial_fit after it: the threshold of the rows given since (one),
+    # averaged with the fit's, weighted by their rows (1 and 100).
     detector.partial_fit(X[:1])
-    expected = np.percentile(detector.score_samples(X[[*range(200, 300), 0]]), 10.0)
+    expected = (100 * fitted + detector.score_samples(X[:1])[0]) / 101
     assert_allclose(detector.offset_, expected, rtol=1e-12)
+
+
+def test_partial_fit_of_a_model_fitted_before_the_sample_was_kept():
+    # A model saved before the threshold's sample existed has offset_ and
+    # support_ only: a one-row chunk must not set the threshold alone
+    # (it flagged 91 % of the rows).
+    X = correlated_gaussian(n_samples=500)
+    detector = VAEOutlierDetector(random_state=0).fit(X)
+    for name in ("_fit_offset", "_fit_rows", "_threshold_rows", "_threshold_seen"):
+        delattr(detector, name)
+    fitted = detector.offset_
+    detector.partial_fit(X[:1])
+    expected = (500 * fitted + detector.score_samples(X[:1])[0]) / 501
+    assert_allclose(detector.offset_, expected, rtol=1e-12)
+    assert (detector.predict(X) == -1).mean() < 0.02
 
 
 def test_partial_fit_threshold_past_the_sample_size():
@@ -361,8 +379,10 @@ def test_reservoir_sample_is_uniform_whatever_the_chunks():
             seen += len(chunk)
         assert len(np.unique(sample)) == 10
         counts[sample[:, 0].astype(int)] += 1
-    # Binomial(3000, 0.2): sd 21.9; 4.5 sd over 50 rows.
-    assert np.abs(counts - 600).max() < 100
+    # 3000 draws of 10 rows among 50: each row 600 times, give or take 22.
+    # A chi-square test catches slots drawn on [0, t] instead of [0, t - 1]
+    # (p = 6e-6), which a bound on the largest deviation let through.
+    assert chisquare(counts).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("support_fraction", [0.0, 1.5, -0.2, "auto", None])
@@ -570,6 +590,16 @@ def test_networks_warn_that_incomplete_rows_do_not_compare():
         with pytest.warns(UserWarning, match=f"^{method} got 20 row") as record:
             getattr(detector, method)(rows)
         assert record[0].filename == __file__
+    with pytest.warns(UserWarning, match="^partial_fit got 20 row") as record:
+        detector.partial_fit(rows)
+    assert record[0].filename == __file__
+    # fit_predict warns once, as itself, at its caller.
+    with pytest.warns(UserWarning) as record:
+        labels = make_detector(max_iter=3).fit_predict(np.vstack([X, rows]))
+    missing = [w for w in record if "missing entries" in str(w.message)]
+    assert len(missing) == 1 and str(missing[0].message).startswith("fit_predict got")
+    assert missing[0].filename == __file__
+    assert labels.shape == (220,)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         detector.predict(X)

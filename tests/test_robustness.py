@@ -320,7 +320,15 @@ def test_unstandardized_features_under_the_start_noise_floor_warn():
         warnings.simplefilter("error", UserWarning)
         scaled = GaussianVAE(standardize=True, **params).fit(X)
         GaussianVAE(standardize=False, **params).fit(X[:, 1:2])
+        # A constant feature is no scale problem: standardizing would not help.
+        GaussianVAE(standardize=False, **params).fit(np.c_[X[:, 1], np.ones(500)])
     assert_allclose(scaled.score(X), gaussian_log_density(X).mean(), rtol=1e-9)
+
+
+def test_scale_warning_lists_five_features_and_counts_the_rest():
+    X = np.random.default_rng(0).normal(size=(200, 9)) * ([1e-6] * 8 + [1e4])
+    with pytest.warns(UserWarning, match=r"\[0, 1, 2, 3, 4\] and 3 more is below"):
+        GaussianVAE(standardize=False, init="linear", **TINY).fit(X)
 
 
 def test_unstandardized_variances_past_the_heteroscedastic_bound_warn():
