@@ -272,10 +272,10 @@ def mixture_prior(
         n_rows = codes.values.shape[0]
         if n_components > n_rows:
             raise ValueError(
-                f"prior_components={n_components} is more than the {n_rows} "
-                "rows the prior's mixture is fitted on (the rows the linear "
-                f"start is fitted on: at most {START_ROWS:,} of the training "
-                "rows, less any held out for early stopping or "
+                f"prior_components={n_components} is more than the rows the "
+                f"prior's mixture is fitted on, n_samples={n_rows} (the rows "
+                f"the linear start is fitted on: at most {START_ROWS:,} of the "
+                "training rows, less any held out for early stopping or "
                 "standardize='auto'). "
                 "Use fewer components, or prior_components='auto'."
             )

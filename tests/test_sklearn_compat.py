@@ -41,6 +41,9 @@ def _expected_failures(estimator):
 @parametrize_with_checks(
     [
         GaussianVAE(**FAST),
+        # A mixture prior of fixed size: more components than rows is an
+        # error in sklearn's words (check_fit2d_1sample).
+        GaussianVAE(**FAST, prior_components=3),
         VAEOutlierDetector(**FAST),
         # The detector's default model: linear, one latent dimension per feature.
         VAEOutlierDetector(**{**FAST, "hidden_layer_sizes": ()}),
