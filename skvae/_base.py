@@ -499,8 +499,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         """X in internal units (rows in ``order``), float32, for training.
 
         Returns the tensor and its mask of observed entries (None for
-        complete data); data too large for the device stay in pinned host
-        memory (:func:`to_tensor` with ``stream=True``).
+        complete data); data too large for the device stay in host memory
+        (:func:`to_tensor` with ``stream=True``).
         """
         return to_tensor(
             X,
@@ -970,7 +970,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             prior_components=start.prior_components,
         )
         _, kl = posterior_statistics(self.module_, tensor, self._score_seed, 0, mask)
-        return kl.cpu().numpy()
+        return kl.cpu().double().numpy()
 
     def _linear_start(self, Z, seed, knots, structures=None, averaged=False):
         """The closed-form start on Z, in the internal units that ``knots`` give.
@@ -1231,25 +1231,28 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         try:
             if activation not in ACTIVATIONS:
                 raise ValueError
-            module = VAEModule(
-                n_features=int(flags["n_features"]),
-                # Read off the encoder where a file lacks it: files saved
-                # before numpy integers were stored as ints dropped it.
-                n_components=int(
-                    flags.get(
-                        "n_components",
-                        np.shape(state["weights"]["encoder_head.weight"])[0] // 2,
-                    )
-                ),
-                hidden_layer_sizes=_hidden_layer_sizes(state["weights"]),
-                activation=activation,
-                # A fixed variance is a buffer among the weights.
-                decoder_variance=1.0 if mode == "fixed" else str(mode),
-                min_variance=float(flags.get("min_variance", self.min_variance)),
-                mask_input=bool(flags.get("mask_input", False)),
-                linear_path=bool(flags.get("linear_path", False)),
-                prior_components=int(flags.get("prior_components", 1)),
-            )
+            # On the CPU, whatever torch.set_default_device says: the weights
+            # are loaded there, then the module is placed on its device.
+            with torch.device("cpu"):
+                module = VAEModule(
+                    n_features=int(flags["n_features"]),
+                    # Read off the encoder where a file lacks it: files saved
+                    # before numpy integers were stored as ints dropped it.
+                    n_components=int(
+                        flags.get(
+                            "n_components",
+                            np.shape(state["weights"]["encoder_head.weight"])[0] // 2,
+                        )
+                    ),
+                    hidden_layer_sizes=_hidden_layer_sizes(state["weights"]),
+                    activation=activation,
+                    # A fixed variance is a buffer among the weights.
+                    decoder_variance=1.0 if mode == "fixed" else str(mode),
+                    min_variance=float(flags.get("min_variance", self.min_variance)),
+                    mask_input=bool(flags.get("mask_input", False)),
+                    linear_path=bool(flags.get("linear_path", False)),
+                    prior_components=int(flags.get("prior_components", 1)),
+                )
         except (KeyError, TypeError, ValueError, RuntimeError):
             module = None
         if (

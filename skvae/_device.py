@@ -77,9 +77,11 @@ def seeded_cpu_rng(seed: int):
     """Seed torch's CPU RNG for the block and restore it afterwards.
 
     ``torch.nn.Linear`` initialises its weights from the global RNG and takes no
-    generator, so module construction runs inside this block.
+    generator, so module construction runs inside this block. Tensors made
+    without a device are made on the CPU, whatever ``torch.set_default_device``
+    says: there, the CPU RNG draws them.
     """
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         # Not ``torch.manual_seed``: that also reseeds every CUDA device, whose
         # state fork_rng(devices=[]) would not restore.
         torch.default_generator.manual_seed(seed)
@@ -91,11 +93,14 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
 
     On a CUDA device, data may take up to half of its free memory (the rest
     is for the model, activations and other processes); larger data stay on
-    the host and are streamed. CPU and MPS share the host's memory.
+    the host and are streamed. Free memory counts what PyTorch's allocator
+    holds cached but unused (earlier fits in the process, a grid search's),
+    which it hands out again. CPU and MPS share the host's memory.
     """
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return nbytes <= free // 2
 
 

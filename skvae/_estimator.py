@@ -671,12 +671,16 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         module = inference_module(self.module_, self.device_)
         dtype = next(module.parameters()).dtype
         shape = (int(n_samples), module.n_components + module.n_features)
-        draws = torch.randn(shape, generator=generator, dtype=torch.float64)
+        draws = torch.randn(
+            shape, generator=generator, dtype=torch.float64, device="cpu"
+        )
         draws = draws.to(device=self.device_, dtype=dtype)
         normal, noise = draws.split([module.n_components, module.n_features], dim=1)
         uniform = None
         if module.prior_components > 1:  # which component each draw comes from
-            uniform = torch.rand(n_samples, generator=generator, dtype=torch.float64)
+            uniform = torch.rand(
+                n_samples, generator=generator, dtype=torch.float64, device="cpu"
+            )
             uniform = uniform.to(device=self.device_, dtype=dtype)
         z = module.sample_prior(normal, uniform)
         X = module.sample(z, noise).cpu().numpy().astype(np.float64)

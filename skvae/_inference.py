@@ -37,17 +37,17 @@ def to_tensor(X, mean, scale, dtype, device, order=None, stream=False, knots=Non
     Returns the tensor, with missing entries set to 0, and the boolean mask
     of observed entries, or None when no entry is missing. With
     ``stream=True``, data too large for the device's free memory stay in
-    pinned host memory instead (their mask too), and training copies them
-    over a chunk of batches at a time.
+    host memory instead (their mask too), and training copies them over a
+    chunk of batches at a time, through pinned memory.
     """
-    pinned = stream and not fits_on_device(
+    streamed = stream and not fits_on_device(
         X.shape[0] * X.shape[1] * dtype.itemsize, device
     )
-    out = torch.empty(X.shape, dtype=dtype, pin_memory=pinned)
+    out = torch.empty(X.shape, dtype=dtype, device="cpu")
     observed = standardize_into(out.numpy(), X, mean, scale, order, knots)
     mask = None if observed is None else torch.from_numpy(observed)
-    if pinned:
-        return out, None if mask is None else mask.pin_memory()
+    if streamed:
+        return out, mask
     return out.to(device), None if mask is None else mask.to(device)
 
 
@@ -76,7 +76,11 @@ def importance_draws(n_components, n_draws, seed, device, dtype):
     if n_components > torch.quasirandom.SobolEngine.MAXDIM:  # 21201
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(
-            n_draws, n_components, generator=generator, dtype=torch.float64
+            n_draws,
+            n_components,
+            generator=generator,
+            dtype=torch.float64,
+            device="cpu",
         )
         return eps.to(device=device, dtype=dtype)
     engine = torch.quasirandom.SobolEngine(n_components, scramble=True, seed=seed)

@@ -102,7 +102,7 @@ def fit_mixtures(
         positive definite (where GaussianMixture raises its "ill-defined
         empirical covariance" error).
     """
-    X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    X = torch.as_tensor(np.asarray(X, dtype=np.float64), device="cpu")
     batch = _Batch(X, n_components, covariance_type, reg_covar)
     (n_samples, q), k = X.shape, n_components
     # Each member holds (rows, k) responsibilities, (k, width) sums and
@@ -222,7 +222,7 @@ class _Batch:
         if covariance_type == "full":
             self.upper = torch.triu_indices(q, q)
         else:
-            self.upper = torch.arange(q).expand(2, q)
+            self.upper = torch.arange(q, device="cpu").expand(2, q)
         self.n_products = self.upper.shape[1]
         self.width = self.n_products + q + 1  # of the design matrix
         self.chunk_rows = max(1, OUTER_ELEMENTS // self.width)
@@ -233,7 +233,7 @@ class _Batch:
     def _design(self, rows):
         """The design matrix of ``rows``: products, features and 1."""
         i, j = self.upper
-        ones = torch.ones(len(rows), 1, dtype=rows.dtype)
+        ones = torch.ones(len(rows), 1, dtype=rows.dtype, device="cpu")
         return torch.cat([rows[:, i] * rows[:, j], rows, ones], dim=1)
 
     def _chunks(self):
@@ -255,8 +255,8 @@ class _Batch:
                     for seed in seeds
                 ]
             )
-        resp = torch.zeros(len(seeds), X.shape[0], k, dtype=X.dtype)
-        resp.scatter_(2, torch.as_tensor(labels)[..., None], 1.0)
+        resp = torch.zeros(len(seeds), X.shape[0], k, dtype=X.dtype, device="cpu")
+        resp.scatter_(2, torch.as_tensor(labels, device="cpu")[..., None], 1.0)
         params, ok = self.m_step(resp)
         n_iter = np.zeros(len(seeds), dtype=int)
         converged = np.zeros(len(seeds), dtype=bool)
@@ -266,11 +266,11 @@ class _Batch:
             active = np.flatnonzero(~converged & ~failed)
             if active.size == 0:
                 break
-            index = torch.as_tensor(active)
+            index = torch.as_tensor(active, device="cpu")
             log_prob_norm, resp = self.e_step([p[index] for p in params])
             new, ok = self.m_step(resp)
             ok = ok.numpy()
-            valid = torch.as_tensor(ok)
+            valid = torch.as_tensor(ok, device="cpu")
             for param, value in zip(params, new, strict=True):
                 param[index[valid]] = value[valid]
             failed[active[~ok]] = True
@@ -330,7 +330,7 @@ class _Batch:
             log_det = torch.log(precision_factor).sum(dim=-1)
             return (weights, means, covariances, precision_factor, log_det), ok
         i, j = self.upper
-        covariances = torch.empty(*resp_t.shape[:2], q, q, dtype=X.dtype)
+        covariances = torch.empty(*resp_t.shape[:2], q, q, dtype=X.dtype, device="cpu")
         covariances[..., i, j] = second
         covariances[..., j, i] = second
         cross = means[..., :, None] * first[..., None, :]
@@ -338,10 +338,12 @@ class _Batch:
         covariances = (
             covariances + means[..., :, None] * means[..., None, :] * mass[..., None]
         )
-        covariances = covariances + self.reg_covar * torch.eye(q, dtype=X.dtype)
+        covariances = covariances + self.reg_covar * torch.eye(
+            q, dtype=X.dtype, device="cpu"
+        )
         cholesky, info = torch.linalg.cholesky_ex(covariances)
         ok = (info == 0).all(dim=1)
-        eye = torch.eye(q, dtype=X.dtype).expand_as(cholesky)
+        eye = torch.eye(q, dtype=X.dtype, device="cpu").expand_as(cholesky)
         # A failed factor is left as it is: its mixture is dropped.
         precision_factor = torch.linalg.solve_triangular(cholesky, eye, upper=False)
         precision_factor = precision_factor.transpose(-1, -2)  # upper, P = U U'

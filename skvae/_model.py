@@ -424,7 +424,9 @@ class VAEModule(nn.Module):
         means zero; the decoder variance and, for a mixture prior, its
         weights, means and covariances come from ``start`` too.
         """
-        tensor = lambda a: torch.as_tensor(a, dtype=PARAMETER_DTYPE)  # noqa: E731
+        tensor = lambda a: torch.as_tensor(  # noqa: E731
+            a, dtype=PARAMETER_DTYPE, device=self.encoder_head.bias.device
+        )
         q = self.n_components
         mean_head, std_head = self.encoder_head.weight[:q], self.encoder_head.weight[q:]
         std_head.zero_()

@@ -76,7 +76,7 @@ def auto_batch_size(n_samples):
 
 @dataclass
 class TrainingData:
-    """Standardized training data on the device (or pinned on the host).
+    """Standardized training data on the device (or on the host, streamed).
 
     ``mask`` and ``val_mask`` are the observed entries of ``X`` and ``X_val``
     (None for complete data); ``X_val`` is the validation data of early
@@ -208,6 +208,15 @@ def rebuilt_optimizer(optimizer, module, weight_decay):
     state = new.state_dict()
     state["state"] = optimizer.state_dict()["state"]
     new.load_state_dict(state)
+    # Plain Adam reads its step on the CPU; loading moves it only for fused
+    # or capturable groups, so a step from a GPU stayed there (torch < 2.4,
+    # which has no fused CPU Adam): a device sync every step.
+    for group in new.param_groups:
+        if not (group.get("fused") or group.get("capturable")):
+            for parameter in group["params"]:
+                step = new.state.get(parameter, {}).get("step")
+                if torch.is_tensor(step):
+                    new.state[parameter]["step"] = step.cpu()
     return new
 
 
@@ -286,8 +295,10 @@ def _device_batches(X, batches, device):
 
     Data already on the device are indexed in place. Data left on the host
     (too large for the device) are gathered and copied over about
-    ``STREAM_CHUNK`` rows at a time, from pinned memory and without blocking:
-    one host round trip per chunk of batches, never one per step.
+    ``STREAM_CHUNK`` rows at a time, through pinned memory and without
+    blocking: one host round trip per chunk of batches, never one per step.
+    Only the chunk is pinned, not the data (pinned blocks are rounded up to
+    a power of two and cached until the process ends).
     """
     if X.device == device:
         for index in batches:
@@ -407,8 +418,10 @@ def fit_module(module, optimizer, data, config, history):
         fraction of rows in which each feature is observed in ``data.X`` and
         ``data.X_val`` (None for complete data).
     """
-    converged = train(module, optimizer, data, config, history)
-    history.best_state = None
+    try:
+        converged = train(module, optimizer, data, config, history)
+    finally:  # also where training fails: the snapshot holds device memory
+        history.best_state = None
     mean_squared, kl = posterior_statistics(
         module,
         data.X,
@@ -420,7 +433,7 @@ def fit_module(module, optimizer, data, config, history):
         set_epoch_variance(module, mean_squared, data.mask)
     return FitResult(
         converged=converged,
-        kl_per_component=kl.cpu().numpy(),
+        kl_per_component=kl.cpu().double().numpy(),
         observed_fraction=_observed_fraction(data.mask),
         validation_observed_fraction=_observed_fraction(data.val_mask),
     )

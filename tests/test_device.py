@@ -4,9 +4,11 @@ import torch
 from conftest import DEVICE, exact_linear_gaussian_vae
 from numpy.testing import assert_allclose, assert_array_equal
 
-from skvae import _inference, _training
+import skvae
+from skvae import GaussianVAE, VAEImputer, VAEOutlierDetector, _inference, _training
 from skvae._device import (
     draw_seed,
+    fits_on_device,
     inference_dtype,
     make_generator,
     resolve_device,
@@ -193,3 +195,61 @@ def test_the_scoring_copy_moves_to_its_device_before_its_dtype(monkeypatch):
     assert calls[0] == ((torch.device("cpu"),), {})
     assert calls[1] == ((torch.float64,), {})
     assert next(copy.parameters()).dtype == torch.float64
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_global_default_device_does_not_leak_in(tmp_path):
+    # torch.set_default_device("cuda") in a notebook made every tensor built
+    # without a device go there: .numpy() on them failed, and the CUDA RNG
+    # drew the weights. "meta" shows each such tensor, on any machine: it
+    # has no data, so any that reaches numpy, a copy or a score fails.
+    X = np.random.default_rng(0).normal(size=(120, 4))
+    X_missing = X.copy()
+    X_missing[::5, 1] = np.nan
+    fitted = []
+    torch.set_default_device("meta")
+    try:
+        for estimator, data in [
+            (GaussianVAE(max_iter=3, random_state=0, device="cpu"), X_missing),
+            (
+                GaussianVAE(
+                    standardize="marginal",
+                    decoder_variance="heteroscedastic",
+                    init="random",
+                    max_iter=3,
+                    random_state=0,
+                    device="cpu",
+                ),
+                X,
+            ),
+            (VAEImputer(random_state=0, device="cpu"), X_missing),
+            (VAEOutlierDetector(random_state=0, device="cpu"), X_missing),
+        ]:
+            first = estimator.fit(data).score_samples(data)
+            scores = estimator.partial_fit(data).score_samples(data)
+            if hasattr(estimator, "sample"):
+                estimator.sample(3)
+                estimator.inverse_transform(estimator.transform(data))
+            path = tmp_path / f"{len(fitted)}.safetensors"
+            skvae.save(estimator, path)
+            restored = skvae.load(path).score_samples(data)
+            fitted.append((scores, restored, first))
+    finally:
+        torch.set_default_device("cpu")
+    for scores, restored, _ in fitted:
+        assert np.isfinite(scores).all()
+        assert_array_equal(restored, scores)
+    # The fit is that of a process without the global device.
+    alone = GaussianVAE(max_iter=3, random_state=0, device="cpu").fit(X_missing)
+    assert_array_equal(fitted[0][2], alone.score_samples(X_missing))
+
+
+def test_fits_on_device_counts_the_allocators_unused_cache(monkeypatch):
+    # Memory PyTorch holds cached but unused (earlier fits in the process)
+    # is free to this fit: 1,000 free bytes + 400 cached, half of it for data.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000, 10_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 600)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 200)
+    cuda = torch.device("cuda")
+    assert fits_on_device(700, cuda) and not fits_on_device(701, cuda)
+    assert fits_on_device(10**12, torch.device("cpu"))
