@@ -223,9 +223,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
         The standardization statistics (``mean_``, ``scale_``) are computed on
         the first call and kept fixed afterwards, so that the network always
-        sees data in the same units: make the first chunk representative. The
-        decoder variance is re-estimated on each chunk after its pass. No
-        validation set is held out.
+        sees data in the same units: make the first chunk representative (a
+        warning names the features it leaves constant, whose scale is then
+        a guess from their magnitude). The decoder variance is re-estimated
+        on each chunk after its pass. No validation set is held out.
 
         Parameters
         ----------
@@ -294,6 +295,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             observed = count_observed(X)
             check_observed_features(observed)
             self._initialize(X, has_missing=bool((observed < X.shape[0]).any()))
+            if incremental:
+                self._warn_if_first_chunk_fixes_no_scale(X)
         else:
             self._check_fitted_network()
             if not hasattr(self, "_optimizer"):  # dropped when pickled
@@ -661,6 +664,29 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         if self.batch_size == "auto":
             return auto_batch_size(n_samples)
         return min(self.batch_size, n_samples)
+
+    def _warn_if_first_chunk_fixes_no_scale(self, X):
+        """Warn where the first ``partial_fit`` chunk leaves features constant.
+
+        The chunk fixes ``mean_`` and ``scale_`` for good: a feature constant
+        in it (one row makes every feature so) gets a scale guessed from its
+        magnitude, and every later chunk is seen in those units.
+        """
+        if self._unscaled:
+            return
+        constant = np.flatnonzero(np.nanmax(X, axis=0) == np.nanmin(X, axis=0))
+        if constant.size:
+            warnings.warn(
+                f"The first partial_fit chunk ({X.shape[0]} row(s)) fixes mean_ "
+                "and scale_ for every later chunk, and feature(s) "
+                f"{_listed(constant)} are constant in it: their scale is a "
+                "guess from their magnitude. Make the first chunk "
+                "representative of the data.",
+                UserWarning,
+                # The caller of partial_fit, past this method, _fit and its
+                # two torch mode decorators, partial_fit and _fit_context.
+                stacklevel=7,
+            )
 
     def _warn_if_scales_defeat_the_bounds(self, X):
         """Warn where, with ``standardize=False``, X's units reach internal bounds.

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skvae import GaussianVAE, _base, _training
+from skvae import GaussianVAE, VAEImputer, _base, _training
 from skvae._device import resolve_device
 from skvae._training import fit_module, make_optimizer
 
@@ -624,6 +624,26 @@ def test_feature_names_are_checked(ppca):
 
 
 # ------------------------------------------------------------- training control
+
+
+def test_a_first_chunk_with_constant_features_warns(ppca):
+    # One row fixes every scale from magnitudes alone; later chunks are seen
+    # in those units for good.
+    with pytest.warns(UserWarning, match=r"feature\(s\) \[0, 1, 2, 3, 4\]") as record:
+        GaussianVAE(**SMALL).partial_fit(ppca.X_train[:1])
+    assert record[0].filename == __file__
+    X = ppca.X_train[:50].copy()
+    X[:, 3] = 2.0
+    with pytest.warns(UserWarning, match=r"feature\(s\) \[3\] are constant"):
+        VAEImputer(**SMALL).partial_fit(X)
+    # Not where the chunk varies, nor without standardizing, nor in fit.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        GaussianVAE(**SMALL).partial_fit(ppca.X_train[:50])
+        GaussianVAE(**{**SMALL, "standardize": False}).partial_fit(ppca.X_train[:1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            GaussianVAE(**SMALL).fit(X)
 
 
 def test_partial_fit_runs_one_epoch_and_keeps_the_scaling(ppca):
