@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import remove_at_random
 from numpy.testing import assert_allclose
 
 import skvae
@@ -124,6 +125,34 @@ def test_data_too_large_for_the_gpu_are_streamed_with_the_same_result(
     assert_allclose(
         streamed.transform(ppca.X_test), on_gpu.transform(ppca.X_test), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("decoder_variance", ["feature", "shared"])
+def test_streamed_data_with_missing_entries_train_as_on_the_gpu(
+    ppca, monkeypatch, decoder_variance
+):
+    # The streamed path with a mask: the data and the mask stay in pageable
+    # host memory and each chunk is pinned on its way over; the masked
+    # closed-form variance (pooled for "shared") is the same either way.
+    X = remove_at_random(ppca.X_train, 0.2, 0)
+    params = dict(
+        n_components=2,
+        max_iter=3,
+        batch_size=16,
+        random_state=0,
+        init="random",
+        decoder_variance=decoder_variance,
+        device="cuda",
+    )
+    on_gpu = GaussianVAE(**params).fit(X)
+    monkeypatch.setattr(_inference, "fits_on_device", lambda nbytes, device: False)
+    monkeypatch.setattr(_training, "STREAM_CHUNK", 100)
+    streamed = GaussianVAE(**params).fit(X)
+    assert_allclose(streamed.loss_curve_, on_gpu.loss_curve_, rtol=1e-6)
+    assert_allclose(streamed.noise_variance_, on_gpu.noise_variance_, rtol=1e-6)
+    assert_allclose(streamed.score_samples(X), on_gpu.score_samples(X), rtol=1e-6)
+    # And partial_fit goes on there, as on the CPU.
+    assert streamed.partial_fit(X[:100]).n_iter_ == 4
 
 
 def test_closed_form_detector_matches_the_cpu(ppca):
