@@ -17,7 +17,6 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -57,12 +56,11 @@ from ._units import (
     check_observed_features,
     check_unstandardized_range,
     count_observed,
+    feature_moments,
     fit_marginal_knots,
     gaussianize,
     log_jacobian,
     log_jacobian_rows,
-    row_chunks,
-    standardization,
     unstandardize,
     variance_in_units,
 )
@@ -294,9 +292,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         if reset:
             observed = count_observed(X)
             check_observed_features(observed)
-            self._initialize(X, has_missing=bool((observed < X.shape[0]).any()))
-            if incremental:
-                self._warn_if_first_chunk_fixes_no_scale(X)
+            self._initialize(
+                X,
+                has_missing=bool((observed < X.shape[0]).any()),
+                first_chunk=incremental,
+            )
         else:
             self._check_fitted_network()
             if not hasattr(self, "_optimizer"):  # dropped when pickled
@@ -665,30 +665,29 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             return auto_batch_size(n_samples)
         return min(self.batch_size, n_samples)
 
-    def _warn_if_first_chunk_fixes_no_scale(self, X):
+    def _warn_if_first_chunk_fixes_no_scale(self, n_rows, constant):
         """Warn where the first ``partial_fit`` chunk leaves features constant.
 
         The chunk fixes ``mean_`` and ``scale_`` for good: a feature constant
         in it (one row makes every feature so) gets a scale guessed from its
         magnitude, and every later chunk is seen in those units.
         """
-        if self._unscaled:
-            return
-        constant = np.flatnonzero(np.nanmax(X, axis=0) == np.nanmin(X, axis=0))
+        constant = np.flatnonzero(constant)
         if constant.size:
             warnings.warn(
-                f"The first partial_fit chunk ({X.shape[0]} row(s)) fixes mean_ "
+                f"The first partial_fit chunk ({n_rows} row(s)) fixes mean_ "
                 "and scale_ for every later chunk, and feature(s) "
                 f"{_listed(constant)} are constant in it: their scale is a "
                 "guess from their magnitude. Make the first chunk "
                 "representative of the data.",
                 UserWarning,
-                # The caller of partial_fit, past this method, _fit and its
-                # two torch mode decorators, partial_fit and _fit_context.
-                stacklevel=7,
+                # The caller of partial_fit, past this method, _initialize,
+                # _fit and its two torch mode decorators, partial_fit and
+                # _fit_context.
+                stacklevel=8,
             )
 
-    def _warn_if_scales_defeat_the_bounds(self, X):
+    def _warn_if_scales_defeat_the_bounds(self, spread, constant):
         """Warn where, with ``standardize=False``, X's units reach internal bounds.
 
         Two bounds are in internal units, which are those of X here: the
@@ -698,17 +697,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         heteroscedastic head's variances are at most ``exp(20)``. A feature
         whose variance is below the first or above the second is modelled
         badly: 8.4 nats/row lost on three features of scales 1e-3, 1 and 1e4.
+        ``spread`` and ``constant`` are those :func:`feature_moments` gives X.
         """
-        scaler = StandardScaler()  # in chunks: no copy of X; NaN ignored
-        for rows in row_chunks(X):
-            scaler.partial_fit(X[rows])
-        variances = np.nan_to_num(scaler.var_)
+        variances = spread**2
         largest = float(variances.max())
         problems = []
         # A constant feature is left out: standardizing would not help it.
-        narrow = np.flatnonzero(
-            (variances > 0) & (variances < START_NOISE_FLOOR * largest)
-        )
+        narrow = np.flatnonzero(~constant & (variances < START_NOISE_FLOOR * largest))
         if self.init != "random" and narrow.size:
             problems.append(
                 f"the variance of feature(s) {_listed(narrow)} is below "
@@ -733,7 +728,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 stacklevel=8,
             )
 
-    def _initialize(self, X, has_missing):
+    def _initialize(self, X, has_missing, first_chunk=False):
         if (
             self.init != "random"
             and self.n_components is not None
@@ -752,13 +747,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         self._train_seed, self._score_seed, self._split_seed = (
             draw_seed(rng) for _ in range(3)
         )
+        mean, spread, constant, magnitude = feature_moments(X)
         self._unscaled = not self.standardize  # False or np.False_
         if self._unscaled:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
-            self._warn_if_scales_defeat_the_bounds(X)
+            self._warn_if_scales_defeat_the_bounds(spread, constant)
         else:
-            self.mean_, self.scale_ = standardization(X)
+            # A constant feature: its magnitude rounded down to a power of two.
+            self.mean_, self.scale_ = mean, np.where(constant, magnitude, spread)
+            if first_chunk:
+                self._warn_if_first_chunk_fixes_no_scale(X.shape[0], constant)
         self._variance_floor = self._start_variance_floor(X)
         self._start_to_refit = self._prior_structure = None
         self.marginal_knots_ = None

@@ -57,15 +57,24 @@ def check_unstandardized_range(X):
         )
 
 
-def standardization(X):
-    """Per-feature mean and scale of X, free of overflow for any finite X.
+def feature_moments(X):
+    """Per-feature mean and spread of X, free of overflow for any finite X.
 
     Each feature is first divided by the power of two just above its largest
     magnitude (exact, so the statistics are exactly equivariant under scaling
-    by powers of two and never overflow). A constant feature, whose observed
-    values are all equal, is scaled by its magnitude rounded down to a power
-    of two. Missing entries (NaN) are ignored. Works in chunks of rows, as
+    by powers of two and never overflow). Missing entries (NaN) are ignored.
+    Works in chunks of rows, as
     :meth:`~sklearn.preprocessing.StandardScaler.partial_fit` does.
+
+    Returns
+    -------
+    mean, spread : ndarray of shape (n_features,)
+        The mean and standard deviation of each feature's observed entries.
+    constant : ndarray of shape (n_features,) of bool
+        The features whose observed values are all equal.
+    magnitude : ndarray of shape (n_features,)
+        Each feature's largest magnitude rounded down to a power of two: the
+        scale :meth:`~skvae.GaussianVAE.fit` gives a constant feature.
     """
     largest = np.zeros(X.shape[1])
     lowest = np.full(X.shape[1], np.inf)
@@ -87,8 +96,12 @@ def standardization(X):
     spread = np.sqrt(scaler.var_)
     constant = (lowest >= highest) | (spread == 0.0)
     # Divided rows lie in (-1, 1): 0.5 is the magnitude rounded down.
-    scale = np.where(constant, 0.5, spread)
-    return np.ldexp(scaler.mean_, exponent), np.ldexp(scale, exponent)
+    return (
+        np.ldexp(scaler.mean_, exponent),
+        np.ldexp(spread, exponent),
+        constant,
+        np.ldexp(0.5, exponent),
+    )
 
 
 def standardize_into(out, X, mean, scale, order=None, knots=None):
