@@ -312,22 +312,23 @@ def _device_batches(X, batches, device):
 
 
 @torch.no_grad()
-def set_epoch_variance(module, mean_squared, mask=None):
+def set_epoch_variance(module, mean_squared, observed=None):
     """Store the epoch's closed-form variance (used for validation and scoring).
 
     A feature with no observed entry (NaN) keeps its variance: there is no
     data to update it. A shared variance pools the squared residuals of all
     observed entries, as :func:`~skvae._likelihood.optimal_variance` does in
-    each step: with ``mask`` (the observed entries), each feature's mean
-    weighs by its number of observed entries.
+    each step: with ``observed`` (the number of observed entries of each
+    feature, for data with missing entries), each feature's mean weighs by
+    its count.
     """
     if not module.closed_form_variance:
         return
     if module.variance_mode == "shared":
-        if mask is None:
+        if observed is None:
             pooled = mean_squared.nanmean()
         else:
-            counts = mask.sum(0).to(mean_squared)
+            counts = observed.to(mean_squared)
             pooled = (mean_squared.nan_to_num() * counts).sum() / counts.sum()
         mean_squared = pooled.expand_as(mean_squared)
     variance = mean_squared.clamp(min=module.min_variance)
@@ -394,11 +395,16 @@ def posterior_draws(n_rows):
     return int(np.clip(math.ceil(POSTERIOR_SAMPLES / n_rows), 1, MAX_POSTERIOR_DRAWS))
 
 
+def _observed_counts(mask):
+    """Observed entries per feature (None for complete data)."""
+    return None if mask is None else mask.sum(0)
+
+
 def _observed_fraction(mask):
     """Fraction of rows in which each feature is observed; None without a mask."""
     if mask is None:
         return None
-    return mask.sum(0).cpu().numpy() / mask.shape[0]
+    return _observed_counts(mask).cpu().numpy() / mask.shape[0]
 
 
 def fit_module(module, optimizer, data, config, history):
@@ -430,7 +436,7 @@ def fit_module(module, optimizer, data, config, history):
         data.mask,
     )
     if not history.kept_start:  # a start keeps its own, closed-form variance
-        set_epoch_variance(module, mean_squared, data.mask)
+        set_epoch_variance(module, mean_squared, _observed_counts(data.mask))
     return FitResult(
         converged=converged,
         kl_per_component=kl.cpu().double().numpy(),
@@ -504,6 +510,7 @@ def train(module, optimizer, data, config, history):
     """
     device = module.variance.device
     X, mask, X_val, val_mask = data.X, data.mask, data.X_val, data.val_mask
+    observed = _observed_counts(mask)  # once, not per epoch
     seed = config.seed
     val_eps = None
     if X_val is not None:
@@ -553,7 +560,7 @@ def train(module, optimizer, data, config, history):
             epoch,
             mask,
         )
-        set_epoch_variance(module, mean_squared, mask)
+        set_epoch_variance(module, mean_squared, observed)
         history.n_iter += 1
         history.loss_curve.append(loss)
         message = f"Epoch {history.n_iter}, loss = {loss:.6f}"

@@ -196,7 +196,7 @@ def test_variance_statistics_count_observed_entries_only():
     assert torch.isnan(mean_squared[2])
     # A feature without observed entries keeps its variance.
     module.variance.fill_(0.7)
-    set_epoch_variance(module, mean_squared, mask)
+    set_epoch_variance(module, mean_squared, mask.sum(0))
     assert_allclose(module.variance.cpu().numpy(), [*expected, 0.7], rtol=1e-5)
     # A shared variance pools the observed entries, as each training step's
     # optimal_variance does: features weigh by their observed counts, not
@@ -207,7 +207,7 @@ def test_variance_statistics_count_observed_entries_only():
         mean_squared, _ = posterior_statistics(module, x, 0, 1, mask)
         mean, std = module.encode(x, mask)
         residual = (x - module.decode(mean + std * eps)[0]) ** 2
-    set_epoch_variance(module, mean_squared, mask)
+    set_epoch_variance(module, mean_squared, mask.sum(0))
     pooled = residual[mask].mean().item()
     assert_allclose(module.variance.cpu().numpy(), np.full(3, pooled), rtol=1e-5)
     assert not np.isclose(pooled, np.nanmean(mean_squared.cpu().numpy()), rtol=1e-3)
