@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.utils import gen_batches
 
-from ._device import fits_on_device, inference_dtype
+from ._device import fits_on_device, inference_dtype, make_generator
 from ._likelihood import (
     ROW_SYSTEMS_MAX_COMPONENTS,
     full_gaussian_log_prob,
@@ -74,11 +74,10 @@ def importance_draws(n_components, n_draws, seed, device, dtype):
     Past the Sobol' engine's 21,201 dimensions, seeded pseudo-random draws.
     """
     if n_components > torch.quasirandom.SobolEngine.MAXDIM:  # 21201
-        generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(
             n_draws,
             n_components,
-            generator=generator,
+            generator=make_generator(seed, torch.device("cpu")),
             dtype=torch.float64,
             device="cpu",
         )
