@@ -1049,8 +1049,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "fit got .* missing entries", UserWarning)
             self.fit(X, y, **kwargs)
-        scores = self._scores(X, "fit_predict", stacklevel=4)
-        return np.where(scores < self.offset_, -1, 1)
+        return self._labels(X, "fit_predict")
 
     def predict(self, X):
         """Label each row as an inlier (+1) or an outlier (-1).
@@ -1065,6 +1064,9 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         labels : ndarray of shape (n_samples,)
             -1 where :meth:`decision_function` is negative, +1 elsewhere.
         """
-        check_is_fitted(self)
-        scores = self._scores(X, "predict", stacklevel=4)
-        return np.where(scores < self.offset_, -1, 1)
+        return self._labels(X, "predict")
+
+    def _labels(self, X, method):
+        """-1 for the rows of X scoring below ``offset_``, +1 for the others."""
+        # The warning's level: past _scores and this, ``method``'s caller.
+        return np.where(self._scores(X, method, stacklevel=5) < self.offset_, -1, 1)
