@@ -405,10 +405,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         last call's, so the best loss of that call is no reference.
         """
         n_samples = X.shape[0]
-        history = self._history
         # The epochs (and validation scores) of earlier calls, kept in the
         # units of their own rows by _store_fit.
-        before = (history, len(history.loss_curve), len(history.validation_scores))
+        history, earlier = self._history, self._curve_lengths()
         # The start :meth:`_choose_start` left for a kept start, used (and
         # dropped, with its codes and mixtures) by this call only.
         to_refit = getattr(self, "_start_to_refit", None)
@@ -493,8 +492,8 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 float(np.mean(self._log_jacobian_rows(X[rows]))) if len(rows) else 0.0
                 for rows in (order[:n_train], order[n_train:])
             )
-        # A randomly started network that won has a history of its own.
-        earlier = before[1:] if self._history is before[0] else (0, 0)
+        if self._history is not history:
+            earlier = (0, 0)  # a randomly started network won: its own history
         self._store_fit(result, config.batch_size, log_det, val_log_det, earlier)
         return result.converged or incremental
 
@@ -558,10 +557,14 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         tensor, mask = self._training_tensor(X)
         kl = self._start_on_all_rows(X, tensor, mask)
         result = FitResult(True, kl, None, None)
-        history = self._history  # no epoch run: the curves are as they were
-        earlier = (len(history.loss_curve), len(history.validation_scores))
+        # No epoch ran: the curves are as they were.
+        earlier = self._curve_lengths()
         self._store_fit(result, self._batch_size(X.shape[0]), 0.0, 0.0, earlier)
         return True
+
+    def _curve_lengths(self):
+        """Epochs and validation scores in the training history so far."""
+        return len(self._history.loss_curve), len(self._history.validation_scores)
 
     def _store_fit(self, result, batch_size, log_det, val_log_det, earlier):
         """Set the fitted attributes, in the units of X, from a training result.
