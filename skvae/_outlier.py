@@ -835,10 +835,14 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         after a ``fit``, that threshold is averaged with the fit's, weighted
         by their numbers of rows (the threshold is linear in the quantiles
         of the scores it is set on), so that a small chunk moves it little.
+        A fit's threshold set under another ``contamination`` (changed by
+        ``set_params`` since) is not one of this ``contamination``'s: the
+        sample alone sets it then.
         """
         if not incremental:
             self.offset_ = self._threshold(self._outlier_scores(X))
             self._fit_offset, self._fit_rows = self.offset_, X.shape[0]
+            self._fit_contamination = self.contamination
             self._threshold_rows, self._threshold_seen = None, 0
             return
         if not hasattr(self, "_threshold_seen"):
@@ -847,6 +851,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             fitted = hasattr(self, "offset_")
             self._fit_offset = self.offset_ if fitted else None
             self._fit_rows = len(self.support_) if fitted else 0
+            self._fit_contamination = self.contamination
             self._threshold_rows, self._threshold_seen = None, 0
         n_seen = self._threshold_seen
         rng = np.random.default_rng([self._score_seed, n_seen])
@@ -855,9 +860,11 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         )
         self._threshold_seen = n_seen = n_seen + X.shape[0]
         offset = self._threshold(self._outlier_scores(self._threshold_rows))
-        if self._fit_rows:
-            offset = (self._fit_rows * self._fit_offset + n_seen * offset) / (
-                self._fit_rows + n_seen
+        fit_contamination = getattr(self, "_fit_contamination", self.contamination)
+        fit_rows = self._fit_rows if fit_contamination == self.contamination else 0
+        if fit_rows:
+            offset = (fit_rows * self._fit_offset + n_seen * offset) / (
+                fit_rows + n_seen
             )
         self.offset_ = float(offset)
 

@@ -341,6 +341,24 @@ def test_fit_sets_the_threshold_on_its_own_rows_and_keeps_none():
     assert_allclose(detector.offset_, expected, rtol=1e-12)
 
 
+def test_partial_fit_after_set_params_contamination_drops_the_fits_threshold():
+    # The fit's offset_ is a quantile of another contamination: averaging it
+    # in moved the threshold towards 10 % where 20 % was asked for.
+    X = correlated_gaussian(n_samples=300)
+    detector = VAEOutlierDetector(contamination=0.1, random_state=0).fit(X[:100])
+    fitted = detector.offset_
+    detector.set_params(contamination=0.2).partial_fit(X[100:])
+    assert_allclose(
+        detector.offset_,
+        np.percentile(detector.score_samples(X[100:]), 20.0),
+        rtol=1e-12,
+    )
+    # Back to the fit's contamination: its threshold counts again.
+    detector.set_params(contamination=0.1).partial_fit(X[:1])
+    sample = np.percentile(detector.score_samples(np.vstack([X[100:], X[:1]])), 10.0)
+    assert_allclose(detector.offset_, (100 * fitted + 201 * sample) / 301, rtol=1e-12)
+
+
 def test_partial_fit_of_a_model_fitted_before_the_sample_was_kept():
     # A model saved before the threshold's sample existed has offset_ and
     # support_ only: a one-row chunk must not set the threshold alone
