@@ -269,6 +269,11 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
     def _fit(self, X, incremental):
         """Validate X, initialize the model if needed, then train.
 
+        A call that starts a new model and raises (a check of X against
+        the parameters, a device that is not there) leaves the estimator as
+        it was: its new statistics beside the last fit's network would score
+        every row wrongly, and a failed first fit would look fitted.
+
         Returns
         -------
         converged : bool
@@ -279,30 +284,39 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         reset = not hasattr(self, "module_") or (
             not incremental and not self.warm_start
         )
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan",
-        )
-        X = self._mark_missing(X)
-        if not self.standardize:
-            check_unstandardized_range(X)
-        if reset:
-            observed = count_observed(X)
-            check_observed_features(observed)
-            self._initialize(
+        # A new fit sets each attribute to a new object and leaves the old
+        # ones as they were: putting them back restores the estimator.
+        before = dict(self.__dict__) if reset else None
+        try:
+            X = validate_data(
+                self,
                 X,
-                has_missing=bool((observed < X.shape[0]).any()),
-                first_chunk=incremental,
+                reset=reset,
+                dtype=[np.float64, np.float32],
+                ensure_all_finite="allow-nan",
             )
-        else:
-            self._check_fitted_network()
-            if not hasattr(self, "_optimizer"):  # dropped when pickled
-                self._optimizer = self._make_optimizer(X.shape[0])
-            self._follow_device()
-        return self._fit_validated(X, incremental)
+            X = self._mark_missing(X)
+            if not self.standardize:
+                check_unstandardized_range(X)
+            if reset:
+                observed = count_observed(X)
+                check_observed_features(observed)
+                self._initialize(
+                    X,
+                    has_missing=bool((observed < X.shape[0]).any()),
+                    first_chunk=incremental,
+                )
+            else:
+                self._check_fitted_network()
+                if not hasattr(self, "_optimizer"):  # dropped when pickled
+                    self._optimizer = self._make_optimizer(X.shape[0])
+                self._follow_device()
+            return self._fit_validated(X, incremental)
+        except Exception:
+            if before is not None:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+            raise
 
     def _check_fitted_network(self):
         """Raise if a parameter that shapes the network changed since the fit.

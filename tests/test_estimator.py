@@ -1051,6 +1051,38 @@ def test_more_prior_components_than_rows_is_a_clear_error():
 
 
 @pytest.mark.parametrize(
+    "change, X_new",
+    [
+        # Each raised after fit had set new statistics (or n_features_in_)
+        # beside the old network: the estimator then scored with both.
+        ({"early_stopping": True}, np.ones((3, 3))),
+        ({"device": "gpu0"}, None),
+        ({}, np.full((30, 3), np.nan)),  # features never observed
+        ({"prior_components": 50, "init": "linear"}, None),
+    ],
+)
+def test_a_failed_fit_leaves_the_estimator_as_it_was(change, X_new):
+    X = np.random.default_rng(0).normal(size=(30, 3)) * [1.0, 10.0, 100.0]
+    vae = GaussianVAE(**SMALL).fit(X)
+    state = copy.deepcopy(vae.__dict__)
+    scores = vae.score_samples(X)
+    X_new = (X[:, :2] + 50.0) if X_new is None else X_new
+    with pytest.raises(ValueError):
+        vae.set_params(**change).fit(X_new)
+    vae.set_params(**{name: state[name] for name in change})
+    assert vae.__dict__.keys() == state.keys()
+    assert vae.n_features_in_ == 3 and vae.mean_.tolist() == state["mean_"].tolist()
+    assert_array_equal(vae.score_samples(X), scores)
+    # A first fit that fails leaves the estimator unfitted.
+    fresh = GaussianVAE(**{**SMALL, **change})
+    with pytest.raises(ValueError):
+        fresh.fit(X_new)
+    assert not hasattr(fresh, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        fresh.transform(X)
+
+
+@pytest.mark.parametrize(
     "change",
     [
         {"hidden_layer_sizes": (4,)},
