@@ -56,7 +56,7 @@ SCORES = ("iwae", "elbo", "recon_logprob", "recon_error")
 def all_scores(vae, X, seed):
     """The four scores of each row of X under a fitted GaussianVAE."""
     eps = importance_draws(
-        vae.module_.n_components,
+        vae.n_components_,
         vae.n_importance_samples,
         seed,
         vae.device_,

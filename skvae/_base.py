@@ -1091,6 +1091,15 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
     # ---------------------------------------------------------------- inference
 
+    @property
+    def n_components_(self):
+        """Number of latent dimensions of the fitted model.
+
+        Read from the fitted network, so that a model saved before it was
+        an attribute has it too.
+        """
+        return self.module_.n_components
+
     def _validated(self, X):
         check_is_fitted(self)
         X = validate_data(

@@ -353,9 +353,15 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         units, not in those of X: this is then its variance times
         ``scale_ ** 2``, the noise's scale near the middle of each feature.
 
-    kl_per_component_ : ndarray of shape (n_components,)
+    n_components_ : int
+        Number of latent dimensions of the fitted model: ``n_components``,
+        or, when that is None, ``n_features`` (or, with ``init="auto"``,
+        those of the randomly started network if it was kept, see
+        ``init``).
+
+    kl_per_component_ : ndarray of shape (n_components_,)
         Mean KL divergence of each latent dimension over the training rows, in
-        nats (``n_features`` of them when ``n_components`` is None). A
+        nats. A
         dimension near zero has collapsed onto the prior and is unused. Under
         a mixture prior, the KL to the Gaussian with the prior's mean and
         variance in that dimension.
@@ -493,7 +499,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
     @property
     def _n_features_out(self):
         """Number of output features, for ``get_feature_names_out``."""
-        return self.kl_per_component_.shape[0]
+        return self.n_components_
 
     def fit_transform(self, X, y=None):
         """Fit the model to X and return the posterior means.
@@ -507,7 +513,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, n_components)
+        Z : ndarray of shape (n_samples, n_components_)
             Posterior mean of each row's latent code (see :meth:`transform`).
 
         Examples
@@ -545,7 +551,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, n_components)
+        Z : ndarray of shape (n_samples, n_components_)
             Posterior means.
 
         Examples
@@ -580,7 +586,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components)
+        X : array-like of shape (n_samples, n_components_)
             Latent codes, e.g. from :meth:`transform`.
 
         Returns
@@ -602,11 +608,11 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         """
         check_is_fitted(self)
         Z = check_array(X, dtype=[np.float64, np.float32])
-        n_components = self.module_.n_components
+        n_components = self.n_components_
         if Z.shape[1] != n_components:
             raise ValueError(
                 f"X has {Z.shape[1]} features, but inverse_transform expects "
-                f"{n_components} (n_components)."
+                f"{n_components} (n_components_)."
             )
         mean = map_rows(
             self.module_,

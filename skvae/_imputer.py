@@ -392,9 +392,15 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         units, not in those of X: this is then its variance times
         ``scale_ ** 2``, the noise's scale near the middle of each feature.
 
-    kl_per_component_ : ndarray of shape (n_components,)
+    n_components_ : int
+        Number of latent dimensions of the fitted model: ``n_components``,
+        or, when that is None, ``n_features`` (or, with ``init="auto"``,
+        those of the randomly started network if it was kept, see
+        ``init``).
+
+    kl_per_component_ : ndarray of shape (n_components_,)
         Mean KL divergence of each latent dimension over the training rows, in
-        nats (``n_features`` of them when ``n_components`` is None). A
+        nats. A
         dimension near zero has collapsed onto the prior and is unused. Under
         a mixture prior, the KL to the Gaussian with the prior's mean and
         variance in that dimension.

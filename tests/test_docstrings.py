@@ -32,6 +32,7 @@ SHARED_ATTRS = [
     "init_",
     "marginal_knots_",
     "noise_variance_",
+    "n_components_",
     "kl_per_component_",
     "batch_size_",
     "n_iter_",
@@ -209,5 +210,15 @@ def test_documented_attributes_are_fitted(cls):
     est.fit(X)
     documented = set(_entries(cls, "Attributes")) - {"feature_names_in_"}
     fitted = {a for a in vars(est) if a.endswith("_") and not a.startswith("_")}
+    # Read from the fitted network (n_components_): there after fit only.
+    properties = {
+        a
+        for a in dir(cls)
+        if isinstance(getattr(cls, a), property)
+        and a.endswith("_")
+        and not a.startswith("_")
+    }
+    fitted |= {a for a in properties if hasattr(est, a)}
+    assert not any(hasattr(cls(), a) for a in properties)
     assert fitted <= documented, "undocumented fitted attributes"
     assert documented <= fitted, "documented attributes that fit does not set"

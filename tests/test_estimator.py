@@ -1239,6 +1239,9 @@ def test_auto_start_keeps_the_nonlinear_network_on_a_curved_manifold(monkeypatch
     calls = _spy_on_training(monkeypatch)
     vae = GaussianVAE(random_state=0, device=DEVICE).fit(X)
     assert vae.init_ == "random" and vae.module_.n_components == 2
+    # n_components=None: the output's width is the kept network's, and says so.
+    assert vae.n_components_ == 2 and vae.transform(X[:3]).shape == (3, 2)
+    assert vae.get_feature_names_out().tolist() == ["gaussianvae0", "gaussianvae1"]
     # The start, the network to its first plateau, then the network on at a
     # tenth of the rate: it was not behind the start.
     assert calls == [(1e-3, 2), (1e-3, 0), (pytest.approx(1e-4), 1)]
@@ -1249,6 +1252,7 @@ def test_auto_start_keeps_the_nonlinear_network_on_a_curved_manifold(monkeypatch
 def test_auto_start_keeps_the_closed_form_on_gaussian_data(ppca):
     vae = GaussianVAE(random_state=0, device=DEVICE).fit(ppca.X_train)
     assert vae.init_ == "linear" and vae.module_.n_components == 5
+    assert vae.n_components_ == 5 and vae.transform(ppca.X_test[:3]).shape == (3, 5)
     gap = ppca.true_log_likelihood(ppca.X_test).mean() - vae.score(ppca.X_test)
     assert abs(gap) < 0.05
 

@@ -207,7 +207,7 @@ def test_pandas_frames_with_mixed_dtypes(ppca):
         }
     )
     vae = GaussianVAE(random_state=0, **TINY).fit(frame)
-    assert_finite(vae.transform(frame), (30, vae.module_.n_components))
+    assert_finite(vae.transform(frame), (30, vae.n_components_))
     assert_finite(vae.score_samples(frame), (30,))
     assert_array_equal(vae.score_samples(frame), vae.score_samples(frame.astype(float)))
 
@@ -267,7 +267,7 @@ def test_training_stays_finite_with_a_huge_step_or_huge_outliers(
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
     assert np.isfinite(vae.loss_curve_).all()
     assert_finite(vae.score_samples(ppca.X_test), (len(ppca.X_test),))
-    assert_finite(vae.transform(X), (300, vae.module_.n_components))
+    assert_finite(vae.transform(X), (300, vae.n_components_))
     if outliers:  # the outliers are the least likely rows
         scores = vae.score_samples(X)
         assert set(np.argsort(scores)[:9]) == set(range(0, 300, 37))
