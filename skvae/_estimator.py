@@ -496,6 +496,13 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
             warm_start=warm_start,
         )
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # A density estimator, as GaussianMixture is; DensityMixin would set
+        # this too, with a no-op score that would come before ours.
+        tags.estimator_type = "density_estimator"
+        return tags
+
     @property
     def _n_features_out(self):
         """Number of output features, for ``get_feature_names_out``."""

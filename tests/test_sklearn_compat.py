@@ -1,6 +1,8 @@
 """The scikit-learn estimator contract, checked by scikit-learn itself."""
 
 from conftest import DEVICE
+from sklearn.base import is_outlier_detector
+from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import GaussianVAE, VAEImputer, VAEOutlierDetector
@@ -55,3 +57,10 @@ def _expected_failures(estimator):
 )
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+def test_estimator_types_are_scikit_learns():
+    # GaussianMixture's type; the imputer, a transformer, has none.
+    assert get_tags(GaussianVAE()).estimator_type == "density_estimator"
+    assert is_outlier_detector(VAEOutlierDetector())
+    assert get_tags(VAEImputer()).estimator_type is None
