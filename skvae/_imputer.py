@@ -574,6 +574,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self._placeholder_is_nan()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     def _placeholder_is_nan(self):
@@ -617,17 +618,19 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             given the observed entries of its row (its conditional median
             with Gaussianized features; see the class description), or a
             draw (with ``sample_posterior=True``), followed by the missing
-            indicator with ``add_indicator=True``.
+            indicator with ``add_indicator=True``; float32 for float32 X,
+            float64 otherwise.
         """
         X = self._validated(X)
         missing = np.isnan(X)
-        X_imputed = X.astype(np.float64)
+        # In X's dtype (float32 or float64), as SimpleImputer returns it.
+        X_imputed = X.copy()
         if missing.any():
             filled = self._unstandardize(self._impute(X))
             X_imputed[missing] = filled[missing]
         if self.add_indicator:
             indicator = self.indicator_.transform(X)
-            X_imputed = np.hstack([X_imputed, indicator.astype(np.float64)])
+            X_imputed = np.hstack([X_imputed, indicator.astype(X.dtype)])
         return X_imputed
 
     def _impute(self, X):

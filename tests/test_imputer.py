@@ -273,3 +273,16 @@ def test_partial_fit_fits_the_indicator_on_the_first_call(ppca):
     assert imputer.n_iter_ == 2
     assert_array_equal(imputer.indicator_.features_, np.arange(5))
     assert imputer.transform(chunk).shape == (100, 10)
+
+
+@pytest.mark.parametrize("add_indicator", [False, True])
+def test_transform_keeps_float32(add_indicator):
+    # As SimpleImputer: float32 data are imputed in float32, with the values
+    # of float64 (the model computes in float64 either way).
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    X[::7, 1] = np.nan
+    imputer = VAEImputer(add_indicator=add_indicator, random_state=0)
+    expected = imputer.fit(X).transform(X)
+    X_imputed = imputer.fit(X.astype(np.float32)).transform(X.astype(np.float32))
+    assert X_imputed.dtype == np.float32
+    assert_allclose(X_imputed, expected, rtol=1e-6, atol=1e-6)
