@@ -352,7 +352,10 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         distribution given the observed entries instead of filling in its
         mean; fit several imputers with different ``random_state`` for
         multiple imputation, as with
-        :class:`~sklearn.impute.IterativeImputer`.
+        :class:`~sklearn.impute.IterativeImputer`. The draws are a function
+        of ``random_state`` and X: :meth:`transform` repeats them when
+        called again on the same X, and a row's draw depends on its
+        position in X (row i takes the i-th of the random numbers drawn).
 
     Attributes
     ----------
