@@ -219,7 +219,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
     def partial_fit(self, X, y=None):
         """Run one epoch over X, initialising the model on the first call.
 
-        The standardization statistics (``mean_``, ``scale_``) are computed on
+        A model whose fit has a closed form (see ``init``) is fitted on the
+        first chunk as :meth:`fit` would fit it, with no epoch; later
+        chunks train it by one epoch each. The standardization statistics (``mean_``, ``scale_``) are computed on
         the first call and kept fixed afterwards, so that the network always
         sees data in the same units: make the first chunk representative (a
         warning names the features it leaves constant, whose scale is then
@@ -426,8 +428,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         # dropped, with its codes and mixtures) by this call only.
         to_refit = getattr(self, "_start_to_refit", None)
         self._start_to_refit = None
+        first_chunk = getattr(self, "_first_chunk", False)
+        self._first_chunk = False
         if not incremental:
             self._history.restart()
+        if not incremental or first_chunk:
+            # An epoch on the rows the closed form was fitted to could only
+            # move the model away from their fit; later chunks train it.
             if self._fits_in_closed_form() and self._em_fits_budget(X):
                 return self._fit_closed_form(X)
         early_stopping = not incremental and self._uses_early_stopping(n_samples)
@@ -792,6 +799,9 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             prior_components=self._prior_components(start),
         )
         self._history = TrainingHistory()
+        # Read (and cleared) by this call's training: a first partial_fit
+        # chunk is fitted as fit would fit it where that has a closed form.
+        self._first_chunk = first_chunk
 
     def _new_module(self, shape, start=None, **build):
         """Set a new ``module_`` (and its optimiser) for data of ``shape``.

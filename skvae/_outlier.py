@@ -800,7 +800,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
             # One epoch on this chunk's most likely rows under the model so far
             # (all rows of the first chunk, which initializes the model).
             support, rows = np.ones(X.shape[0], dtype=bool), X
-            if trimmed and self._history.n_iter > 0:
+            if trimmed and not getattr(self, "_first_chunk", False):
                 support = _most_likely(self._outlier_scores(X), n_support)
                 rows = X[support]
             converged = self._train_on(rows, incremental)

