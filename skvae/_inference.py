@@ -118,8 +118,9 @@ def map_rows(
     out = None
     for chunk in gen_batches(X.shape[0], rows):
         if mean is None:
-            # A copy: X may be read-only (a memory map, a pandas view).
-            x = torch.tensor(X[chunk], dtype=dtype, device=device)
+            # A copy: X may be read-only (a memory map, a pandas view), and
+            # torch takes no negative strides (a reversed view).
+            x = torch.tensor(np.ascontiguousarray(X[chunk]), dtype=dtype, device=device)
             mask = None
         else:
             x, mask = to_tensor(X[chunk], mean, scale, dtype, device, knots=knots)

@@ -355,6 +355,11 @@ def test_inverse_transform_is_the_decoder_mean_in_user_units(fitted, ppca):
     assert (residual < 0.3 * X.var(0)).sum() >= 3
     with pytest.raises(ValueError, match="expects 2"):
         fitted.inverse_transform(np.zeros((3, 5)))
+    # Views of any layout, as transform takes: torch refused negative strides.
+    Z = fitted.transform(X[:20])
+    for view in (Z[::-1], Z[:, ::-1], np.asfortranarray(Z)):
+        expected = fitted.inverse_transform(np.array(view, order="C"))
+        assert_array_equal(fitted.inverse_transform(view), expected)
 
 
 # ---------------------------------------------------------------- determinism
