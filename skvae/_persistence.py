@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +258,16 @@ def save(estimator, path):
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a directory; give a file's path.")
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot save to {str(path)!r}: its directory {str(path.parent)!r} "
+            "does not exist."
+        )
+    # Not mkstemp, whose file is private (0600): the saved file gets the
+    # mode open() gives a new file, 0666 less the umask.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    handle = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(handle, "wb") as f:
             f.write(data)

@@ -420,6 +420,30 @@ def test_save_to_a_directory_names_it(fitted, tmp_path):
     assert list(tmp_path.parent.glob(f".{tmp_path.name}.*")) == []
 
 
+def test_save_to_a_missing_directory_names_it(fitted, tmp_path):
+    path = tmp_path / "missing" / "model.safetensors"
+    message = f"its directory {re.escape(repr(str(path.parent)))} does not exist"
+    with pytest.raises(FileNotFoundError, match=message):
+        skvae.save(fitted, path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_file_has_the_mode_of_a_new_file(fitted, tmp_path, umask):
+    # As open() makes one, 0666 less the umask: mkstemp's 0600 hid saved
+    # models from the group and others whatever the umask said.
+    old = os.umask(umask)
+    try:
+        skvae.save(fitted, tmp_path / "model.safetensors")
+        with open(tmp_path / "plain", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "model.safetensors").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "plain"]
+
+
 # A value other than the default for every parameter the three estimators share.
 NOT_DEFAULT = dict(
     activation="logistic",
