@@ -625,6 +625,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             float64 otherwise.
         """
         X = self._validated(X)
+        self._check_indicator()
         missing = np.isnan(X)
         # In X's dtype (float32 or float64), as SimpleImputer returns it.
         X_imputed = X.copy()
@@ -635,6 +636,15 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
             indicator = self.indicator_.transform(X)
             X_imputed = np.hstack([X_imputed, indicator.astype(X.dtype)])
         return X_imputed
+
+    def _check_indicator(self):
+        """Raise if ``add_indicator`` was set after a fit without it."""
+        if self.add_indicator and self.indicator_ is None:
+            raise ValueError(
+                "add_indicator=True, but the imputer was fitted with "
+                "add_indicator=False: the indicator is fitted by fit. Call fit "
+                "again."
+            )
 
     def _impute(self, X):
         """Conditional means or draws in standardized units, one row of X each."""
@@ -668,4 +678,5 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         names = super().get_feature_names_out(input_features)
         if not self.add_indicator:
             return names
+        self._check_indicator()
         return np.concatenate([names, self.indicator_.get_feature_names_out(names)])

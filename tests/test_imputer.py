@@ -190,7 +190,14 @@ def test_add_indicator(ppca):
     assert names.tolist() == [f"x{j}" for j in range(n)] + [
         f"missingindicator_x{j}" for j in range(1, n)
     ]
-    assert VAEImputer(**SMALL).fit(X).indicator_ is None
+    without = VAEImputer(**SMALL).fit(X)
+    assert without.indicator_ is None
+    # Asked for after the fit: a clear error, not 'NoneType' has no transform.
+    without.set_params(add_indicator=True)
+    with pytest.raises(ValueError, match="fitted with add_indicator=False"):
+        without.transform(X)
+    with pytest.raises(ValueError, match="fitted with add_indicator=False"):
+        without.get_feature_names_out()
 
 
 def test_feature_names_and_pandas_output(ppca):
