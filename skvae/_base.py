@@ -310,6 +310,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 )
             else:
                 self._check_fitted_network()
+                self._follow_variance_parameters()
                 if not hasattr(self, "_optimizer"):  # dropped when pickled
                     self._optimizer = self._make_optimizer(X.shape[0])
                 self._follow_device()
@@ -366,12 +367,34 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         fitted["standardize"] = (now, then)
         for name, (now, then) in fitted.items():
             if now != then:
+                if name == "decoder_variance":  # as given, not as a kind
+                    now = mode
+                    then = "a fixed variance" if then == "fixed" else repr(then)
+                else:
+                    then = repr(then)
                 raise ValueError(
-                    f"{name}={now!r} differs from the fitted network's {then!r}: "
+                    f"{name}={now!r} differs from the fitted network's {then}: "
                     "warm_start and partial_fit continue training the fitted "
                     "network, whose shape cannot change. Call fit with "
                     "warm_start=False, or use a new estimator, to fit the new one."
                 )
+
+    def _follow_variance_parameters(self):
+        """Train on with ``min_variance`` and a fixed ``decoder_variance`` as set now.
+
+        Both are values in the fitted network, not its shape: ``warm_start``
+        and :meth:`partial_fit` take them as they are now, as they take a
+        changed ``alpha`` or ``learning_rate_init``, where they kept the
+        values of the first fit whatever ``set_params`` said.
+        """
+        module = self.module_
+        module.min_variance = float(self.min_variance)
+        with torch.no_grad():
+            if module.variance_mode == "fixed":
+                fixed = max(float(self.decoder_variance), module.min_variance)
+                module.variance.fill_(fixed)
+            else:
+                module.variance.clamp_(min=module.min_variance)
 
     def _follow_device(self):
         """Move a fitted model, and Adam's state, to ``device`` if it changed.

@@ -1139,6 +1139,40 @@ def test_warm_start_and_partial_fit_refuse_a_new_network_shape(ppca, change):
     vae.set_params(warm_start=False).fit(X)  # a new network of the new shape
 
 
+def test_a_changed_variance_kind_is_named_as_given(ppca):
+    X = ppca.X_train[:100]
+    vae = GaussianVAE(warm_start=True, **{**SMALL, "max_iter": 2}).fit(X)
+    message = r"decoder_variance=0.5 differs from the fitted network's 'feature'"
+    with pytest.raises(ValueError, match=message):
+        vae.set_params(decoder_variance=0.5).fit(X)
+    vae.set_params(warm_start=False).fit(X).set_params(decoder_variance="shared")
+    message = r"decoder_variance='shared' differs .* a fixed variance"
+    with pytest.raises(ValueError, match=message):
+        vae.partial_fit(X)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_warm_start_and_partial_fit_train_with_the_variances_set_now(ppca, method):
+    # min_variance and a fixed decoder_variance are values, not the shape:
+    # they were kept from the first fit whatever set_params said.
+    X = ppca.X_train[:200]
+    params = dict(decoder_variance=0.5, warm_start=True, **SMALL)
+    vae = GaussianVAE(**params).fit(X)
+    getattr(vae.set_params(decoder_variance=50.0), method)(X)
+    assert_allclose(vae.noise_variance_, 50.0 * vae.scale_**2, rtol=1e-6)
+    # A floor above the fixed variance raises it, as in a new fit.
+    getattr(vae.set_params(min_variance=80.0), method)(X)
+    assert vae.module_.min_variance == 80.0
+    assert_allclose(vae.noise_variance_, 80.0 * vae.scale_**2, rtol=1e-6)
+    fresh = GaussianVAE(**{**params, "decoder_variance": 50.0, "min_variance": 80.0})
+    assert_allclose(fresh.fit(X).noise_variance_, vae.noise_variance_, rtol=1e-6)
+    # A per-feature variance: trained on with the new floor under it.
+    vae = GaussianVAE(**{**params, "decoder_variance": "feature"}).fit(X)
+    getattr(vae.set_params(min_variance=5.0), method)(X)
+    assert vae.module_.min_variance == 5.0
+    assert (vae.noise_variance_ >= 5.0 * vae.scale_**2 * (1 - 1e-6)).all()
+
+
 def test_warm_start_takes_standardize_auto_as_the_map_it_fitted(ppca):
     X = ppca.X_train[:100]
     vae = GaussianVAE(n_components=2, warm_start=True, **{**SMALL, "max_iter": 2})
