@@ -74,6 +74,8 @@ MIN_AUTO_VALIDATION_ROWS = 2
 # Gaussianized features (standardize="auto"; with fewer, standardized), or
 # to choose a larger mixture prior than BIC's (with fewer, BIC's).
 MIN_CHOICE_ROWS = 10
+# The largest variance the network's float32 parameters hold.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
@@ -101,11 +103,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
         "init": [StrOptions({"auto", "linear", "random"})],
         "shrinkage": [Interval(Real, 0, 1, closed="both"), StrOptions({"auto"})],
+        # Variances are float32 in the network; Sobol' draws number at most
+        # 2**30 (torch's SobolEngine.MAXBIT).
         "decoder_variance": [
             StrOptions({"feature", "shared", "heteroscedastic"}),
-            Interval(Real, 0, None, closed="neither"),
+            Interval(Real, 0, FLOAT32_MAX, closed="right"),
         ],
-        "min_variance": [Interval(Real, 0, None, closed="neither")],
+        "min_variance": [Interval(Real, 0, FLOAT32_MAX, closed="right")],
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
         "standardize": ["boolean", StrOptions({"marginal", "auto"})],
@@ -121,7 +125,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_importance_samples": [Interval(Integral, 1, 2**30, closed="both")],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

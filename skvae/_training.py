@@ -712,6 +712,8 @@ def _run_recovering(module, optimizer, X, config, beta, generator, epoch, mask):
     raise ValueError(
         f"Training diverged: the loss stayed non-finite in epoch {epoch + 1} even "
         f"after lowering the learning rate {MAX_RECOVERIES} times. Lower "
-        "learning_rate_init, raise min_variance, keep standardize on, or check X "
-        "for extreme values."
+        f"learning_rate_init or beta (beta={config.beta:g}), raise min_variance, "
+        "keep standardize on, or check X for extreme values: with partial_fit, "
+        "for a chunk far outside the range of the first, whose statistics "
+        "standardize every chunk."
     )

@@ -1025,6 +1025,11 @@ def test_wrong_number_of_features(fitted):
         {"decoder_variance": "diagonal"},
         {"decoder_variance": -1.0},
         {"min_variance": 0.0},
+        # Past float32 (torch raised on building the network) and past the
+        # Sobol' engine's 2**30 points (torch overflowed while scoring).
+        {"min_variance": 1e39},
+        {"decoder_variance": 1e39},
+        {"n_importance_samples": 2**30 + 1},
         {"batch_size": 0},
         {"early_stopping": "yes"},
         {"activation": "gelu"},

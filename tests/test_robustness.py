@@ -1,5 +1,6 @@
 """Whatever the data hold: finite outputs of the right shape, or a clear error."""
 
+import copy
 import os
 import warnings
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from conftest import DEVICE, gaussian_log_density
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import NotFittedError
 
 from skvae import GaussianVAE, _training
 
@@ -281,14 +283,26 @@ def test_persistent_divergence_names_the_cause_and_the_remedy(ppca, monkeypatch)
         device = module.variance.device
         return torch.tensor(float("nan"), device=device), torch.ones(5, device=device)
 
-    monkeypatch.setattr(_training, "run_epoch", always_nan)
+    X = ppca.X_train[:50]
     vae = GaussianVAE(learning_rate_init=1.0, random_state=0, **TINY)
+    fitted = copy.deepcopy(vae.fit(X).set_params(warm_start=True))
+    monkeypatch.setattr(_training, "run_epoch", always_nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(ValueError, match="diverged.*Lower learning_rate_init"):
-            vae.fit(ppca.X_train[:50])
-    # The failed epochs were rolled back: no NaN is left in the weights.
-    assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
+        with pytest.raises(
+            ValueError, match="diverged.*Lower learning_rate_init or beta \\(beta=1\\)"
+        ):
+            vae.set_params(warm_start=True).fit(X)
+        # The failed epochs were rolled back: the weights are as they were.
+        weights = fitted.module_.state_dict()
+        for name, value in vae.module_.state_dict().items():
+            assert torch.equal(value, weights[name]), name
+        # A new model that diverges is no model: the estimator is unfitted.
+        fresh = GaussianVAE(learning_rate_init=1.0, random_state=0, **TINY)
+        with pytest.raises(ValueError, match="diverged"):
+            fresh.fit(X)
+    with pytest.raises(NotFittedError):
+        fresh.score_samples(X)
 
 
 def _mixed_scales(n_samples=500):
