@@ -74,6 +74,9 @@ MIN_AUTO_VALIDATION_ROWS = 2
 # Gaussianized features (standardize="auto"; with fewer, standardized), or
 # to choose a larger mixture prior than BIC's (with fewer, BIC's).
 MIN_CHOICE_ROWS = 10
+# With standardize=False, a feature whose variance is under this many times
+# min_variance warns: the floor is then over 1 % of its variance.
+FLOOR_FRACTION_WARNED = 100.0
 # The largest variance the network's float32 parameters hold.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -741,13 +744,18 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
     def _warn_if_scales_defeat_the_bounds(self, spread, constant):
         """Warn where, with ``standardize=False``, X's units reach internal bounds.
 
-        Two bounds are in internal units, which are those of X here: the
+        Three bounds are in internal units, which are those of X here: the
         linear start's noise variance, the same for every feature, is at
         least ``START_NOISE_FLOOR`` times the covariance's largest eigenvalue
-        (so that the encoder can represent the narrowest posterior), and the
+        (so that the encoder can represent the narrowest posterior), every
+        decoder variance is at least ``min_variance``, and the
         heteroscedastic head's variances are at most ``exp(20)``. A feature
-        whose variance is below the first or above the second is modelled
-        badly: 8.4 nats/row lost on three features of scales 1e-3, 1 and 1e4.
+        whose variance is below the first, near the second (under
+        ``FLOOR_FRACTION_WARNED`` times it) or above the third is modelled
+        badly: 8.4 nats/row lost on three features of scales 1e-3, 1 and 1e4;
+        a detector missed the outlier (2, -2) of two features correlated at
+        0.95 once their scale was 0.01, where its floor (1e-4) is their
+        variance.
         ``spread`` and ``constant`` are those :func:`feature_moments` gives X.
         """
         variances = spread**2
@@ -761,6 +769,17 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 f"{START_NOISE_FLOOR:.0e} times that of feature "
                 f"{int(np.argmax(variances))} ({largest:.3g}), under the floor of "
                 "the linear start's noise variance, which all features share"
+            )
+        floored = np.flatnonzero(
+            ~constant & (variances < FLOOR_FRACTION_WARNED * self.min_variance)
+        )
+        if floored.size:
+            problems.append(
+                f"the variance of feature(s) {_listed(floored)} is below "
+                f"{FLOOR_FRACTION_WARNED:g} times min_variance "
+                f"({self.min_variance:g}), the floor on the decoder's variance "
+                "in the units of X: noise below 1 % of their variance cannot "
+                "be modelled"
             )
         bound = math.exp(LOG_VARIANCE_BOUNDS[1])
         wide = np.flatnonzero(variances > bound)

@@ -339,6 +339,30 @@ def test_unstandardized_features_under_the_start_noise_floor_warn():
     assert_allclose(scaled.score(X), gaussian_log_density(X).mean(), rtol=1e-9)
 
 
+def test_unstandardized_features_near_min_variance_warn():
+    # With standardize=False, min_variance (the detector's 1e-4) is in the
+    # units of X: features of scale 0.01, correlated at 0.95, have variance
+    # 1e-4, and the detector, floored there, missed an outlier against their
+    # correlation that it flags at scale 1.
+    from skvae import VAEOutlierDetector
+
+    rng = np.random.default_rng(0)
+    X = rng.multivariate_normal([0, 0], [[1, 0.95], [0.95, 1]], 500)
+    outlier = np.array([[2.0, -2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        detector = VAEOutlierDetector(standardize=False, random_state=0).fit(X)
+    assert detector.predict(outlier)[0] == -1
+    message = r"feature\(s\) \[0, 1\] is below 100 times min_variance \(0.0001\)"
+    with pytest.warns(UserWarning, match=message) as record:
+        detector.fit(X * 0.01)
+    assert record[0].filename == __file__
+    assert detector.predict(outlier * 0.01)[0] == 1
+    assert (
+        VAEOutlierDetector(random_state=0).fit(X * 0.01).predict(outlier * 0.01) == -1
+    )
+
+
 def test_scale_warning_lists_five_features_and_counts_the_rest():
     X = np.random.default_rng(0).normal(size=(200, 9)) * ([1e-6] * 8 + [1e4])
     with pytest.warns(UserWarning, match=r"\[0, 1, 2, 3, 4\] and 3 more is below"):
