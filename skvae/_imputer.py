@@ -630,8 +630,14 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, BaseGaussianVAE):
         # In X's dtype (float32 or float64), as SimpleImputer returns it.
         X_imputed = X.copy()
         if missing.any():
-            filled = self._unstandardize(self._impute(X))
-            X_imputed[missing] = filled[missing]
+            filled = self._unstandardize(self._impute(X))[missing]
+            largest = np.finfo(X.dtype).max
+            if X.dtype != np.float64 and np.abs(filled).max() > largest:
+                raise ValueError(
+                    f"Imputed values reach {np.abs(filled).max():.3g}, past the "
+                    f"largest {X.dtype} ({largest:.3g}): pass X as float64."
+                )
+            X_imputed[missing] = filled
         if self.add_indicator:
             indicator = self.indicator_.transform(X)
             X_imputed = np.hstack([X_imputed, indicator.astype(X.dtype)])

@@ -39,7 +39,8 @@ def check_observed_features(observed):
     empty = np.flatnonzero(observed == 0)
     if empty.size:
         raise ValueError(
-            f"Features {empty.tolist()} of X have no observed value (all NaN); "
+            f"Features {empty.tolist()} of X have no observed value (every entry "
+            "is missing); "
             "their scale and decoder variance cannot be estimated. Drop them, or "
             "fill them first, e.g. with SimpleImputer(keep_empty_features=True)."
         )

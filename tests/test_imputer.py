@@ -261,6 +261,11 @@ def test_feature_never_observed_is_an_error(ppca):
     X[:, 2] = np.nan
     with pytest.raises(ValueError, match=r"Features \[2\] .* no observed value"):
         VAEImputer(**SMALL).fit(X)
+    # Whatever marks the missing entries (not "all NaN" where 0 marks them).
+    X[:, 2] = 0.0
+    message = r"Features \[2\] .* no observed value \(every entry is missing\)"
+    with pytest.raises(ValueError, match=message):
+        VAEImputer(missing_values=0.0, **SMALL).fit(X)
 
 
 def test_infinity_is_an_error(fitted):
@@ -293,3 +298,14 @@ def test_transform_keeps_float32(add_indicator):
     X_imputed = imputer.fit(X.astype(np.float32)).transform(X.astype(np.float32))
     assert X_imputed.dtype == np.float32
     assert_allclose(X_imputed, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_imputations_past_float32_are_an_error_not_infinity():
+    # A model fitted on float64 data near float32's largest value imputes
+    # past it: written into float32, that was inf.
+    X = np.random.default_rng(0).normal(size=(200, 2)) * [1e37, 1.0] + [5e38, 0.0]
+    imputer = VAEImputer(random_state=0).fit(X)
+    row = np.array([[np.nan, 0.5]])
+    assert np.isfinite(imputer.transform(row)).all()
+    with pytest.raises(ValueError, match=r"past the largest float32 .* as float64"):
+        imputer.transform(row.astype(np.float32))
