@@ -485,8 +485,21 @@ class VAEModule(nn.Module):
         return self._importance(x, eps, mask)[0]
 
     def _importance(self, x, eps, mask):
-        """Log weights, decoder means and variances for each draw."""
+        """Log weights, decoder means and variances for each draw.
+
+        A row with no observed entry has the prior as its posterior: its
+        proposal is the Gaussian of the prior's moments, not the encoder's
+        q(z|nothing), which training hardly ever sees. Under the N(0, I)
+        prior its weights are then equal, and its imputation is the mean of
+        mu(z) over draws of the prior itself.
+        """
         mean, std = self.encode(x, mask)
+        if mask is not None:
+            empty = ~mask.any(1, keepdim=True)
+            if empty.any():
+                prior_mean, prior_variance = self.prior_moments()
+                mean = torch.where(empty, prior_mean.to(mean), mean)
+                std = torch.where(empty, prior_variance.sqrt().to(std), std)
         z = mean.unsqueeze(1) + std.unsqueeze(1) * eps
         x_mean, var = self.decode(z)
         log_px = gaussian_log_prob(
