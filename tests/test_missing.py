@@ -135,6 +135,13 @@ def test_conditional_mean_of_the_linear_gaussian_model():
     """Self-normalised importance sampling gives E[x_m | x_o] of the Gaussian."""
     o, m = [0, 2], [1, 3]
     module, marginal, eps = linear_vae_with_missing(o)
+    # With the encoder mean at the exact posterior mean, a plain average of
+    # mu(z) over the draws of q is right too. Moved 0.3 off it (in every
+    # latent dimension), only the importance weights p(x_o, z) / q(z | x_o)
+    # bring the estimate back: measured error 2.4e-4 with them, 0.43 with an
+    # unweighted average over q.
+    with torch.no_grad():
+        module.encoder_head.bias[:N_COMPONENTS] += 0.3
     x, mask, filled = rows_with_missing(marginal, o, 8, 4)
     with torch.no_grad():
         imputed = module.conditional_mean(filled, eps, mask).cpu().numpy()
