@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import DEVICE, RANDOM_START, remove_at_random, two_factor_manifold
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy import stats
+from scipy import special, stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
@@ -580,18 +580,43 @@ def test_fixed_decoder_variance_is_the_plain_mse_vae(ppca, init):
     assert_allclose(vae.noise_variance_, 0.25 * vae.scale_**2)
 
 
+def _heteroscedastic_rows(rng, n_samples=1000):
+    """X = [t, -t, t/2] + noise, t ~ N(0, 1); the second feature's noise std is 0.1 e^t."""
+    t = rng.normal(size=n_samples)
+    noise_std = np.column_stack(
+        [np.full(n_samples, 0.1), 0.1 * np.exp(t), np.full(n_samples, 0.1)]
+    )
+    X = np.column_stack([t, -t, 0.5 * t]) + noise_std * rng.normal(size=(n_samples, 3))
+    return X, t, noise_std
+
+
+def _heteroscedastic_log_likelihood(X):
+    """log p(x) of those rows: the integral over t on a grid of step 0.01, far
+    finer than the posterior of t, whose std is at most 0.09."""
+    t = np.linspace(-7, 7, 1401)
+    mean = np.column_stack([t, -t, 0.5 * t])
+    std = np.column_stack([np.full_like(t, 0.1), 0.1 * np.exp(t), np.full_like(t, 0.1)])
+    log_px_t = -0.5 * ((X[:, None] - mean) / std) ** 2 - np.log(std)
+    log_joint = log_px_t.sum(-1) - 2 * np.log(2 * np.pi) - t**2 / 2
+    return special.logsumexp(log_joint, axis=1) + np.log(t[1] - t[0])
+
+
+def _upper_over_lower_noise(draws):
+    """Variance of x0 + x1 (t cancels, leaving the second feature's noise) in the
+    top quarter of x0 over that in the bottom quarter."""
+    noise = draws[:, 0] + draws[:, 1]
+    order = np.argsort(draws[:, 0])
+    quarter = len(order) // 4
+    return noise[order[-quarter:]].var() / noise[order[:quarter]].var()
+
+
 @pytest.mark.slow
 def test_heteroscedastic_decoder():
     """The decoder variance follows noise whose scale depends on the latent value."""
     rng = np.random.default_rng(0)
-    t = rng.normal(size=1000)
-    noise_std = np.column_stack(
-        [np.full(1000, 0.1), 0.1 * np.exp(t), np.full(1000, 0.1)]
-    )
-    X = np.column_stack([t, -t, 0.5 * t]) + noise_std * rng.normal(size=(1000, 3))
-    vae = GaussianVAE(
-        n_components=1, decoder_variance="heteroscedastic", **{**SMALL, "max_iter": 60}
-    ).fit(X)
+    X, t, noise_std = _heteroscedastic_rows(rng)
+    params = {**SMALL, "n_components": 1, "max_iter": 60}
+    vae = GaussianVAE(decoder_variance="heteroscedastic", **params).fit(X)
     assert vae.noise_variance_ is None
     assert vae.module_.variance_head_active
     assert np.isfinite(vae.score_samples(X)).all()
@@ -605,6 +630,24 @@ def test_heteroscedastic_decoder():
     assert stats.spearmanr(variance[:, 1], noise_std[:, 1])[0] > 0.9
     order = np.argsort(t)
     assert variance[order[-250:], 1].mean() > 5 * variance[order[:250], 1].mean()
+
+    # Scoring uses the head's variance at each draw, not the per-feature one
+    # stored at the end of the warm-up. On held-out rows whose true mean
+    # log-likelihood is -0.26 per row, the model scores -0.29, and one with a
+    # variance per feature -0.75; scored with the stored variance, the same
+    # model got -0.78.
+    X_test, _, _ = _heteroscedastic_rows(rng)
+    true = _heteroscedastic_log_likelihood(X_test).mean()
+    per_feature = GaussianVAE(decoder_variance="feature", **params).fit(X)
+    assert abs(vae.score(X_test) - true) < 0.1
+    assert vae.score(X_test) > per_feature.score(X_test) + 0.25
+
+    # Samples add the head's noise too: the second feature's noise variance
+    # in the top quarter of the first feature is 19 times that in the bottom
+    # quarter in the data, 9.5 times in 20,000 samples, and 0.99 times with
+    # the stored variance, which does not depend on z.
+    assert _upper_over_lower_noise(X) > 5
+    assert _upper_over_lower_noise(vae.sample(20000)) > 5
 
 
 # ----------------------------------------------------------------- attributes
@@ -823,6 +866,26 @@ def test_early_stopping_needs_a_validation_row_and_a_training_row():
         assert np.isfinite(vae.score_samples(X)).all()
 
 
+def test_learning_rate_init_is_the_constant_rate(fitted_300, ppca):
+    # At a constant rate the optimiser trains at learning_rate_init throughout
+    # (the SMALL fits train at the default, 1e-3).
+    params = {**SMALL, "n_components": 2, "max_iter": 2}
+    vae = GaussianVAE(learning_rate_init=0.0123, **params).fit(ppca.X_train[:300])
+    assert vae._optimizer.param_groups[0]["lr"] == 0.0123
+    assert fitted_300._optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_a_tol_no_epoch_can_beat_stops_after_n_iter_no_change_plus_two_epochs(ppca):
+    # With tol=1e9 no loss is ever an improvement but the first, which beats
+    # the initial best loss of +inf. The stopping rule fires once more than
+    # n_iter_no_change epochs in a row have not improved: epochs 2 to 5 for
+    # n_iter_no_change=3 (a growing patience, a fifth of 5 epochs, is less).
+    # At the default tol=1e-4 the loss still improves and all 30 epochs run.
+    params = {**SMALL, "n_components": 2, "n_iter_no_change": 3}
+    vae = GaussianVAE(tol=1e9, **params).fit(ppca.X_train[:300])
+    assert vae.n_iter_ == 3 + 2 and len(vae.loss_curve_) == 5
+
+
 def test_convergence_warning_when_max_iter_is_reached(ppca):
     with pytest.warns(ConvergenceWarning, match="maximum iterations") as record:
         GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(ppca.X_train[:50])
@@ -870,10 +933,15 @@ def test_verbose_prints_one_line_per_epoch(ppca, capsys):
 
 
 def test_divergence_is_recovered_without_nan(ppca):
+    # A step of 1e6 makes the first epoch's loss non-finite: the epoch is
+    # rolled back and rerun at half the rate, 8 times (measured), and training
+    # goes on at 1e6 / 2**8. At a step of 1.0 these rows never diverged.
     X = ppca.X_train[:300] * 1e6
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vae = GaussianVAE(n_components=2, learning_rate_init=1.0, **SMALL).fit(X)
+    with pytest.warns(RuntimeWarning, match="non-finite") as record:
+        vae = GaussianVAE(n_components=2, learning_rate_init=1e6, **SMALL).fit(X)
+    recoveries = sum("non-finite" in str(w.message) for w in record)
+    assert vae._optimizer.param_groups[0]["lr"] == 1e6 / 2**recoveries
+    assert len(vae.loss_curve_) == vae.n_iter_ and np.isfinite(vae.loss_curve_).all()
     assert np.isfinite(vae.score_samples(X)).all()
     assert np.isfinite(vae.transform(X)).all()
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())

@@ -84,6 +84,27 @@ def test_training_terms_use_the_closed_form_variance(mode):
     )
 
 
+@pytest.mark.parametrize("fit_variance", [True, False])
+def test_training_terms_keep_a_fixed_variance(fit_variance):
+    # decoder_variance=0.5 is the plain MSE VAE: training scores every batch
+    # with variance 0.5 exactly (validation too), not with the batch's
+    # closed-form optimum, here (0.11, 0.98, 77) per feature; with that one,
+    # log p(x|z) moved by up to 261 nats a row.
+    torch.manual_seed(0)
+    module = VAEModule(3, 2, (5,), "tanh", 0.5, 1e-4).to(DEVICE)
+    generator = torch.Generator().manual_seed(2)
+    scales = torch.tensor([0.1, 1.0, 10.0])
+    x = (torch.randn(32, 3, generator=generator) * scales).to(DEVICE)
+    eps = torch.randn(32, 2, generator=generator).to(DEVICE)
+    log_px, _, _, variance = module.training_terms(x, eps, fit_variance=fit_variance)
+    with torch.no_grad():
+        mean, std = module.encode(x)
+        x_mean = module.decode(mean + std * eps)[0].cpu().numpy()
+    expected = stats.norm.logpdf(x.cpu().numpy(), x_mean, np.sqrt(0.5)).sum(1)
+    assert_allclose(log_px.detach().cpu().numpy(), expected, rtol=1e-5)
+    assert_allclose(np.broadcast_to(variance.cpu().numpy(), (3,)), np.full(3, 0.5))
+
+
 @pytest.mark.parametrize("variance", ["feature", "shared", "heteroscedastic", 0.5])
 def test_decoder_variance_modes(variance):
     module = VAEModule(3, 2, (4,), "relu", variance, 1e-3).to(DEVICE)

@@ -1,5 +1,6 @@
 """Whatever the data hold: finite outputs of the right shape, or a clear error."""
 
+import contextlib
 import copy
 import os
 import warnings
@@ -251,7 +252,7 @@ def test_bad_input_to_every_method_is_a_clear_error(ppca, X, error, message):
 
 
 @pytest.mark.parametrize(
-    "learning_rate, outliers", [(1.0, False), (1e-3, True), (1.0, True)]
+    "learning_rate, outliers", [(1e10, False), (1e-3, True), (1.0, True)]
 )
 def test_training_stays_finite_with_a_huge_step_or_huge_outliers(
     ppca, learning_rate, outliers
@@ -259,13 +260,22 @@ def test_training_stays_finite_with_a_huge_step_or_huge_outliers(
     X = ppca.X_train[:300].copy()
     if outliers:
         X[::37] = 1e12 * np.sign(X[::37])
-    vae = GaussianVAE(
-        hidden_layer_sizes=(16,),
-        max_iter=20,
-        learning_rate_init=learning_rate,
-        random_state=0,
-        device=DEVICE,
-    ).fit(X)
+    # A step of 1e10 makes the loss non-finite: the epoch is rolled back and
+    # rerun at half the rate (6 times, measured). A step of 1.0 never
+    # diverged on these rows, so it left the recovery untried.
+    diverges = learning_rate > 1.0
+    with (
+        pytest.warns(RuntimeWarning, match="non-finite")
+        if diverges
+        else contextlib.nullcontext()
+    ):
+        vae = GaussianVAE(
+            hidden_layer_sizes=(16,),
+            max_iter=20,
+            learning_rate_init=learning_rate,
+            random_state=0,
+            device=DEVICE,
+        ).fit(X)
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
     assert np.isfinite(vae.loss_curve_).all()
     assert_finite(vae.score_samples(ppca.X_test), (len(ppca.X_test),))
