@@ -228,12 +228,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
 
         A model whose fit has a closed form (see ``init``) is fitted on the
         first chunk as :meth:`fit` would fit it, with no epoch; later
-        chunks train it by one epoch each. The standardization statistics (``mean_``, ``scale_``) are computed on
-        the first call and kept fixed afterwards, so that the network always
-        sees data in the same units: make the first chunk representative (a
-        warning names the features it leaves constant, whose scale is then
-        a guess from their magnitude). The decoder variance is re-estimated
-        on each chunk after its pass. No validation set is held out.
+        chunks train it by one epoch each. The standardization statistics
+        (``mean_``, ``scale_``) are computed on the first call and kept fixed
+        afterwards, so that the network always sees data in the same units:
+        make the first chunk representative (a warning names the features it
+        leaves constant, whose scale is then a guess from their magnitude).
+        The decoder variance is re-estimated on each chunk after its pass. No
+        validation set is held out.
 
         Parameters
         ----------

@@ -361,10 +361,9 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
     kl_per_component_ : ndarray of shape (n_components_,)
         Mean KL divergence of each latent dimension over the training rows, in
-        nats. A
-        dimension near zero has collapsed onto the prior and is unused. Under
-        a mixture prior, the KL to the Gaussian with the prior's mean and
-        variance in that dimension.
+        nats. A dimension near zero has collapsed onto the prior and is
+        unused. Under a mixture prior, the KL to the Gaussian with the
+        prior's mean and variance in that dimension.
 
     batch_size_ : int
         Number of rows per optimiser step, resolved from ``batch_size``.
