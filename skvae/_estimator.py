@@ -359,7 +359,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         those of the randomly started network if it was kept, see
         ``init``).
 
-    kl_per_component_ : ndarray of shape (n_components_,)
+    kl_per_component_ : ndarray of shape (``n_components_``,)
         Mean KL divergence of each latent dimension over the training rows, in
         nats. A dimension near zero has collapsed onto the prior and is
         unused. Under a mixture prior, the KL to the Gaussian with the
@@ -519,7 +519,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, n_components_)
+        Z : ndarray of shape (n_samples, ``n_components_``)
             Posterior mean of each row's latent code (see :meth:`transform`).
 
         Examples
@@ -557,7 +557,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, n_components_)
+        Z : ndarray of shape (n_samples, ``n_components_``)
             Posterior means.
 
         Examples
@@ -592,7 +592,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components_)
+        X : array-like of shape (n_samples, ``n_components_``)
             Latent codes, e.g. from :meth:`transform`.
 
         Returns

@@ -558,7 +558,7 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         those of the randomly started network if it was kept, see
         ``init``).
 
-    kl_per_component_ : ndarray of shape (n_components_,)
+    kl_per_component_ : ndarray of shape (``n_components_``,)
         Mean KL divergence of each latent dimension over the training rows, in
         nats. A dimension near zero has collapsed onto the prior and is
         unused. Under a mixture prior, the KL to the Gaussian with the
