@@ -500,6 +500,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         # A density estimator, as GaussianMixture is; DensityMixin would set
         # this too, with a no-op score that would come before ours.
         tags.estimator_type = "density_estimator"
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     @property
@@ -558,7 +559,7 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
         Returns
         -------
         Z : ndarray of shape (n_samples, ``n_components_``)
-            Posterior means.
+            Posterior means; float32 for float32 X, float64 otherwise.
 
         Examples
         --------
@@ -585,7 +586,8 @@ class GaussianVAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseGaussia
                 log_weights, means, _ = self.module_.prior_mixture()
                 prior_mean = torch.exp(log_weights) @ means
             Z[empty] = prior_mean.cpu().double().numpy()
-        return Z
+        # In X's dtype, as PCA returns it: computed in float64 either way.
+        return Z.astype(X.dtype, copy=False)
 
     def inverse_transform(self, X):
         """Decoder mean of each latent code, in the units of the training data.

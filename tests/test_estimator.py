@@ -392,6 +392,19 @@ def test_inverse_transform_is_the_decoder_mean_in_user_units(fitted, ppca):
         assert_array_equal(fitted.inverse_transform(view), expected)
 
 
+def test_transform_keeps_float32(fitted, ppca):
+    # As PCA: float32 data give float32 codes, those of float64 data (the
+    # posterior is computed in float64 either way), a row with nothing
+    # observed among them.
+    X = ppca.X_test[:20].copy()
+    X[0] = np.nan
+    X[1, 2] = np.nan
+    expected = fitted.transform(X)
+    Z = fitted.transform(X.astype(np.float32))
+    assert expected.dtype == np.float64 and Z.dtype == np.float32
+    assert_allclose(Z, expected, rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- determinism
 
 

@@ -78,8 +78,8 @@ def datasets(draw):
     return np.clip(X, -big, big).astype(dtype)
 
 
-def assert_finite(array, shape):
-    assert isinstance(array, np.ndarray) and array.dtype == np.float64
+def assert_finite(array, shape, dtype=np.float64):
+    assert isinstance(array, np.ndarray) and array.dtype == dtype
     assert array.shape == shape
     assert np.isfinite(array).all(), array
 
@@ -107,7 +107,8 @@ def test_every_method_is_finite_on_any_data(X, batch_size, variance):
     ).fit(X)
     assert all(torch.isfinite(p).all() for p in vae.module_.parameters())
     Z = vae.transform(X)
-    assert_finite(Z, (n, q))
+    # Codes in X's dtype where it is float32, as PCA's.
+    assert_finite(Z, (n, q), np.float32 if X.dtype == np.float32 else np.float64)
     assert_finite(vae.inverse_transform(Z), (n, d))
     assert_finite(vae.inverse_transform(np.full((2, q), 1e300)), (2, d))
     scores = vae.score_samples(X)
