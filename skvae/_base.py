@@ -318,12 +318,12 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                 )
             else:
                 self._check_fitted_network()
-                self._follow_variance_parameters()
                 if not hasattr(self, "_optimizer"):  # dropped when pickled
                     self._optimizer = self._make_optimizer(X.shape[0])
                 self._follow_device()
+                self._follow_variance_parameters()
             return self._fit_validated(X, incremental)
-        except Exception:
+        except BaseException:  # an interrupted new fit too
             if before is not None:
                 self.__dict__.clear()
                 self.__dict__.update(before)
@@ -393,9 +393,24 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         Both are values in the fitted network, not its shape: ``warm_start``
         and :meth:`partial_fit` take them as they are now, as they take a
         changed ``alpha`` or ``learning_rate_init``, where they kept the
-        values of the first fit whatever ``set_params`` said.
+        values of the first fit whatever ``set_params`` said. A
+        heteroscedastic decoder's ``min_variance`` is the offset of its
+        head's variances, not a floor: a new value raises.
         """
         module = self.module_
+        if (
+            module.variance_mode == "heteroscedastic"
+            and float(self.min_variance) != module.min_variance
+        ):
+            # min_variance + exp(head): a new value would shift every fitted
+            # variance by the change, not floor them.
+            raise ValueError(
+                f"min_variance={self.min_variance!r} differs from the fitted "
+                f"network's {module.min_variance!r}: a heteroscedastic decoder's "
+                "variances are min_variance plus its head's output, so a new "
+                "value would shift them all. Call fit with warm_start=False, or "
+                "use a new estimator, to fit with the new one."
+            )
         module.min_variance = float(self.min_variance)
         with torch.no_grad():
             if module.variance_mode == "fixed":

@@ -1272,6 +1272,25 @@ def test_a_failed_fit_leaves_the_estimator_as_it_was(change, X_new):
         fresh.transform(X)
 
 
+def test_an_interrupted_fit_leaves_the_estimator_as_it_was(monkeypatch):
+    # Ctrl-C in training left a new, untrained network and new mean_ beside
+    # the last fit's kl_per_component_ and n_iter_.
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    vae = GaussianVAE(**SMALL).fit(X)
+    state = copy.deepcopy(vae.__dict__)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_base, "fit_module", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        vae.set_params(n_components=2).fit(X * 100 + 5)
+    vae.set_params(n_components=state["n_components"])
+    assert vae.__dict__.keys() == state.keys()
+    assert_array_equal(vae.mean_, state["mean_"])
+    assert vae.n_components_ == len(vae.kl_per_component_) == 4
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -1329,6 +1348,21 @@ def test_warm_start_and_partial_fit_train_with_the_variances_set_now(ppca, metho
     getattr(vae.set_params(min_variance=5.0), method)(X)
     assert vae.module_.min_variance == 5.0
     assert (vae.noise_variance_ >= 5.0 * vae.scale_**2 * (1 - 1e-6)).all()
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_heteroscedastic_decoders_min_variance_cannot_change(ppca, method):
+    # Its variances are min_variance + exp(head): a new value shifted every
+    # fitted variance by the change (1.02 became 1.52 for 0.5), not a floor.
+    X = ppca.X_train[:100]
+    params = dict(decoder_variance="heteroscedastic", warm_start=True, **SMALL)
+    vae = GaussianVAE(**{**params, "max_iter": 12}).fit(X)
+    scores, fitted = vae.score_samples(X), vae.min_variance
+    vae.set_params(min_variance=0.5)
+    with pytest.raises(ValueError, match=r"min_variance=0.5 differs .* shift them"):
+        getattr(vae, method)(X)
+    assert vae.module_.min_variance == fitted
+    assert_array_equal(vae.score_samples(X), scores)
 
 
 def test_warm_start_takes_standardize_auto_as_the_map_it_fitted(ppca):
