@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -265,12 +266,15 @@ def save(estimator, path):
         )
     # Not mkstemp, whose file is private (0600): the saved file gets the
     # mode open() gives a new file, 0666 less the umask.
+    # A file it replaces keeps its mode, as open(path, "wb") would keep it.
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     handle = os.open(tmp, flags, 0o666)
     try:
-        with os.fdopen(handle, "wb") as f:
+        with open(handle, "wb") as f:
             f.write(data)
+        if path.is_file():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

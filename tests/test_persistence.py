@@ -444,6 +444,16 @@ def test_saved_file_has_the_mode_of_a_new_file(fitted, tmp_path, umask):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "plain"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_replaced_file_keeps_its_mode(fitted, tmp_path):
+    # As open(path, "wb") keeps it: a private model stays private.
+    path = tmp_path / "model.safetensors"
+    skvae.save(fitted, path)
+    path.chmod(0o600)
+    skvae.save(fitted, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 # A value other than the default for every parameter the three estimators share.
 NOT_DEFAULT = dict(
     activation="logistic",
