@@ -325,10 +325,12 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         - ``False``: no change; the network works in the units of X. The
           linear start's noise variance, which all features share, is then
           at least 4e-8 times the largest eigenvalue of X's covariance (so
-          that the encoder can represent the narrowest posterior), and a
+          that the encoder can represent the narrowest posterior), every
+          decoder variance is at least ``min_variance``, and a
           heteroscedastic decoder's variances are at most ``exp(20)``: a
-          warning names the features whose variance is past either bound,
-          as on features whose scales are far apart.
+          warning names the features whose variance is past the first or
+          the third bound, or under 100 times ``min_variance``, as on
+          features whose scales are far apart or small.
         - ``"marginal"``: standardize, then Gaussianize each feature through
           a smooth increasing map that makes its distribution close to a
           standard normal (a kernel estimate of its distribution function
