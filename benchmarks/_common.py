@@ -10,7 +10,8 @@ Every script in this folder builds on it, so that they all
   ``<!-- END name -->`` markers, and only with ``--write-docs``, so that a
   trial run never overwrites measured figures;
 - keep each finished run in a JSON-lines file (``--runs FILE``), so that an
-  interrupted benchmark resumes where it stopped;
+  interrupted benchmark resumes where it stopped, with the settings it ran
+  with, so that a resumed benchmark never mixes runs of other settings;
 - restore any global torch setting they change (:func:`torch_threads`,
   :func:`seeded_torch`).
 
@@ -26,6 +27,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -235,25 +237,103 @@ def publish(lines, section=None, write=False):
 # ------------------------------------------------------- resumable runs
 
 
-def resumable_runs(run_one, jobs, runs=None, n_jobs=1, run=True):
+def read_runs(runs):
+    """The records of the runs file ``runs``, as (result, fingerprint) pairs.
+
+    A record is the result alone where its script keeps no fingerprint, or
+    where it was written before fingerprints were kept: its fingerprint is
+    then None.
+    """
+    records = []
+    for line in runs.read_text().splitlines():
+        record = json.loads(line)
+        if isinstance(record, dict):
+            records.append((record["result"], record["fingerprint"]))
+        else:
+            records.append((record, None))
+    return records
+
+
+def _difference(recorded, requested):
+    """The entries in which two fingerprints differ, as text."""
+    keys = sorted(recorded.keys() | requested.keys())
+    return "; ".join(
+        f"{k}: {json.dumps(recorded.get(k))} recorded, "
+        f"{json.dumps(requested.get(k))} asked for"
+        for k in keys
+        if recorded.get(k) != requested.get(k)
+    )
+
+
+def _recorded(runs, jobs, fingerprint):
+    """The results of ``jobs`` in ``runs``, and the jobs not there.
+
+    Stops the script if a job's recorded fingerprint differs from
+    ``fingerprint(*job)``; see :func:`resumable_runs`.
+    """
+    wanted = set(jobs)
+    done, differing, unchecked = [], [], False
+    if runs is None or not runs.exists():
+        return done, wanted
+    for result, recorded in read_runs(runs):
+        key = tuple(result[: len(jobs[0])]) if jobs else None
+        if key not in wanted:
+            continue
+        wanted.discard(key)  # a job recorded twice counts once
+        if fingerprint is not None:
+            requested = json.loads(json.dumps(fingerprint(*key)))
+            if recorded is None:
+                unchecked = True
+            elif recorded != requested:
+                differing.append(f"{key}: {_difference(recorded, requested)}")
+        done.append(result)
+    if differing:
+        sys.exit(
+            f"{runs} holds {len(differing)} of the runs asked for with other "
+            f"settings, e.g. {differing[0]}; record these settings in another "
+            "--runs file."
+        )
+    if unchecked:
+        message = (
+            f"{runs} holds runs recorded without their settings (before they were "
+            "kept); they are used as they are, unchecked."
+        )
+        once(("unchecked", runs), lambda: warnings.warn(message, stacklevel=5))
+    return done, wanted
+
+
+def resumable_runs(run_one, jobs, runs=None, n_jobs=1, run=True, fingerprint=None):
     """The results of ``run_one(*job)`` for each job, reusing those in ``runs``.
 
     ``run_one`` returns a JSON-serialisable list that starts with the job's
     own values. With a ``runs`` file, each new result is appended to it as
     soon as it ends, and a job already there is not run again; with
-    ``run=False`` nothing runs (the recorded results are only read back).
+    ``run=False`` nothing runs (the recorded results are only read back), and
+    the script stops if the file is missing or holds none of the jobs.
     Results come in the order they finish.
+
+    ``fingerprint(*job)``, where given, is a dict of what determines the job's
+    result beyond the job itself (parameters, the script's arguments that
+    matter): it is recorded with the result, and the script stops if a job's
+    recorded fingerprint differs from the one asked for. Results recorded
+    without one (written before fingerprints were kept) are taken unchecked,
+    with a warning.
     """
     jobs = [tuple(job) for job in jobs]
-    wanted = set(jobs)
-    done = []
-    if runs is not None and runs.exists():
-        for line in runs.read_text().splitlines():
-            result = json.loads(line)
-            key = tuple(result[: len(jobs[0])]) if jobs else None
-            if key in wanted:
-                wanted.discard(key)  # a job recorded twice counts once
-                done.append(result)
+    if not run and (runs is None or not runs.exists()):
+        where = "no --runs FILE given" if runs is None else f"no runs file {runs}"
+        sys.exit(f"No runs to tabulate: {where}.")
+    done, wanted = _recorded(runs, jobs, fingerprint)
+    if not run and jobs and not done:
+        sys.exit(
+            f"No runs to tabulate: {runs} holds none of the {len(jobs)} runs asked for."
+        )
+    if not run and wanted:
+        warnings.warn(
+            f"{runs} lacks {len(wanted)} of the {len(jobs)} runs asked for; "
+            "tabulating the others.",
+            stacklevel=2,
+        )
     todo = [job for job in jobs if job in wanted] if run else []
     results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
         delayed(run_one)(*job) for job in todo
@@ -263,7 +343,11 @@ def resumable_runs(run_one, jobs, runs=None, n_jobs=1, run=True):
         for result in results:
             result = json.loads(json.dumps(result))  # as it will read back
             if file:
-                file.write(json.dumps(result) + "\n")
+                record = result
+                if fingerprint is not None:
+                    job = tuple(result[: len(jobs[0])])
+                    record = {"result": result, "fingerprint": fingerprint(*job)}
+                file.write(json.dumps(record) + "\n")
                 file.flush()
             done.append(result)
     finally:
@@ -277,10 +361,18 @@ def run_study(run_one, settings, args, run=True):
 
     Over the data sets (``args.data``), the settings and the seeds
     (``args.seeds``), resumed from ``args.runs``; see :func:`resumable_runs`.
+    Each run's fingerprint is its setting's value in ``settings``.
     """
     names = data_names(args.data)
     jobs = [(d, s, seed) for seed in range(args.seeds) for s in settings for d in names]
-    return names, resumable_runs(run_one, jobs, args.runs, args.n_jobs, run)
+    return names, resumable_runs(
+        run_one,
+        jobs,
+        args.runs,
+        args.n_jobs,
+        run,
+        fingerprint=lambda d, s, seed: {"setting": settings[s]},
+    )
 
 
 # -------------------------------------------------------- global settings

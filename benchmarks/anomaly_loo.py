@@ -89,7 +89,7 @@ def choose(means, settings, datasets, rule="rank"):
 
 def recorded(runs_file, selected):
     """The VAE settings, their runs and the data sets, from the runs file."""
-    records = [json.loads(line) for line in runs_file.read_text().splitlines()]
+    records = [result for result, _ in harness.read_runs(runs_file)]
     # Runs of anomaly.py with their parameters; not its clean-Gaussian checks.
     records = [r for r in records if len(r) > 7 and r[7].get("params") is not None]
     results = collect(records)

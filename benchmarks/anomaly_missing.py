@@ -10,7 +10,7 @@ not accept NaN, get them filled by ``SimpleImputer`` (the mean) or
 ``IterativeImputer`` in a pipeline, and so does one VAEOutlierDetector
 (mean-filled) for comparison. ``--label`` renames the VAEOutlierDetector
 column, so that runs of another version of the code (``PYTHONPATH``) can be
-recorded beside it in the same runs file.
+recorded beside it in the same runs file. Each run uses one torch thread.
 
     OMP_NUM_THREADS=1 python benchmarks/anomaly_missing.py [--rates 0.1 0.3]
         [--seeds 1] [--runs FILE] [--data NAME ...] [--detectors NAME ...]
@@ -92,11 +92,12 @@ def incomplete(name, rate, seed):
 def run_one(name, detector, rate, seed, label=SUBJECT):
     X, y = incomplete(name, rate, seed)
     model = detectors(seed)[SUBJECT if detector == label else detector]()
-    warnings.simplefilter("ignore")
-    start = time.perf_counter()
-    scores = model.fit(X).score_samples(X)
-    seconds = time.perf_counter() - start
-    flagged = float(np.mean(model.predict(X) == -1))
+    with warnings.catch_warnings(), harness.torch_threads(1):
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        scores = model.fit(X).score_samples(X)
+        seconds = time.perf_counter() - start
+        flagged = float(np.mean(model.predict(X) == -1))
     return [
         name,
         detector,
@@ -119,6 +120,11 @@ def main():
     parser.add_argument("--no-run", action="store_true")
     args = parser.parse_args()
     names = harness.data_names(args.data or DEFAULT_DATA)
+    known = [args.label, *(d for d in detectors(0) if d != args.label)]
+    # --no-run may also tabulate the runs of other labels in --runs.
+    unknown = set(args.detectors or ()) - set(known)
+    if unknown and not args.no_run:
+        parser.error(f"unknown detectors {sorted(unknown)}; known: {known}")
     chosen = args.detectors or [args.label, *list(detectors(0))[1:]]
     jobs = [
         (d, c, r, s)

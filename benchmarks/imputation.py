@@ -16,7 +16,8 @@ the tables already there).
         [--runs FILE] [--n-jobs 1] [--write-docs [--append]]
 
 With ``--runs FILE``, each finished cell (data set, imputer, rate, seed) is
-appended to a JSON-lines file, and cells already there are not run again.
+appended to a JSON-lines file, and cells already there are not run again; a
+cell recorded on other rows (``--max-rows``) stops the script.
 """
 
 import json
@@ -187,8 +188,13 @@ def main(argv=None):
         for seed in range(args.seeds)
     ]
     results = {d: {name: {} for name in names} for d in data}
+    # A cell's result depends on the rows it runs on (--max-rows), beyond its job.
     for d, name, rate, _, error, seconds in harness.resumable_runs(
-        run_one, jobs, args.runs, args.n_jobs
+        run_one,
+        jobs,
+        args.runs,
+        args.n_jobs,
+        fingerprint=lambda d, name, rate, seed: {"rows": len(data[d])},
     ):
         cell = results[d][name].setdefault(rate, {"rmse": [], "seconds": []})
         cell["rmse"].append(error)

@@ -47,7 +47,8 @@ gap to the truth.
 ``git worktree add ../skvae-main main``.) ``--data`` and ``--models`` pick
 data sets and models; ``--no-run`` only tabulates the runs in ``--runs``,
 where each finished (data set, model, seed) is kept as one JSON line and is
-not run again. ``--write-docs`` writes the ``likelihood`` (or
+not run again (one recorded with other arguments that its result depends on
+stops the script). ``--write-docs`` writes the ``likelihood`` (or
 ``likelihood-synthetic``) block of docs/benchmarks.md.
 """
 
@@ -212,11 +213,28 @@ def other_dequantize_modes(runs, mode):
     if runs is None or not runs.exists():
         return set()
     modes = set()
-    for line in runs.read_text().splitlines():
-        data, *_, info = json.loads(line)
+    for (data, *_, info), _ in harness.read_runs(runs):
         if not data.startswith("synthetic"):
             modes.add(info.get("dequantize", "sparse"))
     return modes - {mode}
+
+
+def fingerprint(data, model, seed, args):
+    """The arguments beyond the job (data set, model, seed) its result depends on."""
+    settings = {"torch_threads": args.torch_threads}
+    if data.startswith("synthetic"):
+        settings["synthetic_rows"] = args.synthetic_rows
+    else:
+        settings["dequantize"] = args.dequantize
+    if model in args.vae or model in (CURVE, MAIN):
+        settings["device"] = args.device
+    if model in args.vae:
+        settings["params"] = args.vae[model]
+    if model == peers.FLOW:
+        settings["flow"] = [args.flow_max_epochs, args.flow_seconds]
+    if model == CURVE:
+        settings["curve"] = [args.chunk, args.curve_epochs]
+    return settings
 
 
 # ------------------------------------------------------------------ main
@@ -325,6 +343,7 @@ def main(argv=None):
         args.runs,
         args.n_jobs,
         run=not args.no_run,
+        fingerprint=functools.partial(fingerprint, args=args),
     )
     if args.synthetic:
         report = synthetic_report(names[0], models, results, args)

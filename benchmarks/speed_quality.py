@@ -17,12 +17,16 @@ time.
 
 import math
 import statistics
+import warnings
 
 from _common import table_head, table_row, torch_threads
 from _speed import auto_fit, fit_quietly, fit_vae_epochs, synthetic, vae
 from joblib import Parallel, delayed
 
 SIZES = ("auto", 64, 128, 256, 1024, 4096)
+# The least seconds per epoch taken: differenced fits can come out about 0
+# or negative where an epoch is too short to time (small --quality-n).
+MIN_EPOCH_SECONDS = 1e-3
 
 
 def quality_curve(X_train, X_test, batch, epochs, every, device, seed):
@@ -41,6 +45,22 @@ def quality_curve(X_train, X_test, batch, epochs, every, device, seed):
     return curve
 
 
+def epoch_seconds(X_train, batch_size, args):
+    """Seconds per epoch: differenced fits, median of ``args.repeats``, clamped."""
+    seconds = statistics.median(
+        fit_vae_epochs(X_train, batch_size, 1, 4, args.device) / 3
+        for _ in range(args.repeats)
+    )
+    if seconds < MIN_EPOCH_SECONDS:
+        warnings.warn(
+            f"batch size {batch_size}: an epoch timed {seconds:.2g} s, too short to "
+            f"time; taken as {MIN_EPOCH_SECONDS:g} s (a larger --quality-n times "
+            "it)",
+            stacklevel=2,
+        )
+    return max(seconds, MIN_EPOCH_SECONDS)
+
+
 def run(args, log):
     """Time until held-out log-likelihood is within 0.01 nats/feature of converged."""
     n, d, n_test = args.quality_n, 20, 2_000
@@ -50,13 +70,7 @@ def run(args, log):
     # Also the first-call warm-up.
     auto = auto_fit(X_train, args.device).batch_size_
     batch = {s: auto if s == "auto" else s for s in SIZES}
-    epoch_time = {
-        size: statistics.median(
-            fit_vae_epochs(X_train, batch[size], 1, 4, args.device) / 3
-            for _ in range(args.repeats)
-        )
-        for size in SIZES
-    }
+    epoch_time = {size: epoch_seconds(X_train, batch[size], args) for size in SIZES}
     epochs, every = {}, {}
     for size in SIZES:
         every[size] = max(1, math.ceil(args.quality_budget / epoch_time[size] / 60))
@@ -93,7 +107,8 @@ def run(args, log):
         f"{len(seeds)} seeds each. Converged value: {converged / d:.3f} "
         "nats/feature (the best final value over batch sizes and seeds); "
         "target: within 0.01 nats/feature of it. Time = epochs to target x "
-        f"seconds per epoch (differenced fits, median of {args.repeats}); "
+        f"seconds per epoch (differenced fits, median of {args.repeats}, at "
+        f"least {MIN_EPOCH_SECONDS:g} s); "
         "medians over the seeds that reached the target.",
         "",
         *table_head(
