@@ -621,6 +621,8 @@ def main(argv=None):
     settings = [n for n in names if n in vae_settings]
     datasets = harness.data_names(args.data)
     jobs = study_jobs(names, datasets, args.seeds)
+    if args.estimate and (args.runs is None or not args.runs.exists()):
+        parser.error("--estimate needs a --runs FILE of recorded runs to estimate from")
     run = not (args.no_run or args.estimate)
     evaluate_run = functools.partial(evaluate, vae_settings=vae_settings)
     settings_of = functools.partial(fingerprint, vae_settings=vae_settings)
