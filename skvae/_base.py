@@ -1109,7 +1109,13 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         if np.isnan(Z).any():
             Z, moments = filled_rows(Z, self.min_variance, seed)
         start = probabilistic_pca(
-            Z, n_components, self.min_variance, self.shrinkage, floor, moments
+            Z,
+            n_components,
+            self.min_variance,
+            self.shrinkage,
+            floor,
+            moments,
+            per_feature_noise=self.decoder_variance in ("feature", "heteroscedastic"),
         )
         if self.prior_components == 1:
             return start

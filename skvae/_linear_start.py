@@ -2,7 +2,8 @@
 
 A VAE whose decoder mean is ``W z + b`` and whose prior is N(0, I) is
 probabilistic PCA (Tipping and Bishop 1999), whose maximum-likelihood ``W``,
-noise and exact posterior are known in closed form. Starting the network
+noise and exact posterior are known in closed form, or, with a variance per
+feature, factor analysis, found by a short iteration. Starting the network
 there, with its hidden layers' contributions at zero, makes training add to
 what a Gaussian achieves instead of starting from noise. Where the latent
 codes of that fit are clustered, a mixture prior fitted to them (a Gaussian
@@ -111,6 +112,14 @@ class LinearStart:
         return 1 if self.prior_weights is None else len(self.prior_weights)
 
 
+# Factor analysis (the start of a per-feature variance with fewer latent
+# dimensions than features) stops once an iteration gains less than FA_TOL
+# nats per row, after at most FA_BUDGET / n_features**3 iterations (each an
+# eigendecomposition of the covariance), within [FA_MIN_ITER, FA_MAX_ITER].
+FA_TOL = 1e-8
+FA_BUDGET = 1e9
+FA_MIN_ITER, FA_MAX_ITER = 3, 1000
+
 # The start's noise variance is at least this fraction of the covariance's
 # largest eigenvalue (_noise_floor): its narrowest posterior is then twice
 # the encoder's floor on standard deviations, STD_FLOOR.
@@ -170,7 +179,13 @@ def resolution_variance(Z):
 
 
 def probabilistic_pca(
-    Z, n_components, min_variance, shrinkage=0.0, variance_floor=None, moments=None
+    Z,
+    n_components,
+    min_variance,
+    shrinkage=0.0,
+    variance_floor=None,
+    moments=None,
+    per_feature_noise=False,
 ):
     r"""Maximum-likelihood probabilistic PCA of Z, with its exact posterior.
 
@@ -184,6 +199,12 @@ def probabilistic_pca(
     training gradients tame. The posterior is
     :math:`N(\Lambda_q^{-1} W^\top (x - b), \sigma^2 \Lambda_q^{-1})`,
     diagonal, so a diagonal encoder represents it exactly.
+
+    With ``per_feature_noise`` and fewer components than features, the
+    noise is one variance per feature, as a per-feature decoder variance
+    has it: the maximum-likelihood factor analysis of :math:`S`
+    (:func:`factor_analysis`), which probabilistic PCA's isotropic noise
+    fits worse wherever the features' noise differs.
 
     With ``shrinkage``, :math:`S` is :func:`shrunk_covariance`'s: the
     solution is then the maximum a posteriori one under a prior that pulls
@@ -211,6 +232,9 @@ def probabilistic_pca(
     else:
         noise = 0.5 * eigenvalues[-1]
     noise = _noise_floor(noise, min_variance, eigenvalues[0])
+    if per_feature_noise and n_components < n_features:
+        floor = _noise_floor(0.0, min_variance, eigenvalues[0])
+        return factor_analysis(covariance, bias, n_components, noise, floor)
     kept = np.maximum(eigenvalues[:n_components], noise * (1 + 1e-6))
     weight = eigenvectors[:, :n_components] * np.sqrt(kept - noise)
     encoder_weight = (weight / kept).T
@@ -221,6 +245,62 @@ def probabilistic_pca(
         encoder_bias=-encoder_weight @ bias,
         posterior_std=np.sqrt(noise / kept),
         noise_variance=np.full(n_features, noise),
+    )
+
+
+def factor_analysis(covariance, bias, n_components, noise, floor):
+    r"""Maximum-likelihood factor analysis of a covariance matrix, with its posterior.
+
+    The model :math:`x \sim N(b, W W^\top + \Psi)`, :math:`\Psi` diagonal.
+    Given :math:`\Psi`, the best :math:`W` is
+    :math:`\Psi^{1/2} U_q (\Lambda_q - I)^{1/2}`, from the eigenvectors of
+    :math:`\Psi^{-1/2} S \Psi^{-1/2}`; then :math:`\Psi` becomes the
+    diagonal of :math:`S - W W^\top`, floored at ``floor``
+    (:class:`~sklearn.decomposition.FactorAnalysis`'s iteration, Barber 2012,
+    on :math:`S` rather than on rows). It starts from :math:`\Psi =`
+    ``noise`` times the identity, where its first :math:`W` is probabilistic
+    PCA's, and returns the iterate of highest likelihood, so the start is
+    never worse than probabilistic PCA's. The posterior is
+    :math:`N(\Lambda_q^{-1} W^\top \Psi^{-1} (x - b), \Lambda_q^{-1})`:
+    diagonal, as the encoder needs. ``floor`` keeps the narrowest posterior
+    within the encoder's reach, as for probabilistic PCA (:func:`_noise_floor`).
+    """
+    n_features = covariance.shape[0]
+    variances = np.diag(covariance)
+    psi = np.maximum(np.full(n_features, noise), floor)
+    iterations = int(np.clip(FA_BUDGET / n_features**3, FA_MIN_ITER, FA_MAX_ITER))
+    best, previous = None, -np.inf
+    for _ in range(iterations):
+        root = np.sqrt(psi)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance / np.outer(root, root))
+        leading = eigenvalues[::-1][:n_components]
+        top = np.maximum(leading, 1.0)
+        # log|C| + tr(C^-1 S), C = W W^T + Psi at the best W: twice the
+        # negative log-likelihood per row, less n_features log 2 pi.
+        deviance = np.log(psi).sum() + np.log(top).sum() + (leading / top).sum()
+        deviance += eigenvalues[: n_features - n_components].sum()
+        log_likelihood = -0.5 * deviance
+        if best is None or log_likelihood > best[0]:
+            best = (log_likelihood, psi, leading, eigenvectors)
+        if log_likelihood - previous < FA_TOL:
+            break
+        previous = log_likelihood
+        vectors = eigenvectors[:, ::-1][:, :n_components]
+        weight = root[:, None] * vectors * np.sqrt(top - 1.0)
+        psi = np.maximum(variances - (weight**2).sum(1), floor)
+    _, psi, eigenvalues, eigenvectors = best
+    root = np.sqrt(psi)
+    kept = np.maximum(eigenvalues, 1.0 + 1e-6)
+    vectors = eigenvectors[:, ::-1][:, :n_components]
+    weight = root[:, None] * vectors * np.sqrt(kept - 1.0)
+    encoder_weight = (np.sqrt(kept - 1.0) / kept)[:, None] * (vectors / root[:, None]).T
+    return LinearStart(
+        decoder_weight=weight,
+        decoder_bias=bias,
+        encoder_weight=encoder_weight,
+        encoder_bias=-encoder_weight @ bias,
+        posterior_std=1.0 / np.sqrt(kept),
+        noise_variance=psi,
     )
 
 

@@ -202,10 +202,12 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
 
         - ``"linear"``: the encoder and decoder means each get a linear path
           beside their hidden layers (the decoder mean is ``W z + b +
-          MLP(z)``), started at the closed-form probabilistic PCA solution
-          (Tipping and Bishop 1999; with as many latent dimensions as
-          features, the maximum-likelihood Gaussian, its correlations shrunk
-          as ``shrinkage`` says) and, with a mixture prior, at a Gaussian
+          MLP(z)``), started at the closed-form linear-Gaussian solution
+          (with as many latent dimensions as features, the
+          maximum-likelihood Gaussian, its correlations shrunk as
+          ``shrinkage`` says; with fewer, probabilistic PCA (Tipping and
+          Bishop 1999) for a shared variance and factor analysis for one
+          per feature) and, with a mixture prior, at a Gaussian
           mixture fitted to its latent codes. The hidden
           layers' contributions start at zero, so training adds to what the
           Gaussian or the mixture achieves instead of starting from noise;

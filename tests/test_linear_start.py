@@ -13,7 +13,7 @@ from conftest import DEVICE
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import special, stats
 from sklearn.covariance import ledoit_wolf
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, FactorAnalysis
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -75,6 +75,69 @@ def test_full_start_is_the_maximum_likelihood_gaussian():
         start_log_likelihood(start, Z), gaussian.score_samples(Z), rtol=1e-8
     )
     assert start.noise_variance[0] < np.linalg.eigvalsh(np.cov(Z.T)).min()
+
+
+def factor_rows(n_samples=2000, seed=0):
+    """Rows of a two-factor model whose noise variance differs by feature."""
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(6, 2)) * 1.5
+    noise = np.array([0.05, 0.2, 0.5, 1.0, 1.5, 2.0])
+    Z = rng.normal(size=(n_samples, 2)) @ weight.T + rng.normal(size=6)
+    return Z + rng.normal(size=(n_samples, 6)) * np.sqrt(noise), noise
+
+
+def test_per_feature_start_is_scikit_learns_factor_analysis():
+    Z, noise = factor_rows()
+    start = probabilistic_pca(Z, 2, 1e-8, per_feature_noise=True)
+    analysis = FactorAnalysis(2, tol=1e-12, max_iter=100_000).fit(Z)
+    W = start.decoder_weight
+    model = W @ W.T + np.diag(start.noise_variance)
+    assert_allclose(model, analysis.get_covariance(), atol=1e-3)
+    assert_allclose(start_log_likelihood(start, Z).mean(), analysis.score(Z), atol=1e-6)
+    assert_allclose(start.noise_variance, noise, rtol=0.15)
+    # Probabilistic PCA's one noise variance fits these rows worse by far.
+    isotropic = probabilistic_pca(Z, 2, 1e-8)
+    assert (
+        start_log_likelihood(isotropic, Z).mean()
+        < start_log_likelihood(start, Z).mean() - 1.0
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_feature_start_is_never_worse_than_probabilistic_pca(seed):
+    # Data with no factor structure at all: the iteration starts at
+    # probabilistic PCA's fit and keeps its best iterate.
+    Z = correlated(n_samples=300, n_features=7, seed=seed)
+    for n_components in (1, 3, 6):
+        analysis = probabilistic_pca(Z, n_components, 1e-8, per_feature_noise=True)
+        isotropic = probabilistic_pca(Z, n_components, 1e-8)
+        assert (
+            start_log_likelihood(analysis, Z).mean()
+            >= start_log_likelihood(isotropic, Z).mean() - 1e-12
+        )
+
+
+def test_per_feature_start_with_all_dimensions_is_the_full_gaussian():
+    Z = correlated()
+    start = probabilistic_pca(Z, 5, 1e-8, per_feature_noise=True)
+    full = probabilistic_pca(Z, 5, 1e-8)
+    for name in ("decoder_weight", "encoder_weight", "noise_variance"):
+        assert_array_equal(getattr(start, name), getattr(full, name))
+
+
+def test_per_feature_start_posterior_is_exact_and_diagonal():
+    Z, _ = factor_rows()
+    start = probabilistic_pca(Z, 2, 1e-8, per_feature_noise=True)
+    W, psi = start.decoder_weight, start.noise_variance
+    precision = np.eye(2) + W.T @ (W / psi[:, None])
+    # W's rotation makes the posterior covariance diagonal, as the encoder's is.
+    assert_allclose(precision, np.diag(np.diag(precision)), atol=1e-10)
+    covariance = np.linalg.inv(precision)
+    assert_allclose(start.posterior_std, np.sqrt(np.diag(covariance)), rtol=1e-10)
+    assert_allclose(
+        start.encoder_weight, covariance @ W.T / psi, rtol=1e-10, atol=1e-12
+    )
+    assert_allclose(start.encoder_bias, -start.encoder_weight @ Z.mean(0), rtol=1e-10)
 
 
 @pytest.mark.parametrize("shrinkage", [0.0, 0.3, 1.0])
@@ -141,12 +204,16 @@ def test_auto_shrinkage_is_ledoit_wolf_on_the_correlations():
         assert_array_equal(shrunk_covariance(Z[:1], "auto"), np.zeros((8, 8)))
 
 
+@pytest.mark.parametrize("per_feature_noise", [False, True])
 @pytest.mark.parametrize("n_components", [2, 5])
-def test_module_at_the_start_has_the_exact_posterior(n_components):
+def test_module_at_the_start_has_the_exact_posterior(n_components, per_feature_noise):
     """Every importance weight equals p(x): the encoder is the exact posterior."""
     Z = correlated()
-    start = probabilistic_pca(Z, n_components, min_variance=1e-8)
-    module = VAEModule(5, n_components, (8,), "relu", "shared", 1e-8, linear_path=True)
+    start = probabilistic_pca(
+        Z, n_components, min_variance=1e-8, per_feature_noise=per_feature_noise
+    )
+    variance = "feature" if per_feature_noise else "shared"
+    module = VAEModule(5, n_components, (8,), "relu", variance, 1e-8, linear_path=True)
     module.initialize_linear(start)
     module = module.double()
     module.variance.copy_(torch.tensor(start.noise_variance))
