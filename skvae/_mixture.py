@@ -220,7 +220,7 @@ class _Batch:
         self.reg_covar = reg_covar
         q = X.shape[1]
         if covariance_type == "full":
-            self.upper = torch.triu_indices(q, q)
+            self.upper = torch.triu_indices(q, q, device="cpu")
         else:
             self.upper = torch.arange(q, device="cpu").expand(2, q)
         self.n_products = self.upper.shape[1]

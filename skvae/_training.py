@@ -233,7 +233,9 @@ def kl_weight(beta, kl_warmup, epoch):
     return beta
 
 
-def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
+def run_epoch(
+    module, optimizer, X, batch_size, beta, generator, mask=None, observed=None
+):
     """One pass over ``X`` in random batches; returns device tensors.
 
     Returns the mean objective per row and the mean squared residual per
@@ -244,7 +246,10 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
     epoch's variance is the batch-size-weighted mean of the batches'
     closed-form variances, which the step computes anyway (the pooled mean
     squared residual, up to the clamp at min_variance): one operation per
-    step instead of summing the squared residuals again.
+    step instead of summing the squared residuals again. ``observed``, the
+    observed entries per feature (``mask.sum(0)``), saves summing the mask
+    again each epoch, which for data streamed from the host is a pass over
+    all of it.
     """
     device = module.variance.device
     n_samples = X.shape[0]
@@ -252,6 +257,12 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
     order = torch.randperm(n_samples, generator=generator, device=device)
     dtype = X.dtype  # explicit: torch's default dtype may have been changed
     batches = order.tensor_split(n_batches)
+    if X.device != device:
+        # Streamed from the host, which gathers the rows: the order goes
+        # there once, before any step is queued, not once per chunk (each
+        # copy would wait for the steps queued before it).
+        batches = order.cpu().tensor_split(n_batches)
+    sizes = torch.tensor([len(index) for index in batches], device=device)
     losses = []
     batch_variances = mask is None and module.closed_form_variance
     # Sum of squared residuals per feature (of batch variances x batch sizes
@@ -284,9 +295,10 @@ def run_epoch(module, optimizer, X, batch_size, beta, generator, mask=None):
             squared_sum.add_(variance, alpha=x.shape[0])
         elif module.closed_form_variance:
             squared_sum += squared.sum(0)
-    sizes = torch.tensor([len(index) for index in batches], device=device)
     loss_sum = torch.stack(losses) @ sizes.to(dtype)
-    count = n_samples if mask is None else mask.sum(0).to(device)
+    if mask is not None and observed is None:
+        observed = mask.sum(0)
+    count = n_samples if mask is None else observed.to(device)
     return loss_sum / n_samples, squared_sum / count
 
 
@@ -307,7 +319,7 @@ def _device_batches(X, batches, device):
     per_chunk = max(1, STREAM_CHUNK // len(batches[0]))
     for start in range(0, len(batches), per_chunk):
         group = batches[start : start + per_chunk]
-        rows = X[torch.cat(group).cpu()].pin_memory()
+        rows = X[torch.cat(group)].pin_memory()
         yield from rows.to(device, non_blocking=True).split([len(i) for i in group])
 
 
@@ -559,6 +571,7 @@ def train(module, optimizer, data, config, history):
             epoch_generator(seed, epoch, device),
             epoch,
             mask,
+            observed,
         )
         set_epoch_variance(module, mean_squared, observed)
         history.n_iter += 1
@@ -687,13 +700,15 @@ def _heteroscedastic_warmup(module, config):
     return min(HETEROSCEDASTIC_WARMUP, config.max_iter // 2)
 
 
-def _run_recovering(module, optimizer, X, config, beta, generator, epoch, mask):
+def _run_recovering(
+    module, optimizer, X, config, beta, generator, epoch, mask, observed=None
+):
     """Run an epoch; on a non-finite result, roll back and halve the rate."""
     saved_generator = generator.get_state()
     for attempt in range(MAX_RECOVERIES + 1):
         module_state, optimizer_state = _snapshot(module, optimizer)
         loss, mean_squared = run_epoch(
-            module, optimizer, X, config.batch_size, beta, generator, mask
+            module, optimizer, X, config.batch_size, beta, generator, mask, observed
         )
         if _all_finite(loss, module):
             return loss.item(), mean_squared
