@@ -1360,9 +1360,10 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         try:
             if activation not in ACTIVATIONS:
                 raise ValueError
-            # On the CPU, whatever torch.set_default_device says: the weights
-            # are loaded there, then the module is placed on its device.
-            with torch.device("cpu"):
+            # On the meta device: nothing is allocated until the weights,
+            # checked against the shapes, are assigned (a crafted file's
+            # absurd widths cost nothing); placed on its device after.
+            with torch.device("meta"):
                 module = VAEModule(
                     n_features=int(flags["n_features"]),
                     # Read off the encoder where a file lacks it: files saved
@@ -1382,7 +1383,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
                     linear_path=bool(flags.get("linear_path", False)),
                     prior_components=int(flags.get("prior_components", 1)),
                 )
-        except (KeyError, TypeError, ValueError, RuntimeError):
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError):
             module = None
         if (
             module is None
@@ -1390,11 +1391,15 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
             or not all(isinstance(v, (bool, int, float, str)) for v in flags.values())
         ):
             raise ValueError(f"Invalid module attributes {flags!r:.200}.")
+        weights = {k: np.asarray(v) for k, v in state["weights"].items()}
+        if not all(v.dtype.kind == "f" for v in weights.values()):
+            raise ValueError("The weights are not floating-point arrays.")
         weights = {
-            k: torch.from_numpy(np.array(v)) for k, v in state["weights"].items()
+            k: torch.from_numpy(np.array(v, dtype=np.float32))
+            for k, v in weights.items()
         }
         try:
-            module.load_state_dict(weights, strict=True)
+            module.load_state_dict(weights, strict=True, assign=True)
         except RuntimeError as exc:
             raise ValueError(f"The weights do not fit the parameters: {exc}") from None
         for name, value in flags.items():

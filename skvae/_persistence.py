@@ -16,6 +16,7 @@ estimator with more fitted attributes needs only its entry in ``_ESTIMATORS``.
 """
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -136,9 +137,19 @@ class _FromJSON:
         if tag == "$array" and len(value) == 1:
             return np.array(self._array(value[tag]))
         if tag == "$strings" and set(value) == {tag, "dtype"}:
-            if value["dtype"] not in ("|O",) and not value["dtype"].startswith("<U"):
-                raise ValueError(f"unknown string dtype {value['dtype']!r}.")
-            return np.asarray(value[tag], dtype=np.dtype(value["dtype"]))
+            strings, dtype = value[tag], value["dtype"]
+            if not isinstance(strings, list) or not all(
+                isinstance(v, str) for v in strings
+            ):
+                raise ValueError("a string array holds other than strings.")
+            if dtype == "|O":
+                return np.asarray(strings, dtype=object)
+            width = max(map(len, strings), default=0)
+            if not isinstance(dtype, str) or not re.fullmatch(r"<U[0-9]{1,6}", dtype):
+                raise ValueError(f"unknown string dtype {dtype!r:.40}.")
+            if int(dtype[2:]) < width or int(dtype[2:]) > max(width, 1) * 64:
+                raise ValueError(f"string dtype {dtype!r} does not fit its strings.")
+            return np.asarray(strings, dtype=np.dtype(dtype))
         if tag == "$tuple" and len(value) == 1:
             return tuple(self.decode(value[tag]))
         if tag == "$device" and len(value) == 1:
@@ -242,6 +253,12 @@ def save(estimator, path):
     # The pickled state: the module as CPU arrays, no optimiser, no device.
     state = estimator.__getstate__()
     attributes = {k: v for k, v in state.items() if k not in params}
+    for key in attributes:
+        if not _ATTRIBUTE_NAME.match(key) or hasattr(type(estimator), key):
+            raise TypeError(
+                f"cannot save attribute {key!r}: skvae.load reads only fitted "
+                "(name_) and private (_name) attributes; delete it, or use pickle."
+            )
     encoder = _ToJSON()
     payload = {
         "params": encoder.encode(params, "params"),
@@ -267,12 +284,20 @@ def save(estimator, path):
     # Not mkstemp, whose file is private (0600): the saved file gets the
     # mode open() gives a new file, 0666 less the umask.
     # A file it replaces keeps its mode, as open(path, "wb") would keep it.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}"
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    # The temporary name is at most as long as the name (one that fits fits).
+    tmp = path.parent / f".{path.name[:-18]}.{secrets.token_hex(8)}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    handle = os.open(tmp, flags, 0o666)
+    try:
+        handle = os.open(tmp, flags, 0o666)
+    except OSError as exc:  # name the file asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
         with open(handle, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it takes the name
         if path.is_file():
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
@@ -318,9 +343,15 @@ def load(path):
     >>> bool((restored.score_samples(X) == vae.score_samples(X)).all())
     True
     """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a directory
+        raise ValueError(f"{path} is not a regular file.")  # gives ENODEV
+    with open(path, "rb"):  # PermissionError as such (safetensors says ENOENT)
+        pass
     try:
         with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
             metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT_NAME:  # before reading the tensors
+                raise ValueError(f"{path} is not an skvae model file.")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except safetensors.SafetensorError as exc:
         raise ValueError(

@@ -353,6 +353,33 @@ def test_unknown_class_is_refused(saved, name):
             lambda p: p["attributes"]["module_"]["flags"].update({"activation": "x"}),
             "Invalid module attributes",
         ),
+        # Sizes that would allocate the module before its weights are checked
+        # against them (a 6 KB file asked for gigabytes): nothing is allocated.
+        (
+            lambda p: p["attributes"]["module_"]["flags"].update(
+                {"n_features": 10**12}
+            ),
+            "do not fit",
+        ),
+        # A string array far wider than its strings (2 x 800 KB for two letters).
+        (
+            lambda p: p["attributes"].update(
+                {"feature_names_in_": {"$strings": ["a", "b"], "dtype": "<U200000"}}
+            ),
+            "does not fit its strings",
+        ),
+        (
+            lambda p: p["attributes"].update(
+                {"feature_names_in_": {"$strings": ["a"], "dtype": 5}}
+            ),
+            "unknown string dtype",
+        ),
+        (
+            lambda p: p["attributes"].update(
+                {"feature_names_in_": {"$strings": [["a"], "b"], "dtype": "|O"}}
+            ),
+            "other than strings",
+        ),
     ],
 )
 def test_a_crafted_payload_is_refused(saved, edit, message):
@@ -363,6 +390,40 @@ def test_a_crafted_payload_is_refused(saved, edit, message):
     write(saved, {**metadata, "payload": json.dumps(payload)}, tensors)
     with pytest.raises(ValueError, match=message):
         load(saved)
+
+
+def test_integer_weights_are_refused(saved):
+    metadata, tensors = read(saved)
+    name = next(k for k, v in tensors.items() if v.ndim == 2)
+    tensors[name] = tensors[name].astype(np.int64)
+    write(saved, metadata, tensors)
+    with pytest.raises(ValueError, match="not floating-point"):
+        load(saved)
+
+
+def test_an_attribute_load_would_refuse_is_refused_on_save(fitted, tmp_path):
+    model = copy.deepcopy(fitted)
+    model.note = "x"
+    with pytest.raises(TypeError, match="cannot save attribute 'note'"):
+        skvae.save(model, tmp_path / "model.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_loading_what_is_not_a_file_says_so_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    for path in (fifo, tmp_path):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            load(path)
+
+
+def test_a_name_as_long_as_the_system_allows_saves(fitted, tmp_path):
+    # The temporary file was the name plus 18 characters: too long.
+    path = tmp_path / ("m" * (os.pathconf(tmp_path, "PC_NAME_MAX") - 1))
+    skvae.save(fitted, path)
+    assert_same_outputs(load(path), fitted, np.zeros((3, fitted.n_features_in_)))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_an_extra_tensor_is_refused(saved):
