@@ -77,6 +77,11 @@ MIN_CHOICE_ROWS = 10
 # With standardize=False, a feature whose variance is under this many times
 # min_variance warns: the floor is then over 1 % of its variance.
 FLOOR_FRACTION_WARNED = 100.0
+# Seed of EM's subset of rows and of the draws that complete incomplete rows
+# for the closed-form start: fixed, so that the start (the fit itself, for a
+# closed-form model such as VAEImputer's default) does not vary from fit to
+# fit with random_state=None, as a closed form should not.
+START_FILL_SEED = 0
 # The largest variance the network's float32 parameters hold.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -1107,7 +1112,7 @@ class BaseGaussianVAE(BaseEstimator, metaclass=ABCMeta):
         floor = getattr(self, "_variance_floor", None) if knots is None else None
         moments = None
         if np.isnan(Z).any():
-            Z, moments = filled_rows(Z, self.min_variance, seed)
+            Z, moments = filled_rows(Z, self.min_variance, START_FILL_SEED)
         start = probabilistic_pca(
             Z,
             n_components,
