@@ -913,12 +913,13 @@ class VAEOutlierDetector(OutlierMixin, BaseGaussianVAE):
         diagonal = self.init != "random" and self.shrinkage == 1
         if n_components < n_support or diagonal:
             return
+        fewer = f"n_components well below {n_support}, " if n_support > 2 else ""
         warnings.warn(
             f"VAEOutlierDetector fitted {n_components} latent dimensions to "
             f"{n_support} support rows: rows it was not fitted to will score "
             "far below the training rows, and new rows of the same "
-            "distribution may all be flagged. Pass n_components well below "
-            f"{n_support}, shrinkage=1 (a diagonal covariance), or more rows.",
+            f"distribution may all be flagged. Pass {fewer}shrinkage=1 (a "
+            "diagonal covariance), or more rows.",
             UserWarning,
             # The caller of fit, past this method, _fit_validated, _fit and
             # its two torch mode decorators, fit and _fit_context.

@@ -647,6 +647,8 @@ def test_as_many_latent_dimensions_as_support_rows_warns():
     assert (detector.predict(X_new) == -1).mean() > 0.9
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
+        # The network of five latent dimensions trains (it may not converge).
+        warnings.simplefilter("ignore", ConvergenceWarning)
         narrow = VAEOutlierDetector(n_components=5, random_state=0, device=DEVICE)
         narrow.fit(X)
         VAEOutlierDetector(random_state=0, device=DEVICE).fit(X[:, :20])
@@ -654,3 +656,13 @@ def test_as_many_latent_dimensions_as_support_rows_warns():
         diagonal.fit(X)
     assert (narrow.predict(X_new) == -1).mean() < 0.2
     assert (diagonal.predict(X_new) == -1).mean() < 0.2
+
+
+@pytest.mark.parametrize("n_rows", [1, 2])
+def test_too_few_rows_to_warn_of_are_not_told_to_lower_n_components(n_rows):
+    # n_components below one or two support rows is no advice at all.
+    X = np.random.default_rng(0).normal(size=(n_rows, 4))
+    with pytest.warns(UserWarning, match="latent dimensions to") as record:
+        VAEOutlierDetector(random_state=0, device=DEVICE).fit(X)
+    message = str(record[0].message)
+    assert "n_components" not in message and "or more rows" in message
