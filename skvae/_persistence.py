@@ -54,6 +54,21 @@ _DATACLASSES = {cls.__name__: cls for cls in (TrainingHistory,)}
 _HELPERS = {cls.__name__: cls for cls in (MissingIndicator,)}
 # Fitted (``name_``) or private (``_name``) attributes; no dunders.
 _ATTRIBUTE_NAME = re.compile(r"^(_[a-z][a-z0-9_]*|[a-z][a-z0-9_]*_)$", re.IGNORECASE)
+
+
+def _storable_attribute(cls, name, params):
+    """Whether ``name`` may be a stored attribute of ``cls``: what load sets.
+
+    A fitted (``name_``) or private (``_name``) attribute, neither a parameter
+    nor anything the class defines (a method, a property).
+    """
+    return (
+        bool(_ATTRIBUTE_NAME.match(name))
+        and name not in params
+        and not hasattr(cls, name)
+    )
+
+
 _NUMERIC_KINDS = "biuf"
 
 
@@ -72,7 +87,17 @@ class _ToJSON:
             self.tensors[path] = array
             return {"$array": path}
         if array.dtype.kind in "OU" and all(isinstance(v, str) for v in array.flat):
-            return {"$strings": array.tolist(), "dtype": array.dtype.str}
+            if array.ndim != 1:
+                raise TypeError(f"{path}: cannot save a {array.ndim}-d string array.")
+            strings = array.tolist()
+            # A "<U" array as wide as its strings, numpy's own width for them:
+            # load refuses one far wider than they need.
+            dtype = (
+                "|O"
+                if array.dtype.kind == "O"
+                else np.asarray(strings, dtype=str).dtype.str
+            )
+            return {"$strings": strings, "dtype": dtype}
         raise TypeError(f"{path}: cannot save an array of dtype {array.dtype}.")
 
     def encode(self, value, path):
@@ -254,7 +279,7 @@ def save(estimator, path):
     state = estimator.__getstate__()
     attributes = {k: v for k, v in state.items() if k not in params}
     for key in attributes:
-        if not _ATTRIBUTE_NAME.match(key) or hasattr(type(estimator), key):
+        if not _storable_attribute(type(estimator), key, params):
             raise TypeError(
                 f"cannot save attribute {key!r}: skvae.load reads only fitted "
                 "(name_) and private (_name) attributes; delete it, or use pickle."
@@ -358,8 +383,6 @@ def load(path):
             f"{path} is not a readable skvae model file (truncated or corrupted?): "
             f"{exc}"
         ) from None
-    if metadata.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not an skvae model file.")
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -392,7 +415,7 @@ def _rebuild(cls, payload, tensors):
     attributes = decoder.decode(payload["attributes"])
     params = estimator.get_params(deep=False)
     for name in attributes:
-        if not _ATTRIBUTE_NAME.match(name) or name in params or hasattr(cls, name):
+        if not _storable_attribute(cls, name, params):
             raise ValueError(f"attribute name {name!r} is not allowed.")
     if decoder.used != set(tensors):
         raise ValueError(f"unused tensors {sorted(set(tensors) - decoder.used)}.")

@@ -409,6 +409,31 @@ def test_an_attribute_load_would_refuse_is_refused_on_save(fitted, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        np.array(["a", "bc"], dtype="<U200"),  # wider than load takes
+        np.array([], dtype="<U5"),
+        np.array(["a", "bc"], dtype=object),
+    ],
+)
+def test_a_string_array_save_writes_loads(fitted, tmp_path, names):
+    model = copy.deepcopy(fitted)
+    model.names_ = names
+    skvae.save(model, tmp_path / "model.safetensors")
+    loaded = load(tmp_path / "model.safetensors").names_
+    assert_array_equal(loaded, names)
+    assert loaded.dtype.kind == names.dtype.kind
+
+
+def test_a_string_array_load_would_refuse_is_refused_on_save(fitted, tmp_path):
+    model = copy.deepcopy(fitted)
+    model.names_ = np.array([["a", "b"]])
+    with pytest.raises(TypeError, match="2-d string array"):
+        skvae.save(model, tmp_path / "model.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_loading_what_is_not_a_file_says_so_without_blocking(tmp_path):
     fifo = tmp_path / "pipe"
